@@ -1,0 +1,10 @@
+/**
+ * paligemma-node: PaliGemma 1 and 2 inference for Node.js and Electron on ggml/llama.cpp.
+ */
+export { PaliGemmaError, AbortError } from './errors';
+export type { PaliGemmaErrorCode } from './errors';
+export { systemInfo } from './system';
+export type { SystemInfo, DeviceInfo } from './system';
+export { readGGUF } from './gguf';
+export type { GGUFInfo, GGUFTensorInfo, GGUFValue, ReadGGUFOptions } from './gguf';
+export type { GpuChoice } from './binding';

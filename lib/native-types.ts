@@ -1,0 +1,61 @@
+/**
+ * Types of the raw addon exports (native/napi). Internal: the public API wraps every one of them.
+ * @internal
+ */
+export interface NativeDeviceInfo {
+  name: string;
+  description: string;
+  type: 'cpu' | 'gpu' | 'igpu' | 'accel';
+  backend: string;
+  memoryFree: number;
+  memoryTotal: number;
+}
+
+export interface NativeSystemInfo {
+  llamaCppCommit: string;
+  backends: NativeDeviceInfo[];
+  cpuFeatures: Record<string, string>;
+  defaultThreads: number;
+  logicalCpus: number;
+}
+
+export type GGUFValue =
+  | number
+  | bigint
+  | string
+  | boolean
+  | string[]
+  | boolean[]
+  | Uint8Array
+  | Int8Array
+  | Uint16Array
+  | Int16Array
+  | Uint32Array
+  | Int32Array
+  | Float32Array
+  | Float64Array
+  | BigUint64Array
+  | BigInt64Array;
+
+export interface NativeGGUFTensor {
+  name: string;
+  type: string;
+  shape: number[];
+  offset: number;
+  size: number;
+}
+
+export interface NativeGGUF {
+  version: number;
+  alignment: number;
+  dataOffset: number;
+  fileSize: number;
+  metadata: Record<string, GGUFValue>;
+  truncatedKeys: string[];
+  tensors: NativeGGUFTensor[];
+}
+
+export interface NativeBinding {
+  systemInfo(): Promise<NativeSystemInfo>;
+  readGGUF(path: string, maxArrayLength?: number): Promise<NativeGGUF>;
+}

@@ -1,0 +1,26 @@
+import { getBinding } from './binding';
+import { callNative } from './errors';
+import type { NativeDeviceInfo } from './native-types';
+
+export type DeviceInfo = NativeDeviceInfo;
+
+export interface SystemInfo {
+  /** Commit of the llama.cpp source this addon was built from. */
+  llamaCppCommit: string;
+  /** Which native binary was loaded ('cpu', 'cuda', ...) and from where. */
+  binary: { variant: string; path: string };
+  /** Every ggml device this build can use, CPU included. */
+  backends: DeviceInfo[];
+  /** CPU features that ggml's CPU backend was built with and detected (e.g. AVX2: '1'). */
+  cpuFeatures: Record<string, string>;
+  /** Threads used when none are given: the number of physical cores. */
+  defaultThreads: number;
+  logicalCpus: number;
+}
+
+/** Describes the native build and the devices it sees. Device enumeration runs off the JS thread. */
+export async function systemInfo(): Promise<SystemInfo> {
+  const { binding, file, variant } = getBinding();
+  const info = await callNative(() => binding.systemInfo());
+  return { ...info, binary: { variant, path: file } };
+}

@@ -1,0 +1,77 @@
+// Promise-returning AsyncWorker: heavy work runs on a libuv worker thread, results and errors come
+// back on the JS thread. Exceptions never cross into Node: Run() reports through a pg_error, and
+// anything thrown anyway is caught in Execute().
+#pragma once
+#include "pg_error.h"
+
+#include <napi.h>
+
+#include <new>
+#include <string>
+
+// A JS Error carrying `code` (e.g. "ERR_INVALID_FILE"), which lib/ turns into a PaliGemmaError.
+inline Napi::Error pg_make_error(Napi::Env env, pg_error_code code, const std::string & message) {
+    Napi::Error e = Napi::Error::New(env, message);
+    e.Set("code", Napi::String::New(env, pg_error_code_name(code)));
+    return e;
+}
+
+inline Napi::Error pg_make_error(Napi::Env env, const pg_error & err) {
+    return pg_make_error(env, err.code == PG_OK ? PG_ERR_INTERNAL : err.code, err.message);
+}
+
+class PgPromiseWorker : public Napi::AsyncWorker {
+  public:
+    explicit PgPromiseWorker(Napi::Env env, const char * name)
+        : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+    // Queues the worker and returns its promise.
+    Napi::Promise Start() {
+        Napi::Promise p = Promise();
+        Queue();
+        return p;
+    }
+
+  protected:
+    // Runs off the JS thread. Return false and fill err_ on failure.
+    virtual bool Run() = 0;
+    // Runs on the JS thread after Run() succeeded; builds the resolved value.
+    virtual Napi::Value Result(Napi::Env env) = 0;
+
+    pg_error err_;
+
+  private:
+    void Execute() final {
+        try {
+            if (!Run() && err_.ok()) err_.set(PG_ERR_INTERNAL, "operation failed without a message");
+        } catch (const std::bad_alloc &) {
+            err_.set(PG_ERR_OUT_OF_MEMORY, "out of memory");
+        } catch (const std::exception & e) {
+            err_.set(PG_ERR_INTERNAL, std::string("internal error: ") + e.what());
+        } catch (...) {
+            err_.set(PG_ERR_INTERNAL, "internal error: unknown exception");
+        }
+    }
+
+    void OnOK() final {
+        Napi::Env env = Env();
+        Napi::HandleScope scope(env);
+        if (!err_.ok()) {
+            deferred_.Reject(pg_make_error(env, err_).Value());
+            return;
+        }
+        try {
+            deferred_.Resolve(Result(env));
+        } catch (const Napi::Error & e) {
+            deferred_.Reject(e.Value());
+        } catch (const std::exception & e) {
+            deferred_.Reject(pg_make_error(env, PG_ERR_INTERNAL, e.what()).Value());
+        }
+    }
+
+    void OnError(const Napi::Error & e) final { deferred_.Reject(e.Value()); }
+
+    Napi::Promise::Deferred deferred_;
+};

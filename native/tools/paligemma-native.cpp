@@ -1,0 +1,65 @@
+// paligemma-native: the C++ core without Node, for native checks on machines that have no Node.js.
+//   paligemma-native system            backends, devices, CPU features
+//   paligemma-native gguf FILE         header, metadata keys and tensors of a GGUF file
+#include "pg_gguf.h"
+#include "pg_system.h"
+
+#include "ggml.h"
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+static int usage() {
+    fprintf(stderr,
+            "usage: paligemma-native system\n"
+            "       paligemma-native gguf FILE\n");
+    return 2;
+}
+
+static int cmd_system() {
+    pg_system_info info = pg_get_system_info();
+    printf("llama.cpp commit: %s\n", info.llama_cpp_commit.c_str());
+    printf("threads: %d default (physical cores), %d logical\n", info.default_threads, info.logical_cpus);
+    for (const auto & d : info.devices) {
+        printf("device %s (%s, %s): %s, %.1f/%.1f GiB free\n", d.name.c_str(), d.type.c_str(), d.backend.c_str(),
+               d.description.c_str(), d.memory_free / 1073741824.0, d.memory_total / 1073741824.0);
+    }
+    printf("cpu features:");
+    for (const auto & f : info.cpu_features) printf(" %s=%s", f.name.c_str(), f.value.c_str());
+    printf("\n");
+    return 0;
+}
+
+static int cmd_gguf(const char * path) {
+    pg_gguf_file f;
+    pg_error     err;
+    if (!pg_gguf_open(path, f, err) || !pg_gguf_check_data_bounds(f, err)) {
+        fprintf(stderr, "error: %s\n", err.message.c_str());
+        return 1;
+    }
+    const gguf_context * ctx = f.ctx.get();
+    printf("version %u, %lld keys, %lld tensors, data at %zu\n", gguf_get_version(ctx), (long long) gguf_get_n_kv(ctx),
+           (long long) gguf_get_n_tensors(ctx), gguf_get_data_offset(ctx));
+    for (int64_t i = 0; i < gguf_get_n_kv(ctx); ++i) {
+        gguf_type t = gguf_get_kv_type(ctx, i);
+        printf("  %-48s %s", gguf_get_key(ctx, i), gguf_type_name(t));
+        if (t == GGUF_TYPE_STRING) printf(" = %.60s", gguf_get_val_str(ctx, i));
+        if (t == GGUF_TYPE_ARRAY) printf("[%zu] of %s", gguf_get_arr_n(ctx, i), gguf_type_name(gguf_get_arr_type(ctx, i)));
+        printf("\n");
+    }
+    for (int64_t i = 0; i < gguf_get_n_tensors(ctx); ++i) {
+        const int64_t * ne = gguf_get_tensor_ne(ctx, i);
+        printf("  %-48s %-6s [%lld, %lld, %lld, %lld] @%zu\n", gguf_get_tensor_name(ctx, i),
+               ggml_type_name(gguf_get_tensor_type(ctx, i)), (long long) ne[0], (long long) ne[1], (long long) ne[2],
+               (long long) ne[3], gguf_get_tensor_offset(ctx, i));
+    }
+    return 0;
+}
+
+int main(int argc, char ** argv) {
+    if (argc < 2) return usage();
+    if (!strcmp(argv[1], "system") && argc == 2) return cmd_system();
+    if (!strcmp(argv[1], "gguf") && argc == 3) return cmd_gguf(argv[2]);
+    return usage();
+}

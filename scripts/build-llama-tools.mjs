@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+// Builds llama.cpp's own tools (llama-bench by default) from the same pinned source, for side-by-side
+// comparisons. Output: native-build/llama-tools/bin/.
+//   node scripts/build-llama-tools.mjs [target ...] [-DKEY=VALUE ...]
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { resolveLlamaSource } from './llama-source.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const targets = args.filter((a) => !a.startsWith('-D'));
+const defines = args.filter((a) => a.startsWith('-D'));
+const buildDir = path.join(root, 'native-build', 'llama-tools');
+
+function run(cmd, argv) {
+  const res = spawnSync(cmd, argv, { stdio: 'inherit' });
+  if (res.status !== 0) {
+    console.error(`error: ${cmd} ${argv.join(' ')} failed`);
+    process.exit(res.status ?? 1);
+  }
+}
+
+const src = resolveLlamaSource();
+run('cmake', ['-S', src, '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release', '-DBUILD_SHARED_LIBS=OFF', '-DLLAMA_CURL=OFF',
+  '-DLLAMA_OPENSSL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DLLAMA_BUILD_EXAMPLES=OFF', '-DLLAMA_BUILD_SERVER=OFF', '-DLLAMA_BUILD_TOOLS=ON', ...defines]);
+run('cmake', ['--build', buildDir, '--parallel', String(os.availableParallelism?.() ?? os.cpus().length), '--target', ...(targets.length ? targets : ['llama-bench'])]);
+console.error(`[llama-tools] built in ${path.relative(root, path.join(buildDir, 'bin'))}`);

@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// Packs the package with its prebuilt binary and installs the tarball into an empty project whose
+// PATH holds only node, npm and sh: no compiler, no cmake. The addon must load from prebuilds/
+// through both require() and import. Exits non-zero on any failure.
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const tuple = `${process.platform}-${process.arch}`;
+const log = (m) => process.stderr.write(`[test-pack] ${m}\n`);
+
+function run(cmd, args, opts = {}) {
+  const res = spawnSync(cmd, args, { encoding: 'utf8', ...opts });
+  if (res.status !== 0) {
+    throw new Error(`${cmd} ${args.join(' ')} failed (exit ${res.status ?? res.signal}):\n${res.stdout}\n${res.stderr}`);
+  }
+  return res;
+}
+
+const prebuildDir = path.join(root, 'prebuilds', tuple);
+// A prebuild made here is removed again at the end, so it never shadows later local builds.
+let madePrebuild = false;
+if (!fs.existsSync(prebuildDir) || !fs.readdirSync(prebuildDir).some((f) => f.endsWith('.node'))) {
+  log(`no prebuild in ${path.relative(root, prebuildDir)}: making one from the local build`);
+  madePrebuild = true;
+  run(process.execPath, [path.join(root, 'scripts', 'prebuildify.mjs')], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, PALIGEMMA_PORTABLE: process.env.PALIGEMMA_PORTABLE ?? '0' },
+  });
+}
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'paligemma-pack-'));
+try {
+  const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+  const packed = run(npm, ['pack', '--silent', '--pack-destination', work], { cwd: root }).stdout.trim().split('\n').pop();
+  const tarball = path.join(work, packed);
+  const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' });
+  for (const must of ['package/dist/index.js', 'package/dist/index.mjs', 'package/dist/index.d.ts', 'package/dist/index.d.mts', `package/prebuilds/${tuple}/`]) {
+    if (!listing.includes(must)) throw new Error(`tarball lacks ${must}`);
+  }
+  for (const mustNot of ['package/deps/', 'package/native-build/', 'package/build/', 'package/test/']) {
+    if (listing.includes(mustNot)) throw new Error(`tarball should not contain ${mustNot}`);
+  }
+  log(`packed ${packed} (${(fs.statSync(tarball).size / 1e6).toFixed(1)} MB)`);
+
+  // A PATH with node, npm and sh only: a source build could not even find cmake or a compiler.
+  const bin = path.join(work, 'bin');
+  fs.mkdirSync(bin);
+  const npmCli = fs.realpathSync(execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim());
+  fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+  fs.symlinkSync(npmCli, path.join(bin, 'npm'));
+  fs.symlinkSync('/bin/sh', path.join(bin, 'sh'));
+  const env = { ...process.env, PATH: bin, CC: '/bin/false', CXX: '/bin/false' };
+  delete env.LLAMA_CPP_DIR;
+
+  const app = path.join(work, 'app');
+  fs.mkdirSync(app);
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
+  const install = run(path.join(bin, 'npm'), ['install', '--no-audit', '--no-fund', '--foreground-scripts', tarball], { cwd: app, env });
+  const installLog = install.stdout + install.stderr;
+  if (!/using the prebuilt native addon/.test(installLog)) throw new Error(`install did not use the prebuild:\n${installLog}`);
+  log('installed without compiling');
+
+  const cjs = run(path.join(bin, 'node'), ['-e', `
+    const pg = require('paligemma-node');
+    pg.systemInfo().then((i) => console.log(JSON.stringify({ commit: i.llamaCppCommit, binary: i.binary.path, devices: i.backends.length })));
+  `], { cwd: app, env });
+  const info = JSON.parse(cjs.stdout);
+  if (!info.binary.includes(path.join('node_modules', 'paligemma-node', 'prebuilds', tuple))) {
+    throw new Error(`require() loaded ${info.binary}, not the prebuild`);
+  }
+  log(`require(): ok, llama.cpp ${info.commit.slice(0, 8)}, ${info.devices} device(s), from ${path.relative(app, info.binary)}`);
+
+  const esm = run(path.join(bin, 'node'), ['--input-type=module', '-e', `
+    import { systemInfo, readGGUF, PaliGemmaError } from 'paligemma-node';
+    const i = await systemInfo();
+    const err = await readGGUF('missing.gguf').catch((e) => e);
+    console.log(JSON.stringify({ ok: i.backends.length > 0, typed: err instanceof PaliGemmaError, code: err.code }));
+  `], { cwd: app, env });
+  const res = JSON.parse(esm.stdout);
+  if (!res.ok || !res.typed || res.code !== 'ERR_FILE_NOT_FOUND') throw new Error(`import: unexpected ${esm.stdout}`);
+  log('import: ok');
+  console.log('pack test passed');
+} finally {
+  fs.rmSync(work, { recursive: true, force: true });
+  if (madePrebuild) fs.rmSync(prebuildDir, { recursive: true, force: true });
+}
