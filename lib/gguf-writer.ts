@@ -102,6 +102,7 @@ export class GGUFWriter {
   private fd: fs.promises.FileHandle | undefined;
   private dataStart = 0;
   private next = 0;
+  private cursor = 0;
 
   constructor(finalPath: string) {
     this.path = finalPath;
@@ -172,18 +173,27 @@ export class GGUFWriter {
     await this.fd.write(sink.bytes(), 0, sink.length, 0);
   }
 
-  /** Writes one tensor's data; tensors must come in declaration order. */
+  /**
+   * Writes the next piece of tensor data. Tensors come in declaration order; a tensor may arrive in
+   * several consecutive pieces (so a large one never has to be in memory at once).
+   */
   async writeTensor(name: string, data: Uint8Array): Promise<void> {
     if (!this.fd) throw new Error('GGUF: begin() first');
     const t = this.tensors[this.next];
     if (!t || t.name !== name) throw new Error(`GGUF: expected data for '${t?.name ?? '(none)'}', got '${name}'`);
-    if (data.byteLength !== t.bytes) throw new Error(`GGUF: tensor '${name}' needs ${t.bytes} bytes, got ${data.byteLength}`);
-    const pos = this.dataStart + t.offset;
-    await this.fd.write(data, 0, data.byteLength, pos);
-    const pad = align(t.bytes) - t.bytes;
-    if (pad) await this.fd.write(Buffer.alloc(pad), 0, pad, pos + t.bytes);
-    t.written = true;
-    this.next++;
+    if (this.cursor + data.byteLength > t.bytes) {
+      throw new Error(`GGUF: tensor '${name}' needs ${t.bytes} bytes, got ${this.cursor + data.byteLength}`);
+    }
+    const pos = this.dataStart + t.offset + this.cursor;
+    if (data.byteLength) await this.fd.write(data, 0, data.byteLength, pos);
+    this.cursor += data.byteLength;
+    if (this.cursor === t.bytes) {
+      const pad = align(t.bytes) - t.bytes;
+      if (pad) await this.fd.write(Buffer.alloc(pad), 0, pad, this.dataStart + t.offset + t.bytes);
+      t.written = true;
+      this.next++;
+      this.cursor = 0;
+    }
   }
 
   /** Flushes, closes and renames the file to its final name. */

@@ -1,9 +1,13 @@
 #include "pg_system.h"
+#include "pg_backend.h"
 #include "pg_log.h"
+
+#include "llama.h"
 
 #include "ggml-backend.h"
 
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -24,6 +28,7 @@ const char * device_type_name(enum ggml_backend_dev_type t) {
         case GGML_BACKEND_DEVICE_TYPE_GPU:   return "gpu";
         case GGML_BACKEND_DEVICE_TYPE_IGPU:  return "igpu";
         case GGML_BACKEND_DEVICE_TYPE_ACCEL: return "accel";
+        default:                             break;
     }
     return "unknown";
 }
@@ -51,8 +56,16 @@ int pg_physical_cores() {
     return logical;
 }
 
+void pg_backend_init_once() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        pg_log_init();
+        llama_backend_init();
+    });
+}
+
 pg_system_info pg_get_system_info() {
-    pg_log_init();
+    pg_backend_init_once();
     pg_system_info info;
     info.llama_cpp_commit = PG_LLAMA_COMMIT;
     info.logical_cpus     = (int) std::thread::hardware_concurrency();

@@ -9,6 +9,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     pg_log_init();
     pg_register_system(env, exports);
     pg_register_gguf(env, exports);
+    pg_register_convert(env, exports);
     return exports;
 }
 

@@ -4,3 +4,4 @@
 
 void pg_register_system(Napi::Env env, Napi::Object exports);
 void pg_register_gguf(Napi::Env env, Napi::Object exports);
+void pg_register_convert(Napi::Env env, Napi::Object exports);
