@@ -2,6 +2,8 @@
 /**
  * The `paligemma` command line tool.
  */
+import { parseArgs } from 'node:util';
+import { convert, TEXT_TYPES, VISION_TYPES, type ConvertProgress, type TextType, type VisionType } from './convert/index';
 import { readGGUF } from './gguf';
 import { PaliGemmaError } from './errors';
 import { systemInfo } from './system';
@@ -9,6 +11,9 @@ import { systemInfo } from './system';
 const USAGE = `usage: paligemma <command> [options]
 
 commands:
+  convert <hf-dir> [--out DIR] [--type T] [--vision-type T] [--seg-decoder vae-oid.npz] [--name NAME] [--threads N]
+                         Hugging Face PaliGemma checkpoint -> <name>-<type>.gguf + <name>-mmproj-<vision-type>.gguf
+                         types: ${TEXT_TYPES.join(' ')} (default f16); vision: ${VISION_TYPES.join(' ')}
   system                 native build, devices and CPU features
   info <file.gguf>       metadata and tensors of a GGUF file
   help                   this text
@@ -34,6 +39,80 @@ function formatValue(v: unknown): string {
     return `[${head.join(', ')}${arr.length > 6 ? ', ...' : ''}]`;
   }
   return String(v);
+}
+
+function formatDuration(s: number): string {
+  if (!Number.isFinite(s)) return '--:--';
+  const m = Math.floor(s / 60);
+  return `${m}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
+}
+
+/** A one-line progress bar on a TTY (bytes, rate, ETA); occasional plain lines otherwise. */
+export function progressPrinter(err: NodeJS.WritableStream & { isTTY?: boolean }, now: () => number = Date.now) {
+  const start = now();
+  let lastPlain = -1;
+  return (p: ConvertProgress) => {
+    const elapsed = (now() - start) / 1000;
+    const rate = elapsed > 0 ? p.bytesDone / elapsed : 0;
+    const eta = p.fraction > 0 ? (elapsed / p.fraction) * (1 - p.fraction) : Infinity;
+    const pct = Math.round(p.fraction * 100);
+    const what = p.phase === 'quantize' ? 'quantizing (llama.cpp)' : p.phase;
+    const line = `${what.padEnd(22)} ${String(pct).padStart(3)}% ${formatBytes(p.bytesDone)}/${formatBytes(p.bytesTotal)} ${formatBytes(rate)}/s ETA ${formatDuration(eta)}`;
+    if (err.isTTY) {
+      const width = 24;
+      const filled = Math.round(p.fraction * width);
+      err.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${line}\x1b[K${p.phase === 'done' ? '\n' : ''}`);
+    } else if (Math.floor(pct / 10) !== lastPlain || p.phase === 'done') {
+      lastPlain = Math.floor(pct / 10);
+      err.write(line + '\n');
+    }
+  };
+}
+
+async function cmdConvert(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        out: { type: 'string' },
+        type: { type: 'string' },
+        'vision-type': { type: 'string' },
+        'seg-decoder': { type: 'string' },
+        name: { type: 'string' },
+        threads: { type: 'string' },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) throw new UsageError('convert takes exactly one checkpoint folder');
+  if (values.type !== undefined && !TEXT_TYPES.includes(values.type as TextType)) throw new UsageError(`--type must be one of ${TEXT_TYPES.join(', ')}`);
+  const vt = values['vision-type'];
+  if (vt !== undefined && !VISION_TYPES.includes(vt as VisionType)) throw new UsageError(`--vision-type must be one of ${VISION_TYPES.join(', ')}`);
+  const threads = values.threads === undefined ? undefined : Number(values.threads);
+  if (threads !== undefined && !(Number.isInteger(threads) && threads > 0)) throw new UsageError('--threads must be a positive integer');
+  const controller = new AbortController();
+  const onSignal = () => controller.abort();
+  process.once('SIGINT', onSignal);
+  try {
+    const res = await convert({
+      input: positionals[0]!,
+      outDir: values.out,
+      type: values.type as TextType | undefined,
+      visionType: vt as VisionType | undefined,
+      segDecoder: values['seg-decoder'],
+      name: values.name,
+      threads,
+      signal: controller.signal,
+      onProgress: progressPrinter(err),
+    });
+    out.write(`${res.model}\n${res.mmproj}\n`);
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+  }
 }
 
 async function cmdSystem(out: NodeJS.WritableStream) {
@@ -62,6 +141,9 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
+      case 'convert':
+        await cmdConvert(rest, out, err);
+        return 0;
       case 'system':
         await cmdSystem(out);
         return 0;

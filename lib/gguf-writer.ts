@@ -103,6 +103,8 @@ export class GGUFWriter {
   private dataStart = 0;
   private next = 0;
   private cursor = 0;
+  private closed = false;
+  private committed = false;
 
   constructor(finalPath: string) {
     this.path = finalPath;
@@ -196,16 +198,29 @@ export class GGUFWriter {
     }
   }
 
-  /** Flushes, closes and renames the file to its final name. */
-  async finish(): Promise<string> {
+  /** Flushes and closes the file under its temporary name (see commit). */
+  async close(): Promise<void> {
     if (!this.fd) throw new Error('GGUF: begin() first');
     const missing = this.tensors.filter((t) => !t.written).map((t) => t.name);
     if (missing.length) throw new Error(`GGUF: no data written for ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
     await this.fd.sync();
     await this.fd.close();
     this.fd = undefined;
+    this.closed = true;
+  }
+
+  /** Renames the closed file to its final name. */
+  async commit(): Promise<string> {
+    if (!this.closed) throw new Error('GGUF: close() first');
     await fs.promises.rename(this.tmpPath, this.path);
+    this.committed = true;
     return this.path;
+  }
+
+  /** close() then commit(). */
+  async finish(): Promise<string> {
+    await this.close();
+    return this.commit();
   }
 
   /** Closes and deletes the temporary file; the final name is never touched. */
@@ -213,6 +228,6 @@ export class GGUFWriter {
     const fd = this.fd;
     this.fd = undefined;
     if (fd) await fd.close().catch(() => undefined);
-    await fs.promises.rm(this.tmpPath, { force: true });
+    if (!this.committed) await fs.promises.rm(this.tmpPath, { force: true });
   }
 }

@@ -8,3 +8,5 @@ export type { SystemInfo, DeviceInfo } from './system';
 export { readGGUF } from './gguf';
 export type { GGUFInfo, GGUFTensorInfo, GGUFValue, ReadGGUFOptions } from './gguf';
 export type { GpuChoice } from './binding';
+export { convert, TEXT_TYPES, VISION_TYPES } from './convert/index';
+export type { ConvertOptions, ConvertProgress, ConvertResult, TextType, VisionType } from './convert/index';

@@ -55,7 +55,25 @@ export interface NativeGGUF {
   tensors: NativeGGUFTensor[];
 }
 
+export interface NativeTextInspection {
+  description: string;
+  architecture: string;
+  nParams: number;
+  sizeBytes: number;
+  nEmbd: number;
+  nLayer: number;
+  nHead: number;
+  nHeadKv: number;
+  nVocab: number;
+  nCtxTrain: number;
+  nSwa: number;
+  tokens: Int32Array[];
+}
+
 export interface NativeBinding {
+  quantizeModel(inPath: string, outPath: string, type: string, threads: number): Promise<void>;
+  quantizeRows(data: Float32Array, cols: number, ggmlType: string): Promise<Uint8Array>;
+  inspectTextModel(path: string, texts: string[], vocabOnly: boolean): Promise<NativeTextInspection>;
   systemInfo(): Promise<NativeSystemInfo>;
   readGGUF(path: string, maxArrayLength?: number): Promise<NativeGGUF>;
 }

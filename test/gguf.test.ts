@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { PaliGemmaError, readGGUF } from '../lib/index';
 import { GGUFValueType, GGUFWriter } from '../lib/gguf-writer';
 import { tmpDir } from './helpers/tmp';
@@ -83,7 +83,7 @@ t.test('maxArrayLength cuts long arrays and says which', async (t) => {
   await t.rejects(readGGUF(good, { maxArrayLength: -1 }), { code: 'ERR_INVALID_ARGUMENT' });
 });
 
-async function rejectsNaming(t: Tap.Test, file: string, code: string, pattern: RegExp) {
+async function rejectsNaming(t: Test, file: string, code: string, pattern: RegExp) {
   const err = await readGGUF(file).then(
     () => null,
     (e: unknown) => e,
@@ -95,10 +95,6 @@ async function rejectsNaming(t: Tap.Test, file: string, code: string, pattern: R
   t.match((err as Error).stack ?? '', /gguf\.test\.ts/, "stack holds the caller's frames");
 }
 
-type Tap = typeof t;
-declare namespace Tap {
-  type Test = Parameters<Parameters<typeof t.test>[1]>[0];
-}
 
 t.test('bad files reject with errors naming the file', async (t) => {
   await rejectsNaming(t, path.join(dir, 'missing.gguf'), 'ERR_FILE_NOT_FOUND', /no such file/);
