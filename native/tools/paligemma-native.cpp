@@ -2,18 +2,24 @@
 //   paligemma-native system            backends, devices, CPU features
 //   paligemma-native gguf FILE         header, metadata keys and tensors of a GGUF file
 #include "pg_gguf.h"
+#include "pg_image.h"
 #include "pg_system.h"
+#include "pg_vision.h"
 
 #include "ggml.h"
 
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <vector>
 
 static int usage() {
     fprintf(stderr,
             "usage: paligemma-native system\n"
-            "       paligemma-native gguf FILE\n");
+            "       paligemma-native gguf FILE\n"
+            "       paligemma-native encode MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [THREADS]\n");
     return 2;
 }
 
@@ -57,9 +63,42 @@ static int cmd_gguf(const char * path) {
     return 0;
 }
 
+static bool read_file(const char * path, std::vector<uint8_t> & out) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) return false;
+    out.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    return true;
+}
+
+static bool write_f32(const char * path, const std::vector<float> & v) {
+    FILE * f = fopen(path, "wb");
+    if (!f) return false;
+    bool ok = fwrite(v.data(), sizeof(float), v.size(), f) == v.size();
+    return fclose(f) == 0 && ok;
+}
+
+static int cmd_encode(int argc, char ** argv) {
+    pg_vision_params params;
+    params.n_threads = argc > 6 ? atoi(argv[6]) : 1;
+    pg_vision_model      m;
+    pg_error             err;
+    std::vector<uint8_t> bytes;
+    pg_image_rgb         img;
+    std::vector<float>   pixels, embd;
+    if (!pg_vision_load(argv[2], params, m, nullptr, err)) return fprintf(stderr, "error: %s\n", err.message.c_str()), 1;
+    if (!read_file(argv[3], bytes)) return fprintf(stderr, "error: cannot read %s\n", argv[3]), 1;
+    if (!pg_image_decode(bytes.data(), bytes.size(), img, err)) return fprintf(stderr, "error: %s: %s\n", argv[3], err.message.c_str()), 1;
+    pg_image_preprocess(img, m.hp.image_size, m.hp.mean, m.hp.std, pixels);
+    if (!pg_vision_encode(m, pixels.data(), embd, nullptr, err)) return fprintf(stderr, "error: %s\n", err.message.c_str()), 1;
+    if (!write_f32(argv[4], pixels) || !write_f32(argv[5], embd)) return fprintf(stderr, "error: cannot write output\n"), 1;
+    printf("%dx%d -> %d px, %d tokens x %d\n", img.width, img.height, m.hp.image_size, m.hp.image_tokens, m.hp.proj_dim);
+    return 0;
+}
+
 int main(int argc, char ** argv) {
     if (argc < 2) return usage();
     if (!strcmp(argv[1], "system") && argc == 2) return cmd_system();
     if (!strcmp(argv[1], "gguf") && argc == 3) return cmd_gguf(argv[2]);
+    if (!strcmp(argv[1], "encode") && (argc == 6 || argc == 7)) return cmd_encode(argc, argv);
     return usage();
 }

@@ -1,0 +1,303 @@
+#include "pg_vision.h"
+#include "pg_backend.h"
+#include "pg_gguf.h"
+#include "pg_log.h"
+
+#include "ggml-alloc.h"
+#include "ggml-cpu.h"
+#include "gguf.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+pg_vision_model::~pg_vision_model() {
+    if (galloc) ggml_gallocr_free((ggml_gallocr_t) galloc);
+    if (buf_w) ggml_backend_buffer_free(buf_w);
+    if (ctx_w) ggml_free(ctx_w);
+    if (backend) ggml_backend_free(backend);
+}
+
+namespace {
+
+bool get_u32(const gguf_context * g, const char * key, int & out, const std::string & path, pg_error & err) {
+    int64_t id = gguf_find_key(g, key);
+    if (id < 0) return err.set(PG_ERR_INVALID_FILE, path + ": key '" + key + "' is missing: not a PaliGemma mmproj file from our converter");
+    gguf_type t = gguf_get_kv_type(g, id);
+    if (t == GGUF_TYPE_UINT32) out = (int) gguf_get_val_u32(g, id);
+    else if (t == GGUF_TYPE_INT32) out = gguf_get_val_i32(g, id);
+    else return err.set(PG_ERR_INVALID_FILE, path + ": key '" + key + "' has the wrong type");
+    if (out < 0 || out > (1 << 24)) return err.set(PG_ERR_INVALID_FILE, path + ": key '" + key + "' is out of range");
+    return true;
+}
+
+bool get_f32_array3(const gguf_context * g, const char * key, float out[3]) {
+    int64_t id = gguf_find_key(g, key);
+    if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, id) != GGUF_TYPE_FLOAT32 || gguf_get_arr_n(g, id) != 3) return false;
+    memcpy(out, gguf_get_arr_data(g, id), 3 * sizeof(float));
+    return true;
+}
+
+// Finds a tensor and checks its shape (ggml order) and that its type suits the op that uses it.
+ggml_tensor * need(ggml_context * ctx, const std::string & path, const std::string & name, std::vector<int64_t> shape,
+                   bool matrix, pg_error & err) {
+    ggml_tensor * t = ggml_get_tensor(ctx, name.c_str());
+    if (!t) {
+        err.set(PG_ERR_INVALID_FILE, path + ": tensor '" + name + "' is missing");
+        return nullptr;
+    }
+    for (int d = 0; d < GGML_MAX_DIMS; ++d) {
+        int64_t want = d < (int) shape.size() ? shape[d] : 1;
+        if (t->ne[d] != want) {
+            char buf[160];
+            snprintf(buf, sizeof(buf), ": tensor '%s' has shape [%lld, %lld, %lld, %lld], expected dimension %d to be %lld", name.c_str(),
+                     (long long) t->ne[0], (long long) t->ne[1], (long long) t->ne[2], (long long) t->ne[3], d, (long long) want);
+            err.set(PG_ERR_INVALID_FILE, path + buf);
+            return nullptr;
+        }
+    }
+    if (!matrix && t->type != GGML_TYPE_F32) {
+        err.set(PG_ERR_INVALID_FILE, path + ": tensor '" + name + "' must be f32, is " + ggml_type_name(t->type));
+        return nullptr;
+    }
+    return t;
+}
+
+}  // namespace
+
+bool pg_vision_load(const std::string & path, const pg_vision_params & params, pg_vision_model & m,
+                    const pg_progress_fn & progress, pg_error & err) {
+    pg_backend_init_once();
+    pg_gguf_file f;
+    if (!pg_gguf_open(path, f, err) || !pg_gguf_check_data_bounds(f, err)) return false;
+    const gguf_context * g = f.ctx.get();
+
+    int64_t arch = gguf_find_key(g, "general.architecture");
+    if (arch < 0 || gguf_get_kv_type(g, arch) != GGUF_TYPE_STRING || strcmp(gguf_get_val_str(g, arch), "clip") != 0) {
+        std::string a = arch >= 0 && gguf_get_kv_type(g, arch) == GGUF_TYPE_STRING ? gguf_get_val_str(g, arch) : "?";
+        return err.set(PG_ERR_INVALID_FILE, path + ": architecture is '" + a + "', expected a PaliGemma vision (mmproj) file ('clip')" +
+                                                (a == "gemma" || a == "gemma2" ? "; the text model and mmproj look swapped" : ""));
+    }
+    int64_t fam = gguf_find_key(g, "paligemma.family");
+    if (fam < 0 || gguf_get_kv_type(g, fam) != GGUF_TYPE_STRING) {
+        return err.set(PG_ERR_INVALID_FILE, path + ": no 'paligemma.family' key: a clip file, but not a PaliGemma mmproj from our converter");
+    }
+    pg_vision_hparams & hp = m.hp;
+    hp.family = gguf_get_val_str(g, fam);
+    if (!get_u32(g, "paligemma.image_size", hp.image_size, path, err) || !get_u32(g, "paligemma.patch_size", hp.patch_size, path, err) ||
+        !get_u32(g, "paligemma.image_tokens", hp.image_tokens, path, err) ||
+        !get_u32(g, "clip.vision.embedding_length", hp.hidden, path, err) ||
+        !get_u32(g, "clip.vision.feed_forward_length", hp.ffn, path, err) || !get_u32(g, "clip.vision.block_count", hp.layers, path, err) ||
+        !get_u32(g, "clip.vision.attention.head_count", hp.heads, path, err) ||
+        !get_u32(g, "paligemma.text_embedding_length", hp.proj_dim, path, err) ||
+        !get_u32(g, "paligemma.image_token_id", hp.image_token_id, path, err) ||
+        !get_u32(g, "paligemma.text_vocab_size", hp.text_vocab_size, path, err)) {
+        return false;
+    }
+    if (hp.patch_size == 0 || hp.image_size % hp.patch_size != 0 || (hp.image_size / hp.patch_size) * (hp.image_size / hp.patch_size) != hp.image_tokens) {
+        return err.set(PG_ERR_INVALID_FILE, path + ": image size, patch size and image tokens do not agree");
+    }
+    if (hp.heads == 0 || hp.hidden % hp.heads != 0 || hp.layers == 0 || hp.layers > 1000) {
+        return err.set(PG_ERR_INVALID_FILE, path + ": implausible vision hyperparameters");
+    }
+    int64_t eps_id = gguf_find_key(g, "clip.vision.attention.layer_norm_epsilon");
+    if (eps_id >= 0 && gguf_get_kv_type(g, eps_id) == GGUF_TYPE_FLOAT32) hp.eps = gguf_get_val_f32(g, eps_id);
+    get_f32_array3(g, "paligemma.image_mean", hp.mean);
+    get_f32_array3(g, "paligemma.image_std", hp.std);
+    for (float s : hp.std) {
+        if (!(s > 0)) return err.set(PG_ERR_INVALID_FILE, path + ": image_std must be positive");
+    }
+    int64_t seg = gguf_find_key(g, "paligemma.has_seg_decoder");
+    hp.has_seg_decoder = seg >= 0 && gguf_get_kv_type(g, seg) == GGUF_TYPE_BOOL && gguf_get_val_bool(g, seg);
+    if (hp.has_seg_decoder) {
+        if (!get_u32(g, "paligemma.seg.codebook_size", hp.seg_codebook, path, err) || !get_u32(g, "paligemma.seg.embedding_dim", hp.seg_dim, path, err)) return false;
+    }
+
+    // Tensor metadata through ggml's reader, then data read into a backend buffer.
+    ggml_context *   meta = nullptr;
+    gguf_init_params gp   = { /*no_alloc =*/ true, /*ctx =*/ &meta };
+    pg_log_clear();
+    pg_gguf_ptr g2(gguf_init_from_file(path.c_str(), gp));
+    if (!g2 || !meta) return err.set(PG_ERR_INVALID_FILE, path + ": cannot read tensor infos (" + pg_log_last_errors() + ")");
+    m.ctx_w = meta;
+    m.path  = path;
+
+    const int C = hp.hidden, F = hp.ffn, P = hp.patch_size, N = hp.image_tokens, D = hp.proj_dim;
+    if (!(m.patch_w = need(meta, path, "v.patch_embd.weight", { P, P, 3, C }, true, err))) return false;
+    if (m.patch_w->type != GGML_TYPE_F16 && m.patch_w->type != GGML_TYPE_F32) {
+        return err.set(PG_ERR_INVALID_FILE, path + ": v.patch_embd.weight must be f16 or f32 for ggml's convolution");
+    }
+    if (!(m.patch_b = need(meta, path, "v.patch_embd.bias", { C }, false, err)) ||
+        !(m.pos = need(meta, path, "v.position_embd.weight", { C, N }, false, err)) ||
+        !(m.post_w = need(meta, path, "v.post_ln.weight", { C }, false, err)) ||
+        !(m.post_b = need(meta, path, "v.post_ln.bias", { C }, false, err)) ||
+        !(m.mm_w = need(meta, path, "mm.0.weight", { C, D }, true, err)) || !(m.mm_b = need(meta, path, "mm.0.bias", { D }, false, err))) {
+        return false;
+    }
+    m.blocks.resize(hp.layers);
+    for (int i = 0; i < hp.layers; ++i) {
+        pg_vision_layer & L = m.blocks[i];
+        std::string       b = "v.blk." + std::to_string(i) + ".";
+        struct {
+            ggml_tensor ** t;
+            const char *   name;
+            std::vector<int64_t> shape;
+            bool           matrix;
+        } want[] = {
+            { &L.ln1_w, "ln1.weight", { C }, false },         { &L.ln1_b, "ln1.bias", { C }, false },
+            { &L.ln2_w, "ln2.weight", { C }, false },         { &L.ln2_b, "ln2.bias", { C }, false },
+            { &L.q_w, "attn_q.weight", { C, C }, true },      { &L.q_b, "attn_q.bias", { C }, false },
+            { &L.k_w, "attn_k.weight", { C, C }, true },      { &L.k_b, "attn_k.bias", { C }, false },
+            { &L.v_w, "attn_v.weight", { C, C }, true },      { &L.v_b, "attn_v.bias", { C }, false },
+            { &L.o_w, "attn_out.weight", { C, C }, true },    { &L.o_b, "attn_out.bias", { C }, false },
+            { &L.up_w, "ffn_up.weight", { C, F }, true },     { &L.up_b, "ffn_up.bias", { F }, false },
+            { &L.down_w, "ffn_down.weight", { F, C }, true }, { &L.down_b, "ffn_down.bias", { C }, false },
+        };
+        for (auto & w : want) {
+            if (!(*w.t = need(meta, path, b + w.name, w.shape, w.matrix, err))) return false;
+        }
+    }
+
+    // Backend: the chosen device, or the CPU.
+    ggml_backend_dev_t dev = params.device ? params.device : ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!dev) return err.set(PG_ERR_BACKEND, "no CPU backend in this build");
+    m.backend = ggml_backend_dev_init(dev, nullptr);
+    if (!m.backend) return err.set(PG_ERR_BACKEND, std::string("cannot initialise ") + ggml_backend_dev_name(dev));
+    m.is_cpu     = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    m.n_threads  = params.n_threads > 0 ? params.n_threads : 1;
+    m.exact_gelu = params.exact_gelu;
+    if (m.is_cpu) ggml_backend_cpu_set_n_threads(m.backend, m.n_threads);
+
+    m.buf_w = ggml_backend_alloc_ctx_tensors(meta, m.backend);
+    if (!m.buf_w) return err.set(PG_ERR_OUT_OF_MEMORY, path + ": cannot allocate memory for the vision weights");
+    ggml_backend_buffer_set_usage(m.buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+
+    FILE * fp = fopen(path.c_str(), "rb");
+    if (!fp) return err.set(PG_ERR_FILE_NOT_FOUND, path + ": cannot open");
+    std::unique_ptr<FILE, int (*)(FILE *)> guard(fp, fclose);
+    const bool           host = ggml_backend_buffer_is_host(m.buf_w);
+    std::vector<uint8_t> staging;
+    const size_t         base  = gguf_get_data_offset(g);
+    size_t               total = 0, done = 0;
+    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) total += gguf_get_tensor_size(g, i);
+    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
+        ggml_tensor * t = ggml_get_tensor(meta, gguf_get_tensor_name(g, i));
+        const size_t  n = ggml_nbytes(t);
+        if (fseek(fp, (long) (base + gguf_get_tensor_offset(g, i)), SEEK_SET) != 0) return err.set(PG_ERR_INVALID_FILE, path + ": seek failed");
+        void * dst = t->data;
+        if (!host) {
+            staging.resize(n);
+            dst = staging.data();
+        }
+        if (fread(dst, 1, n, fp) != n) return err.set(PG_ERR_INVALID_FILE, path + ": truncated tensor data");
+        if (!host) ggml_backend_tensor_set(t, staging.data(), 0, n);
+        done += n;
+        if (progress && !progress(total ? (float) done / total : 1.0f)) return err.set(PG_ERR_ABORTED, "loading aborted");
+    }
+    m.graph_meta.resize(ggml_tensor_overhead() * 4096 + ggml_graph_overhead_custom(4096, false));
+    m.galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m.backend));
+    return true;
+}
+
+namespace {
+
+ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
+    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
+}
+
+// GELU, tanh approximation. ggml's own op reads an FP16 table on the CPU; the exact form costs a few
+// element-wise passes over the MLP activations, small next to the matrix products.
+ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x, bool exact) {
+    if (!exact) return ggml_gelu(ctx, x);
+    const float   k     = 0.7978845608028654f;  // sqrt(2 / pi)
+    ggml_tensor * x3    = ggml_mul(ctx, x, ggml_sqr(ctx, x));
+    ggml_tensor * inner = ggml_add(ctx, x, ggml_scale(ctx, x3, 0.044715f));
+    ggml_tensor * t     = ggml_tanh(ctx, ggml_scale(ctx, inner, k));
+    return ggml_mul(ctx, x, ggml_scale_bias(ctx, t, 0.5f, 0.5f));
+}
+
+ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor ** inp_out) {
+    const pg_vision_hparams & hp = m.hp;
+    const int S = hp.image_size, P = hp.patch_size, C = hp.hidden, N = hp.image_tokens, H = hp.heads, HD = C / H;
+
+    ggml_tensor * inp = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, S, S, 3);
+    ggml_set_name(inp, "pixels");
+    ggml_set_input(inp);
+    *inp_out = inp;
+
+    // Patch embedding: a P x P convolution with stride P, then one row per patch (row-major h, w).
+    ggml_tensor * x = ggml_conv_2d(ctx, m.patch_w, inp, P, P, 0, 0, 1, 1);  // [S/P, S/P, C]
+    x = ggml_reshape_2d(ctx, x, N, C);
+    x = ggml_cont(ctx, ggml_transpose(ctx, x));  // [C, N]
+    x = ggml_add(ctx, x, m.patch_b);
+    x = ggml_add(ctx, x, m.pos);
+
+    const float scale = 1.0f / sqrtf((float) HD);
+    for (const pg_vision_layer & L : m.blocks) {
+        ggml_tensor * cur = layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps);
+        ggml_tensor * q   = ggml_add(ctx, ggml_mul_mat(ctx, L.q_w, cur), L.q_b);
+        ggml_tensor * k   = ggml_add(ctx, ggml_mul_mat(ctx, L.k_w, cur), L.k_b);
+        ggml_tensor * v   = ggml_add(ctx, ggml_mul_mat(ctx, L.v_w, cur), L.v_b);
+        q = ggml_permute(ctx, ggml_reshape_3d(ctx, q, HD, H, N), 0, 2, 1, 3);                 // [HD, N, H]
+        k = ggml_permute(ctx, ggml_reshape_3d(ctx, k, HD, H, N), 0, 2, 1, 3);                 // [HD, N, H]
+        v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, v, HD, H, N), 1, 2, 0, 3)); // [N, HD, H]
+        ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                                           // [N_k, N_q, H]
+        kq = ggml_soft_max_ext(ctx, kq, nullptr, scale, 0.0f);
+        ggml_tensor * kqv = ggml_mul_mat(ctx, v, kq);                                         // [HD, N, H]
+        kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                             // [HD, H, N]
+        cur = ggml_reshape_2d(ctx, kqv, C, N);
+        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.o_w, cur), L.o_b);
+        x   = ggml_add(ctx, x, cur);
+
+        cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
+        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
+        cur = gelu_tanh(ctx, cur, m.exact_gelu);
+        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.down_w, cur), L.down_b);
+        x   = ggml_add(ctx, x, cur);
+    }
+    x = layer_norm(ctx, x, m.post_w, m.post_b, hp.eps);
+    x = ggml_add(ctx, ggml_mul_mat(ctx, m.mm_w, x), m.mm_b);  // [D, N]
+    ggml_set_name(x, "image_embd");
+    ggml_set_output(x);
+
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, 4096, false);
+    ggml_build_forward_expand(gf, x);
+    return gf;
+}
+
+struct abort_ctx {
+    const std::atomic<bool> * flag;
+};
+
+bool abort_cb(void * data) {
+    auto * a = (abort_ctx *) data;
+    return a->flag && a->flag->load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+bool pg_vision_encode(pg_vision_model & m, const float * pixels, std::vector<float> & out, const std::atomic<bool> * abort_flag,
+                      pg_error & err) {
+    ggml_init_params ip = { m.graph_meta.size(), m.graph_meta.data(), /*no_alloc =*/ true };
+    ggml_context *   ctx = ggml_init(ip);
+    if (!ctx) return err.set(PG_ERR_OUT_OF_MEMORY, "vision: cannot create a graph context");
+    std::unique_ptr<ggml_context, void (*)(ggml_context *)> guard(ctx, ggml_free);
+    ggml_tensor * inp = nullptr;
+    ggml_cgraph * gf  = build_graph(m, ctx, &inp);
+    if (!ggml_gallocr_alloc_graph((ggml_gallocr_t) m.galloc, gf)) return err.set(PG_ERR_OUT_OF_MEMORY, "vision: cannot allocate the compute buffer");
+    const size_t S = (size_t) m.hp.image_size;
+    ggml_backend_tensor_set(inp, pixels, 0, 3 * S * S * sizeof(float));
+
+    abort_ctx ac = { abort_flag };
+    if (m.is_cpu) ggml_backend_cpu_set_abort_callback(m.backend, abort_cb, &ac);
+    enum ggml_status st = ggml_backend_graph_compute(m.backend, gf);
+    if (m.is_cpu) ggml_backend_cpu_set_abort_callback(m.backend, nullptr, nullptr);
+    if (abort_flag && abort_flag->load()) return err.set(PG_ERR_ABORTED, "image encoding aborted");
+    if (st != GGML_STATUS_SUCCESS) return err.set(PG_ERR_BACKEND, std::string("vision: graph computation failed: ") + ggml_status_to_string(st));
+
+    ggml_tensor * res = ggml_graph_node(gf, -1);
+    out.resize((size_t) m.hp.image_tokens * m.hp.proj_dim);
+    ggml_backend_tensor_get(res, out.data(), 0, out.size() * sizeof(float));
+    return true;
+}

@@ -1,0 +1,76 @@
+// The SigLIP vision tower + linear projector of PaliGemma, as a ggml graph over the mmproj GGUF
+// written by our converter.
+#pragma once
+#include "pg_error.h"
+
+#include "ggml-backend.h"
+#include "ggml.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+struct pg_vision_hparams {
+    std::string family;  // "paligemma" or "paligemma2"
+    int         image_size   = 0;
+    int         patch_size   = 0;
+    int         image_tokens = 0;
+    int         hidden       = 0;
+    int         ffn          = 0;
+    int         layers       = 0;
+    int         heads        = 0;
+    float       eps          = 1e-6f;
+    int         proj_dim     = 0;  // = text model width
+    int         image_token_id  = 0;
+    int         text_vocab_size = 0;
+    float       mean[3] = { 0.5f, 0.5f, 0.5f };
+    float       std[3]  = { 0.5f, 0.5f, 0.5f };
+    bool        has_seg_decoder = false;
+    int         seg_codebook = 0;
+    int         seg_dim      = 0;
+};
+
+struct pg_vision_layer {
+    ggml_tensor *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    ggml_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
+    ggml_tensor *up_w, *up_b, *down_w, *down_b;
+};
+
+struct pg_vision_params {
+    ggml_backend_dev_t device    = nullptr;  // nullptr: CPU
+    int                n_threads = 1;
+    bool               exact_gelu = true;    // tanh-GELU from exact ops instead of ggml's FP16 table
+};
+
+struct pg_vision_model {
+    pg_vision_hparams            hp;
+    std::string                  path;
+    ggml_context *               ctx_w   = nullptr;  // weight tensors
+    ggml_backend_buffer_t        buf_w   = nullptr;
+    ggml_backend_t               backend = nullptr;
+    bool                         is_cpu  = true;
+    int                          n_threads = 1;
+    bool                         exact_gelu = true;
+    ggml_tensor *                patch_w = nullptr, *patch_b = nullptr, *pos = nullptr;
+    ggml_tensor *                post_w = nullptr, *post_b = nullptr, *mm_w = nullptr, *mm_b = nullptr;
+    std::vector<pg_vision_layer> blocks;
+    std::vector<uint8_t>         graph_meta;  // scratch for graph metadata
+    void *                       galloc = nullptr;  // ggml_gallocr_t, reused across encodes
+
+    pg_vision_model() = default;
+    pg_vision_model(const pg_vision_model &) = delete;
+    pg_vision_model & operator=(const pg_vision_model &) = delete;
+    ~pg_vision_model();
+};
+
+// Progress: fraction of weight bytes loaded; return false to abort.
+using pg_progress_fn = std::function<bool(float)>;
+
+bool pg_vision_load(const std::string & path, const pg_vision_params & params, pg_vision_model & out,
+                    const pg_progress_fn & progress, pg_error & err);
+
+// pixels: 3 x S x S planar, normalized. out: image_tokens x proj_dim (projector output, unscaled).
+bool pg_vision_encode(pg_vision_model & m, const float * pixels, std::vector<float> & out,
+                      const std::atomic<bool> * abort_flag, pg_error & err);
