@@ -5,6 +5,7 @@
 #include "gguf.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -25,3 +26,12 @@ bool pg_gguf_open(const std::string & path, pg_gguf_file & out, pg_error & err);
 
 // Checks every tensor's data range lies inside the file (ggml checks the header, not the data size).
 bool pg_gguf_check_data_bounds(const pg_gguf_file & f, pg_error & err);
+
+// Seek to a 64-bit offset (fseek takes a long, which is 32 bits on Windows).
+inline int pg_fseek64(FILE * f, uint64_t offset) {
+#if defined(_WIN32)
+    return _fseeki64(f, (long long) offset, SEEK_SET);
+#else
+    return fseeko(f, (off_t) offset, SEEK_SET);
+#endif
+}

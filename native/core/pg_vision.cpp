@@ -184,7 +184,7 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
         ggml_tensor * t = ggml_get_tensor(meta, gguf_get_tensor_name(g, i));
         const size_t  n = ggml_nbytes(t);
-        if (fseek(fp, (long) (base + gguf_get_tensor_offset(g, i)), SEEK_SET) != 0) return err.set(PG_ERR_INVALID_FILE, path + ": seek failed");
+        if (pg_fseek64(fp, base + gguf_get_tensor_offset(g, i)) != 0) return err.set(PG_ERR_INVALID_FILE, path + ": seek failed");
         void * dst = t->data;
         if (!host) {
             staging.resize(n);

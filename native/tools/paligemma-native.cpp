@@ -3,6 +3,7 @@
 //   paligemma-native gguf FILE         header, metadata keys and tensors of a GGUF file
 #include "pg_gguf.h"
 #include "pg_image.h"
+#include "pg_model.h"
 #include "pg_system.h"
 #include "pg_vision.h"
 
@@ -19,7 +20,8 @@ static int usage() {
     fprintf(stderr,
             "usage: paligemma-native system\n"
             "       paligemma-native gguf FILE\n"
-            "       paligemma-native encode MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [THREADS]\n");
+            "       paligemma-native encode MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [THREADS]\n"
+            "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [LOGITS_OUT.f32] [--gpu G] [--f32-kv] [--no-fa] [--threads N] [--force ID,ID,...]\n");
     return 2;
 }
 
@@ -95,10 +97,58 @@ static int cmd_encode(int argc, char ** argv) {
     return 0;
 }
 
+static int cmd_generate(int argc, char ** argv) {
+    pg_model_params mp;
+    mp.model_path  = argv[2];
+    mp.mmproj_path = argv[3];
+    const char * image = argv[4];
+    std::string  prompt = argv[5];
+    int          max_tokens = atoi(argv[6]);
+    const char * logits_out = nullptr;
+    std::vector<int32_t> forced;
+    for (int i = 7; i < argc; ++i) {
+        if (!strcmp(argv[i], "--gpu") && i + 1 < argc) mp.gpu = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) mp.threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--f32-kv")) mp.kv_type = GGML_TYPE_F32;
+        else if (!strcmp(argv[i], "--no-fa")) mp.flash_attn = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+        else if (!strcmp(argv[i], "--force") && i + 1 < argc) {
+            for (char * tok = strtok(argv[++i], ","); tok; tok = strtok(nullptr, ",")) forced.push_back(atoi(tok));
+        }
+        else logits_out = argv[i];
+    }
+    pg_model             m;
+    pg_error             err;
+    std::vector<uint8_t> bytes;
+    pg_image_rgb         img;
+    std::vector<float>   pixels, embd;
+    if (!pg_model_load(mp, m, nullptr, err)) return fprintf(stderr, "error: %s\n", err.message.c_str()), 1;
+    if (!read_file(image, bytes)) return fprintf(stderr, "error: cannot read %s\n", image), 1;
+    if (!pg_image_decode(bytes.data(), bytes.size(), img, err)) return fprintf(stderr, "error: %s: %s\n", image, err.message.c_str()), 1;
+    pg_image_preprocess(img, m.vision.hp.image_size, m.vision.hp.mean, m.vision.hp.std, pixels);
+    if (!pg_vision_encode(m.vision, pixels.data(), embd, nullptr, err)) return fprintf(stderr, "error: %s\n", err.message.c_str()), 1;
+    pg_generate_params gp;
+    gp.image_embd  = embd.data();
+    gp.n_image     = m.vision.hp.image_tokens;
+    gp.max_tokens  = max_tokens;
+    gp.want_logits = logits_out != nullptr;
+    gp.forced      = forced;
+    if (!pg_model_prefix_ids(m, prompt, gp.prefix_ids, err)) return fprintf(stderr, "error: %s\n", err.message.c_str()), 1;
+    pg_generate_result res;
+    if (!pg_generate(m.text, gp, nullptr, nullptr, res, err)) return fprintf(stderr, "error: %s\n", err.message.c_str()), 1;
+    printf("backend %s; prefix", m.backend.c_str());
+    for (int32_t id : gp.prefix_ids) printf(" %d", id);
+    printf("\ntokens");
+    for (int32_t id : res.tokens) printf(" %d", id);
+    printf("\ntext %s\nprefill %.1f ms, decode %.1f ms\n", res.text.c_str(), res.prefill_ms, res.decode_ms);
+    if (logits_out && !write_f32(logits_out, res.logits)) return fprintf(stderr, "error: cannot write %s\n", logits_out), 1;
+    return 0;
+}
+
 int main(int argc, char ** argv) {
     if (argc < 2) return usage();
     if (!strcmp(argv[1], "system") && argc == 2) return cmd_system();
     if (!strcmp(argv[1], "gguf") && argc == 3) return cmd_gguf(argv[2]);
     if (!strcmp(argv[1], "encode") && (argc == 6 || argc == 7)) return cmd_encode(argc, argv);
+    if (!strcmp(argv[1], "generate") && argc >= 7) return cmd_generate(argc, argv);
     return usage();
 }

@@ -1,0 +1,53 @@
+// One PaliGemma generation: the prefix (image rows + BOS + prompt + "\n") decoded as ONE non-causal
+// batch, then causal token-by-token decoding with llama.cpp's sampler chain.
+#pragma once
+#include "pg_error.h"
+#include "pg_text.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+struct pg_sampling {
+    float       temperature    = 0.0f;  // 0: greedy (argmax), the paper's decoding
+    int         top_k          = 0;     // 0: off
+    float       top_p          = 1.0f;  // 1: off
+    float       min_p          = 0.0f;  // 0: off
+    uint32_t    seed           = 0xFFFFFFFF;
+    float       repeat_penalty = 1.0f;  // 1: off
+    int         repeat_last_n  = 64;
+    std::string grammar;                // GBNF, root rule "root"; empty: none
+};
+
+struct pg_generate_params {
+    const float *            image_embd = nullptr;  // n_image rows of n_embd: projector output, unscaled
+    int                      n_image    = 0;
+    std::vector<int32_t>     prefix_ids;            // BOS + prompt + "\n"
+    int                      max_tokens = 32;
+    pg_sampling              sampling;
+    std::vector<std::string> stop;                  // stop strings, excluded from the text
+    bool                     want_logits = false;   // keep every step's full-vocabulary logits
+    // Teacher forcing: step i emits forced[i] whatever the sampler says (to score a given answer, or
+    // to compare every step's logits with a reference past a near-tie).
+    std::vector<int32_t>     forced;
+};
+
+enum pg_stop_reason { PG_STOP_EOS, PG_STOP_MAX_TOKENS, PG_STOP_STRING, PG_STOP_ABORT };
+
+struct pg_generate_result {
+    std::vector<int32_t> tokens;
+    std::string          text;
+    pg_stop_reason       reason = PG_STOP_MAX_TOKENS;
+    std::vector<float>   logits;  // tokens.size() (or one more on abort) x n_vocab when asked for
+    int                  prompt_tokens = 0;
+    double               prefill_ms = 0, decode_ms = 0;
+};
+
+// Called after each token with its id, its piece, and the newly completed text (whole UTF-8
+// characters only, held back while it could still be the start of a stop string).
+using pg_token_fn = std::function<void(int32_t id, const std::string & piece, const std::string & text)>;
+
+bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token_fn & on_token, const std::atomic<bool> * abort,
+                 pg_generate_result & out, pg_error & err);

@@ -1,0 +1,172 @@
+#include "pg_text.h"
+#include "pg_backend.h"
+#include "pg_gguf.h"
+#include "pg_log.h"
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+pg_text_model::~pg_text_model() {
+    if (ctx) llama_free(ctx);
+    if (model) llama_model_free(model);
+}
+
+namespace {
+
+struct load_progress {
+    const pg_progress_fn * fn;
+};
+
+bool on_load_progress(float p, void * data) {
+    auto * lp = (load_progress *) data;
+    return !lp->fn || !*lp->fn || (*lp->fn)(p);
+}
+
+bool on_abort(void * data) {
+    const std::atomic<bool> * src = ((pg_text_model *) data)->abort_source.load(std::memory_order_relaxed);
+    return src && src->load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+bool pg_text_load(const std::string & path, const pg_text_params & params, pg_text_model & m, const pg_progress_fn & progress,
+                  pg_error & err) {
+    pg_backend_init_once();
+    // Our own checks first: llama.cpp's loader would accept files we cannot use, and says less.
+    pg_gguf_file f;
+    if (!pg_gguf_open(path, f, err) || !pg_gguf_check_data_bounds(f, err)) return false;
+    const gguf_context * g    = f.ctx.get();
+    int64_t              arch = gguf_find_key(g, "general.architecture");
+    m.arch = arch >= 0 && gguf_get_kv_type(g, arch) == GGUF_TYPE_STRING ? gguf_get_val_str(g, arch) : "";
+    if (m.arch != "gemma" && m.arch != "gemma2") {
+        return err.set(PG_ERR_INVALID_FILE, path + ": architecture is '" + m.arch + "', expected a PaliGemma text model ('gemma' or 'gemma2')" +
+                                                (m.arch == "clip" ? "; the text model and mmproj look swapped" : ""));
+    }
+    if (m.arch == "gemma2") {
+        // llama.cpp's gemma2 asserts (aborting the process) when no layer uses a sliding window.
+        int64_t pat = gguf_find_key(g, "gemma2.attention.sliding_window_pattern");
+        bool    any_swa = true;
+        if (pat >= 0 && gguf_get_kv_type(g, pat) == GGUF_TYPE_UINT32) any_swa = gguf_get_val_u32(g, pat) != 1;
+        if (pat >= 0 && gguf_get_kv_type(g, pat) == GGUF_TYPE_ARRAY) {
+            any_swa = false;
+            const gguf_type at = gguf_get_arr_type(g, pat);
+            const size_t    n  = gguf_get_arr_n(g, pat);
+            if (at == GGUF_TYPE_BOOL || at == GGUF_TYPE_INT8 || at == GGUF_TYPE_UINT8) {
+                for (size_t i = 0; i < n; ++i) any_swa |= ((const int8_t *) gguf_get_arr_data(g, pat))[i] != 0;
+            } else if (at == GGUF_TYPE_UINT32 || at == GGUF_TYPE_INT32) {
+                for (size_t i = 0; i < n; ++i) any_swa |= ((const int32_t *) gguf_get_arr_data(g, pat))[i] != 0;
+            } else {
+                any_swa = true;
+            }
+        }
+        if (!any_swa) {
+            return err.set(PG_ERR_INVALID_FILE, path + ": gemma2.attention.sliding_window_pattern leaves no sliding-window layer, "
+                                                       "which llama.cpp cannot run; reconvert with this version's converter");
+        }
+    }
+    int64_t te = gguf_find_tensor(g, "token_embd.weight");
+    if (te < 0) return err.set(PG_ERR_INVALID_FILE, path + ": tensor 'token_embd.weight' is missing");
+    const int64_t * ne = gguf_get_tensor_ne(g, te);
+    m.tok_embd_type    = gguf_get_tensor_type(g, te);
+    m.tok_embd_offset  = gguf_get_data_offset(g) + gguf_get_tensor_offset(g, te);
+    m.tok_embd_row     = ggml_row_size(m.tok_embd_type, ne[0]);
+    if (!ggml_get_type_traits(m.tok_embd_type)->to_float && m.tok_embd_type != GGML_TYPE_F32) {
+        return err.set(PG_ERR_INVALID_FILE, path + ": token_embd.weight has a type that cannot be dequantized");
+    }
+
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers       = params.n_gpu_layers;
+    std::vector<ggml_backend_dev_t> devs = params.devices;
+    if (!devs.empty()) {
+        devs.push_back(nullptr);
+        mp.devices = devs.data();
+    }
+    load_progress lp               = { &progress };
+    mp.progress_callback           = on_load_progress;
+    mp.progress_callback_user_data = &lp;
+    pg_log_clear();
+    m.model = llama_model_load_from_file(path.c_str(), mp);
+    if (!m.model) {
+        std::string why = pg_log_last_errors();
+        if (progress && why.find("cancelled") != std::string::npos) return err.set(PG_ERR_ABORTED, "loading aborted");
+        return err.set(PG_ERR_INVALID_FILE, path + ": llama.cpp could not load the model" + (why.empty() ? "" : " (" + why + ")"));
+    }
+    m.path        = path;
+    m.vocab       = llama_model_get_vocab(m.model);
+    m.n_embd      = llama_model_n_embd(m.model);
+    m.n_vocab     = llama_vocab_n_tokens(m.vocab);
+    m.n_ctx_train = llama_model_n_ctx_train(m.model);
+    if (ne[0] != m.n_embd || ne[1] != m.n_vocab) return err.set(PG_ERR_INVALID_FILE, path + ": token_embd.weight does not match the vocabulary");
+
+    int n_ctx = params.n_ctx > 0 ? params.n_ctx : params.min_ctx + 512;
+    n_ctx     = (n_ctx + 255) / 256 * 256;
+    if (m.n_ctx_train > 0 && n_ctx > m.n_ctx_train) n_ctx = m.n_ctx_train;
+    if (n_ctx < params.min_ctx + 1) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, "contextSize " + std::to_string(n_ctx) + " cannot hold the " + std::to_string(params.min_ctx) +
+                                                    " image tokens and a prompt");
+    }
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx           = (uint32_t) n_ctx;
+    // The prefix (image + prompt) is decoded non-causally in ONE micro-batch: llama.cpp aborts the
+    // process if it does not fit, so the micro-batch spans the whole context.
+    cp.n_batch         = (uint32_t) n_ctx;
+    cp.n_ubatch        = (uint32_t) n_ctx;
+    cp.n_seq_max       = 1;
+    cp.n_threads       = params.n_threads;
+    cp.n_threads_batch = params.n_threads;
+    cp.flash_attn_type = params.flash_attn;
+    cp.type_k          = params.kv_type;
+    cp.type_v          = params.kv_type;
+    cp.no_perf         = true;
+    cp.abort_callback      = on_abort;
+    cp.abort_callback_data = &m;
+    pg_log_clear();
+    m.ctx = llama_init_from_model(m.model, cp);
+    if (!m.ctx) {
+        std::string why = pg_log_last_errors();
+        return err.set(PG_ERR_BACKEND, "llama.cpp could not create a context of " + std::to_string(n_ctx) + " tokens" + (why.empty() ? "" : " (" + why + ")"));
+    }
+    m.n_ctx = (int) llama_n_ctx(m.ctx);
+    return true;
+}
+
+bool pg_text_tokenize(const pg_text_model & m, const std::string & text, bool parse_special, std::vector<int32_t> & out, pg_error & err) {
+    if (text.size() > (size_t) INT32_MAX / 2) return err.set(PG_ERR_INVALID_ARGUMENT, "text is too long");
+    out.resize(text.size() + 4);
+    int32_t n = llama_tokenize(m.vocab, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), false, parse_special);
+    if (n < 0) {
+        out.resize((size_t) -n);
+        n = llama_tokenize(m.vocab, text.data(), (int32_t) text.size(), out.data(), (int32_t) out.size(), false, parse_special);
+    }
+    if (n < 0) return err.set(PG_ERR_INTERNAL, "tokenization failed");
+    out.resize((size_t) n);
+    return true;
+}
+
+std::string pg_text_piece(const pg_text_model & m, int32_t id) {
+    char    buf[256];
+    int32_t n = llama_token_to_piece(m.vocab, id, buf, sizeof(buf), 0, false);
+    if (n >= 0) return std::string(buf, (size_t) n);
+    std::string big((size_t) -n, '\0');
+    n = llama_token_to_piece(m.vocab, id, big.data(), (int32_t) big.size(), 0, false);
+    return n >= 0 ? big.substr(0, (size_t) n) : std::string();
+}
+
+bool pg_text_embed_rows(const pg_text_model & m, const int32_t * ids, size_t n, float * out, pg_error & err) {
+    FILE * f = fopen(m.path.c_str(), "rb");
+    if (!f) return err.set(PG_ERR_FILE_NOT_FOUND, m.path + ": cannot reopen");
+    std::unique_ptr<FILE, int (*)(FILE *)> guard(f, fclose);
+    std::vector<uint8_t> row(m.tok_embd_row);
+    const auto *         traits = ggml_get_type_traits(m.tok_embd_type);
+    for (size_t i = 0; i < n; ++i) {
+        if (ids[i] < 0 || ids[i] >= m.n_vocab) return err.set(PG_ERR_INVALID_ARGUMENT, "token id " + std::to_string(ids[i]) + " is out of range");
+        if (pg_fseek64(f, m.tok_embd_offset + (uint64_t) ids[i] * m.tok_embd_row) != 0 || fread(row.data(), 1, row.size(), f) != row.size()) {
+            return err.set(PG_ERR_INVALID_FILE, m.path + ": cannot read token embedding row");
+        }
+        float * dst = out + i * (size_t) m.n_embd;
+        if (m.tok_embd_type == GGML_TYPE_F32) memcpy(dst, row.data(), row.size());
+        else traits->to_float(row.data(), dst, m.n_embd);
+    }
+    return true;
+}

@@ -1,0 +1,58 @@
+// The language model side: llama.cpp's gemma/gemma2 over our converted text GGUF, plus direct
+// access to rows of its token embedding table (the prefix is fed to llama.cpp as embeddings).
+#pragma once
+#include "pg_error.h"
+#include "pg_vision.h"
+
+#include "llama.h"
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+struct pg_text_params {
+    std::vector<ggml_backend_dev_t> devices;        // empty: CPU only
+    int                             n_gpu_layers = 0;
+    int                             n_ctx        = 0;  // 0: image tokens + 512, capped by the model
+    int                             n_threads    = 1;
+    llama_flash_attn_type           flash_attn   = LLAMA_FLASH_ATTN_TYPE_AUTO;
+    ggml_type                       kv_type      = GGML_TYPE_F16;
+    int                             min_ctx      = 0;  // the context must hold at least this many tokens
+};
+
+struct pg_text_model {
+    llama_model *       model = nullptr;
+    llama_context *     ctx   = nullptr;
+    const llama_vocab * vocab = nullptr;
+    std::string         path;
+    std::string         arch;
+    int                 n_embd  = 0;
+    int                 n_vocab = 0;
+    int                 n_ctx   = 0;
+    int                 n_ctx_train = 0;
+    // token_embd.weight in the file, for reading rows without touching llama.cpp internals
+    uint64_t            tok_embd_offset = 0;
+    ggml_type           tok_embd_type   = GGML_TYPE_F32;
+    size_t              tok_embd_row    = 0;
+    // The running operation's abort flag, read by llama.cpp's abort callback during decode.
+    std::atomic<const std::atomic<bool> *> abort_source{ nullptr };
+
+    pg_text_model() = default;
+    pg_text_model(const pg_text_model &) = delete;
+    pg_text_model & operator=(const pg_text_model &) = delete;
+    ~pg_text_model();
+};
+
+bool pg_text_load(const std::string & path, const pg_text_params & params, pg_text_model & out,
+                  const pg_progress_fn & progress, pg_error & err);
+
+// Plain text to ids: no BOS; control pieces (<bos>, <eos>, <image>) only when parse_special.
+bool pg_text_tokenize(const pg_text_model & m, const std::string & text, bool parse_special, std::vector<int32_t> & out,
+                      pg_error & err);
+
+// The bytes of one token's piece (<loc>/<seg> pieces included; control tokens empty).
+std::string pg_text_piece(const pg_text_model & m, int32_t id);
+
+// Rows of the token embedding table, dequantized to float.
+bool pg_text_embed_rows(const pg_text_model & m, const int32_t * ids, size_t n, float * out, pg_error & err);
