@@ -10,3 +10,7 @@ export type { GGUFInfo, GGUFTensorInfo, GGUFValue, ReadGGUFOptions } from './ggu
 export type { GpuChoice } from './binding';
 export { convert, TEXT_TYPES, VISION_TYPES } from './convert/index';
 export type { ConvertOptions, ConvertProgress, ConvertResult, TextType, VisionType } from './convert/index';
+export { PaliGemma } from './model';
+export type { LoadOptions, ModelInfo, GenerateOptions, GenerateResult, GenerateTimings, GeneratedToken } from './model';
+export { ImageEmbedding, MAX_IMAGE_PIXELS } from './image';
+export type { ImageInput, RawImage } from './image';

@@ -70,7 +70,32 @@ export interface NativeTextInspection {
   tokens: Int32Array[];
 }
 
+export interface NativeAbortToken {
+  abort(): void;
+  readonly aborted: boolean;
+}
+
+export interface NativeGenerateResult {
+  text: string;
+  tokens: Int32Array;
+  stopReason: 'eos' | 'maxTokens' | 'stop' | 'abort';
+  logits?: Float32Array;
+  timings: { preprocessMs: number; encodeMs: number; prefillMs: number; decodeMs: number; promptTokens: number; generatedTokens: number };
+}
+
+export interface NativeModelHandle {
+  info(): Record<string, unknown>;
+  tokenize(text: string, special: boolean): Promise<Int32Array>;
+  detokenize(ids: Int32Array): Promise<string>;
+  preprocess(image: unknown): Promise<Float32Array>;
+  encodeImage(image: unknown, token: NativeAbortToken): Promise<{ data: Float32Array; tokens: number; dim: number; preprocessMs: number; encodeMs: number }>;
+  generate(options: Record<string, unknown>, token: NativeAbortToken, onEvent: (id: number, piece: string, text: string) => void): Promise<NativeGenerateResult>;
+  dispose(): Promise<void>;
+}
+
 export interface NativeBinding {
+  AbortToken: new () => NativeAbortToken;
+  loadModel(options: Record<string, unknown>, token: NativeAbortToken, onProgress: (fraction: number) => void): Promise<NativeModelHandle>;
   quantizeModel(inPath: string, outPath: string, type: string, threads: number): Promise<void>;
   quantizeRows(data: Float32Array, cols: number, ggmlType: string): Promise<Uint8Array>;
   inspectTextModel(path: string, texts: string[], vocabOnly: boolean): Promise<NativeTextInspection>;

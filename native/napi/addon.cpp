@@ -10,6 +10,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     pg_register_system(env, exports);
     pg_register_gguf(env, exports);
     pg_register_convert(env, exports);
+    pg_register_model(env, exports);
     return exports;
 }
 

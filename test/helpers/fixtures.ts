@@ -60,3 +60,26 @@ export function rewriteSafetensors(
   lenBuf.writeBigUInt64LE(BigInt(json.length));
   fs.writeFileSync(file, Buffer.concat([lenBuf, json, ...chunks]));
 }
+
+/** Converts a fixture checkpoint once per test process and returns the GGUF pair. */
+const converted = new Map<string, Promise<{ model: string; mmproj: string }>>();
+export function convertedFixture(fixture: 'tiny-v1' | 'tiny-v2', type: 'f32' | 'q8_0' | 'f16' = 'f32', seg = false): Promise<{ model: string; mmproj: string }> {
+  const key = `${fixture}-${type}-${seg}`;
+  if (!converted.has(key)) {
+    // Imported lazily so that tests without models never load the converter.
+    const { convert } = require('../../lib/index') as typeof import('../../lib/index');
+    const { tmpDir } = require('./tmp') as typeof import('./tmp');
+    converted.set(key, convert({ input: path.join(FIXTURES, fixture), outDir: tmpDir('pg-model-'), type, visionType: type === 'q8_0' ? 'f16' : type, segDecoder: seg ? path.join(FIXTURES, 'vae', 'vae.npz') : undefined }));
+  }
+  return converted.get(key)!;
+}
+
+export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}

@@ -1,0 +1,86 @@
+// Parity with the independent float64 reference (test/fixtures/*/reference), at f32.
+import path from 'node:path';
+import t from 'tap';
+import { PaliGemma } from '../lib/index';
+import { convertedFixture, FIXTURES, readF32, reference, relError } from './helpers/fixtures';
+
+for (const fixture of ['tiny-v1', 'tiny-v2'] as const) {
+  const ref = reference(fixture);
+  const refDir = path.join(FIXTURES, fixture, 'reference');
+
+  t.test(`${fixture}: pixels, embeddings, tokenization`, async (t) => {
+    const files = await convertedFixture(fixture);
+    const model = await PaliGemma.load({ ...files, gpu: 'cpu' });
+    t.teardown(() => model.dispose());
+    t.equal(model.info.imageTokens, ref.n_image_tokens);
+    t.equal(model.info.vocabSize, ref.vocab_size);
+    for (const image of Object.keys(ref.images)) {
+      const png = path.join(refDir, `${image}.png`);
+      const pixels = await model.preprocess(png);
+      const refPixels = readF32(path.join(refDir, `${image}.pixels.f32`));
+      let maxDiff = 0;
+      for (let i = 0; i < refPixels.length; i++) maxDiff = Math.max(maxDiff, Math.abs(pixels[i]! - refPixels[i]!));
+      t.ok(maxDiff <= 1e-5, `${image}: pixels equal PIL's (max abs diff ${maxDiff.toExponential(2)})`);
+      const embd = await model.encodeImage(png);
+      t.same([embd.tokens, embd.dim], ref.images[image]!.embd_shape);
+      const err = relError(embd.data, readF32(path.join(refDir, `${image}.embd.f32`)));
+      t.ok(err <= 2e-3, `${image}: embedding rel. error ${err.toExponential(2)} <= 2e-3`);
+    }
+    for (const { text, ids } of ref.tokenize) t.same(Array.from(await model.tokenize(text)), ids, `tokenize ${JSON.stringify(text)}`);
+    for (const c of ref.cases) {
+      t.same([ref.cases[0]!.prefix_ids[0], ...(await model.tokenize(c.prompt + '\n'))], c.prefix_ids, `prefix of ${JSON.stringify(c.prompt)}`);
+    }
+  });
+
+  for (const [label, opts, tol] of [
+    ['default settings', {}, 5e-3],
+    ['f32 KV cache, flash attention off', { kvCacheType: 'f32', flashAttention: 'off' }, 1e-3],
+  ] as const) {
+    t.test(`${fixture}: logits and greedy tokens, ${label}`, async (t) => {
+      const files = await convertedFixture(fixture);
+      const model = await PaliGemma.load({ ...files, gpu: 'cpu', ...opts });
+      t.teardown(() => model.dispose());
+      let worst = 0;
+      for (const c of ref.cases) {
+        const [steps, vocab] = c.logits_shape;
+        let refLogits: Float32Array;
+        try {
+          refLogits = readF32(path.join(refDir, `${c.name}.logits.f32`));
+        } catch {
+          continue; // not every case ships logits
+        }
+        const image = path.join(refDir, `${c.image}.png`);
+        // Logits of every step along the reference's own continuation (teacher forcing).
+        const forced = await model.generate({ image, prompt: c.prompt, maxTokens: steps, logits: true, forceTokens: c.greedy_ids });
+        t.equal(forced.logits!.length, steps);
+        for (let s = 0; s < steps; s++) {
+          const err = relError(forced.logits![s]!, refLogits.subarray(s * vocab, (s + 1) * vocab));
+          worst = Math.max(worst, err);
+          if (err > tol) t.fail(`${c.name} step ${s}: logits rel. error ${err.toExponential(2)} > ${tol}`);
+        }
+        // Free-running greedy decoding: identical, except a flip where the reference's top-2 gap < 1e-2.
+        const free = await model.generate({ image, prompt: c.prompt, maxTokens: steps });
+        for (let s = 0; s < Math.min(steps, free.tokens.length); s++) {
+          if (free.tokens[s] === c.greedy_ids[s]) continue;
+          const row = Array.from(refLogits.subarray(s * vocab, (s + 1) * vocab)).sort((a, b) => b - a);
+          t.ok(row[0]! - row[1]! < 1e-2, `${c.name}: flip at step ${s} is a near-tie (gap ${(row[0]! - row[1]!).toExponential(2)})`);
+          break;
+        }
+        t.equal(free.tokens.length, steps, `${c.name}: ${steps} tokens`);
+      }
+      t.ok(worst <= tol, `worst logits rel. error ${worst.toExponential(2)} <= ${tol}`);
+    });
+  }
+}
+
+t.test('q8_0 text model: first-step logits within a few percent of the reference', async (t) => {
+  const ref = reference('tiny-v2');
+  const c = ref.cases[0]!;
+  const files = await convertedFixture('tiny-v2', 'q8_0');
+  const model = await PaliGemma.load({ ...files, gpu: 'cpu' });
+  t.teardown(() => model.dispose());
+  const r = await model.generate({ image: path.join(FIXTURES, 'tiny-v2', 'reference', `${c.image}.png`), prompt: c.prompt, maxTokens: 1, logits: true });
+  const refLogits = readF32(path.join(FIXTURES, 'tiny-v2', 'reference', `${c.name}.logits.f32`)).subarray(0, c.logits_shape[1]);
+  const err = relError(r.logits![0]!, refLogits);
+  t.ok(err < 0.05, `q8_0 first-step rel. error ${err.toExponential(2)} < 5e-2`);
+});
