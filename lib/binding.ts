@@ -73,7 +73,9 @@ function loadCpu(): Loaded {
  */
 export function getBinding(gpu: GpuChoice = 'auto'): Loaded {
   if (loaded) {
-    if (gpu !== 'auto' && gpu !== 'cpu' && loaded.variant !== gpu) {
+    // Another variant's binary exists but this process already runs a different one: say so. Without
+    // such a binary, the native side explains that this build has no such device.
+    if (gpu !== 'auto' && gpu !== 'cpu' && loaded.variant !== gpu && variantCandidates(gpu).length > 0) {
       throw new PaliGemmaError(
         'ERR_NO_BINARY',
         `gpu: '${gpu}' was asked for, but this process already loaded the ${loaded.variant} binary (${loaded.file}); ` +

@@ -99,8 +99,11 @@ bool pg_text_load(const std::string & path, const pg_text_params & params, pg_te
     m.n_ctx_train = llama_model_n_ctx_train(m.model);
     if (ne[0] != m.n_embd || ne[1] != m.n_vocab) return err.set(PG_ERR_INVALID_FILE, path + ": token_embd.weight does not match the vocabulary");
 
-    int n_ctx = params.n_ctx > 0 ? params.n_ctx : params.min_ctx + 512;
-    n_ctx     = (n_ctx + 255) / 256 * 256;
+    int n_ctx = params.n_ctx > 0 ? params.n_ctx : (params.min_ctx + 512 + 255) / 256 * 256;
+    if (params.n_ctx > 0 && m.n_ctx_train > 0 && n_ctx > m.n_ctx_train) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, "contextSize " + std::to_string(n_ctx) + " is larger than the " + std::to_string(m.n_ctx_train) +
+                                                    " tokens this model supports");
+    }
     if (m.n_ctx_train > 0 && n_ctx > m.n_ctx_train) n_ctx = m.n_ctx_train;
     if (n_ctx < params.min_ctx + 1) {
         return err.set(PG_ERR_INVALID_ARGUMENT, "contextSize " + std::to_string(n_ctx) + " cannot hold the " + std::to_string(params.min_ctx) +
