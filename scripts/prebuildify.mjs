@@ -34,6 +34,13 @@ try {
     const res = spawnSync(process.execPath, [bin, '--napi', '--strip', '--target', process.versions.node], { stdio: 'inherit', cwd: root, env });
     if (res.status !== 0) process.exit(res.status ?? 1);
     const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+    // prebuildify moves the binary out of build/Release (after `node-gyp rebuild` emptied build/):
+    // put a copy back so the local checkout keeps a loadable addon.
+    const made = fs.readdirSync(dir).find((f) => f.endsWith('.node'));
+    if (made) {
+      fs.mkdirSync(path.join(root, 'build', 'Release'), { recursive: true });
+      fs.copyFileSync(path.join(dir, made), path.join(root, 'build', 'Release', 'paligemma.node'));
+    }
     console.error(`[prebuildify] ${fs.readdirSync(dir).map((f) => path.join('prebuilds', path.basename(dir), f)).join(', ')}`);
   }
 } catch (err) {

@@ -7,6 +7,7 @@
 #include "pg_image.h"
 #include "pg_model.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -21,6 +22,23 @@ using flag_ptr  = std::shared_ptr<std::atomic<bool>>;
 struct AddonData {
     Napi::FunctionReference model_ctor;
     Napi::FunctionReference token_ctor;
+    // Every abort flag handed to a worker: set when this environment shuts down (worker thread exit),
+    // so native work stops instead of running on for nobody.
+    std::mutex                                   flags_mu;
+    std::vector<std::weak_ptr<std::atomic<bool>>> flags;
+
+    flag_ptr track(flag_ptr f) {
+        std::lock_guard<std::mutex> lock(flags_mu);
+        flags.erase(std::remove_if(flags.begin(), flags.end(), [](const std::weak_ptr<std::atomic<bool>> & w) { return w.expired(); }), flags.end());
+        flags.push_back(f);
+        return f;
+    }
+    void abort_all() {
+        std::lock_guard<std::mutex> lock(flags_mu);
+        for (auto & w : flags) {
+            if (auto f = w.lock()) f->store(true);
+        }
+    }
 };
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -34,7 +52,8 @@ class AbortToken : public Napi::ObjectWrap<AbortToken> {
     static Napi::Function Define(Napi::Env env) {
         return DefineClass(env, "AbortToken", { InstanceMethod("abort", &AbortToken::Abort), InstanceAccessor("aborted", &AbortToken::Aborted, nullptr) });
     }
-    explicit AbortToken(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AbortToken>(info), flag(std::make_shared<std::atomic<bool>>(false)) {}
+    explicit AbortToken(const Napi::CallbackInfo & info)
+        : Napi::ObjectWrap<AbortToken>(info), flag(info.Env().GetInstanceData<AddonData>()->track(std::make_shared<std::atomic<bool>>(false))) {}
     flag_ptr flag;
 
   private:
@@ -51,7 +70,7 @@ flag_ptr token_flag(Napi::Value v) {
         AddonData *  d = v.Env().GetInstanceData<AddonData>();
         if (o.InstanceOf(d->token_ctor.Value())) return AbortToken::Unwrap(o)->flag;
     }
-    return std::make_shared<std::atomic<bool>>(false);
+    return v.Env().GetInstanceData<AddonData>()->track(std::make_shared<std::atomic<bool>>(false));
 }
 
 // ---- option readers (lib/ validated the values; these only convert) ----
@@ -210,11 +229,16 @@ class LoadWorker : public PgProgressWorker<float> {
     }
     std::vector<napi_value> EventArgs(Napi::Env env, const float & f) override { return { Napi::Number::New(env, f) }; }
     Napi::Value Result(Napi::Env env) override {
-        AddonData *  d   = env.GetInstanceData<AddonData>();
-        Napi::Object obj = d->model_ctor.New({});
-        NativeModel::Unwrap(obj)->model = std::move(model_);
-        return obj;
+        AddonData * d = env.GetInstanceData<AddonData>();
+        napi_value  obj;
+        // Raw call: in an environment that is shutting down, constructing fails; report, don't crash.
+        if (napi_new_instance(env, d->model_ctor.Value(), 0, nullptr, &obj) != napi_ok) {
+            throw pg_make_error(env, PG_ERR_INTERNAL, "cannot create the model object");
+        }
+        NativeModel::Unwrap(Napi::Object(env, obj))->model = std::move(model_);
+        return Napi::Object(env, obj);
     }
+    void OnJsGone() override { abort_->store(true); }
 
   private:
     pg_model_params params_;
@@ -425,6 +449,8 @@ class GenerateWorker : public PgProgressWorker<token_event> {
         return pg_generate(m_->text, gp_, on_token, abort_.get(), res_, err_);
     }
 
+    void OnJsGone() override { abort_->store(true); }
+
     std::vector<napi_value> EventArgs(Napi::Env env, const token_event & e) override {
         return { Napi::Number::New(env, e.id), Napi::String::New(env, e.piece), Napi::String::New(env, e.text) };
     }
@@ -537,6 +563,7 @@ void pg_register_model(Napi::Env env, Napi::Object exports) {
     data->model_ctor     = Napi::Persistent(model);
     data->token_ctor     = Napi::Persistent(token);
     env.SetInstanceData<AddonData>(data);
+    env.AddCleanupHook([data]() { data->abort_all(); });
     exports.Set("NativeModel", model);
     exports.Set("AbortToken", token);
     exports.Set("loadModel", Napi::Function::New(env, Load, "loadModel"));

@@ -40,21 +40,40 @@ class PgProgressWorker : public Napi::AsyncProgressQueueWorker<Event> {
         }
     }
 
+    // Raw napi_call_function: when the environment is going away (a worker thread exiting), calling
+    // JS fails, and node-addon-api's exception path would itself fail fatally. Here a failed call
+    // only stops further events and lets the subclass stop its work.
     void OnProgress(const Event * events, size_t count) final {
-        if (on_event_.IsEmpty()) return;
-        Napi::Env         env = this->Env();
+        if (on_event_.IsEmpty() || js_gone_) return;
+        Napi::Env env = this->Env();
+        if (!pg_env_can_run_js(env)) {
+            js_gone_ = true;
+            OnJsGone();
+            return;
+        }
         Napi::HandleScope scope(env);
-        for (size_t i = 0; i < count; ++i) {
-            try {
-                on_event_.Call(EventArgs(env, events[i]));
-            } catch (const Napi::Error &) {
-                // The JS side wraps user callbacks and never throws here; nothing to do if it did.
+        for (size_t i = 0; i < count && !js_gone_; ++i) {
+            std::vector<napi_value> args = EventArgs(env, events[i]);
+            napi_value              result;
+            napi_status st = napi_call_function(env, env.Undefined(), on_event_.Value(), args.size(), args.data(), &result);
+            if (st != napi_ok) {
+                bool pending = false;
+                if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+                    napi_value ignored;
+                    napi_get_and_clear_last_exception(env, &ignored);
+                }
+                js_gone_ = true;
+                OnJsGone();
             }
         }
     }
 
+    // The JS callback can no longer be called: stop early.
+    virtual void OnJsGone() {}
+
     void OnOK() final {
-        Napi::Env         env = this->Env();
+        Napi::Env env = this->Env();
+        if (!pg_env_can_run_js(env)) return;
         Napi::HandleScope scope(env);
         if (!err_.ok()) {
             deferred_.Reject(pg_make_error(env, err_).Value());
@@ -67,8 +86,11 @@ class PgProgressWorker : public Napi::AsyncProgressQueueWorker<Event> {
         }
     }
 
-    void OnError(const Napi::Error & e) final { deferred_.Reject(e.Value()); }
+    void OnError(const Napi::Error & e) final {
+        if (pg_env_can_run_js(this->Env())) deferred_.Reject(e.Value());
+    }
 
     Napi::Promise::Deferred deferred_;
     Napi::FunctionReference on_event_;
+    bool                    js_gone_ = false;
 };

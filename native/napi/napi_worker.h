@@ -20,6 +20,14 @@ inline Napi::Error pg_make_error(Napi::Env env, const pg_error & err) {
     return pg_make_error(env, err.code == PG_OK ? PG_ERR_INTERNAL : err.code, err.message);
 }
 
+// False while the environment is shutting down (a worker thread exiting): node-addon-api calls that
+// need JS would then fail, and its error path can abort the process, so callers skip all JS work.
+inline bool pg_env_can_run_js(napi_env env) {
+    napi_value obj, val;
+    if (napi_create_object(env, &obj) != napi_ok || napi_get_boolean(env, true, &val) != napi_ok) return false;
+    return napi_set_named_property(env, obj, "probe", val) == napi_ok;
+}
+
 class PgPromiseWorker : public Napi::AsyncWorker {
   public:
     explicit PgPromiseWorker(Napi::Env env, const char * name)
@@ -57,6 +65,7 @@ class PgPromiseWorker : public Napi::AsyncWorker {
 
     void OnOK() final {
         Napi::Env env = Env();
+        if (!pg_env_can_run_js(env)) return;
         Napi::HandleScope scope(env);
         if (!err_.ok()) {
             deferred_.Reject(pg_make_error(env, err_).Value());
@@ -71,7 +80,9 @@ class PgPromiseWorker : public Napi::AsyncWorker {
         }
     }
 
-    void OnError(const Napi::Error & e) final { deferred_.Reject(e.Value()); }
+    void OnError(const Napi::Error & e) final {
+        if (pg_env_can_run_js(Env())) deferred_.Reject(e.Value());
+    }
 
     Napi::Promise::Deferred deferred_;
 };
