@@ -4,7 +4,8 @@
 import fs from 'node:fs';
 import { getBinding, GPU_CHOICES, type GpuChoice } from './binding';
 import { AbortError, callNative, invalidArgument, PaliGemmaError } from './errors';
-import { ImageEmbedding, resolveImage, type ImageInput } from './image';
+import { ImageEmbedding, resolveImage, type ImageInput, type NativeImage } from './image';
+import { parseLocations, pasteMask, type Box, type Mask } from './tasks';
 import type { NativeGenerateResult, NativeModelHandle } from './native-types';
 import * as v from './validate';
 
@@ -94,6 +95,25 @@ export interface GenerateOptions {
   signal?: AbortSignal;
 }
 
+/** Options of the task methods: generate's options (sampling, signal, onText...) minus image and prompt. */
+export type TaskOptions = Omit<GenerateOptions, 'image' | 'prompt'> & {
+  /** Size of the source image, needed to place boxes when `image` is an ImageEmbedding. */
+  imageSize?: { width: number; height: number };
+};
+
+export interface Detection {
+  label: string;
+  /** In pixels of the source image. */
+  box: Box;
+}
+
+export interface Segmentation extends Detection {
+  /** Full source-image size, 0/255. */
+  mask: Mask;
+  /** The decoder's 64x64 map for the box (about -1..1; > 0 is inside). */
+  mask64: Float32Array;
+}
+
 export interface GenerateTimings {
   preprocessMs: number;
   encodeMs: number;
@@ -145,6 +165,18 @@ function linkAbort(signal: AbortSignal | undefined, token: { abort(): void }): (
 
 function abortError(signal: AbortSignal | undefined, what: string): AbortError {
   return new AbortError(`${what} was aborted`, { cause: signal?.reason });
+}
+
+function checkLang(lang: unknown) {
+  if (typeof lang !== 'string' || !/^[A-Za-z]{2,3}([-_][A-Za-z0-9]+)?$/.test(lang)) throw invalidArgument('options.lang', "a language code such as 'en'", lang);
+}
+
+function checkLabels(name: string, labels: unknown): string[] {
+  const list = typeof labels === 'string' ? [labels] : labels;
+  if (!Array.isArray(list) || list.length === 0 || !list.every((l) => typeof l === 'string' && l.trim() && !/[;<>\n]/.test(l))) {
+    throw invalidArgument(name, "a label or labels without ';', '<', '>' or newlines", labels);
+  }
+  return list.map((l: string) => l.trim());
 }
 
 export class PaliGemma {
@@ -276,6 +308,12 @@ export class PaliGemma {
    * concurrent calls give the same results as sequential ones.
    */
   async generate(options: GenerateOptions): Promise<GenerateResult> {
+    const plan = this.planGenerate(options);
+    return this.runGenerate(plan, await resolveImage(options.image, 'generate options.image'));
+  }
+
+  /** Checks generate's options (everything but the image). */
+  private planGenerate(options: GenerateOptions) {
     if (!v.isPlainObject(options)) throw invalidArgument('generate(options)', 'an object', options);
     checkKeys('generate options', options as unknown as Record<string, unknown>, GENERATE_KEYS);
     if (typeof options.prompt !== 'string') throw invalidArgument('generate options.prompt', 'a string', options.prompt);
@@ -302,7 +340,11 @@ export class PaliGemma {
     const onToken = v.optionalFunction<(t: GeneratedToken) => void>('generate options.onToken', options.onToken);
     const onText = v.optionalFunction<(s: string) => void>('generate options.onText', options.onText);
     const signal = v.optionalSignal('generate options.signal', options.signal);
-    const image = await resolveImage(options.image, 'generate options.image');
+    return { options, maxTokens, forceTokens, onToken, onText, signal };
+  }
+
+  private async runGenerate(plan: ReturnType<PaliGemma['planGenerate']>, image: NativeImage): Promise<GenerateResult> {
+    const { options, maxTokens, forceTokens, onToken, onText, signal } = plan;
     this.checkOpen();
 
     return this.enqueue(async (n) => {
@@ -409,6 +451,81 @@ export class PaliGemma {
         };
       },
     };
+  }
+
+  // ---- tasks ----
+
+  private async task(image: ImageInput, prompt: string, defaultMaxTokens: number, options: TaskOptions | undefined): Promise<{ result: GenerateResult; input: NativeImage; size?: { width: number; height: number } }> {
+    if (options !== undefined && !v.isPlainObject(options)) throw invalidArgument('options', 'an object', options);
+    const { imageSize, ...rest } = options ?? {};
+    const input = await resolveImage(image);
+    let size = imageSize;
+    if (size !== undefined && !(v.isPlainObject(size) && Number.isInteger(size.width) && size.width > 0 && Number.isInteger(size.height) && size.height > 0)) {
+      throw invalidArgument('options.imageSize', '{ width, height } in pixels', size);
+    }
+    if (!size) {
+      if ('bytes' in input) size = await callNative(async () => this.binding.imageSize(input.bytes));
+      else if ('pixels' in input) size = { width: input.width, height: input.height };
+    }
+    const plan = this.planGenerate({ maxTokens: defaultMaxTokens, ...rest, image: undefined as unknown as ImageInput, prompt });
+    return { result: await this.runGenerate(plan, input), input, size };
+  }
+
+  /** A short caption ('caption <lang>') or a longer description ('describe <lang>', detail: 'long'). */
+  async caption(image: ImageInput, options: TaskOptions & { lang?: string; detail?: 'short' | 'long' } = {}): Promise<string> {
+    const { lang = 'en', detail = 'short', ...rest } = options;
+    checkLang(lang);
+    v.optionalEnum('options.detail', detail, ['short', 'long'] as const);
+    return (await this.task(image, `${detail === 'long' ? 'describe' : 'caption'} ${lang}`, detail === 'long' ? 64 : 32, rest)).result.text;
+  }
+
+  /** Answers a question about the image ('answer <lang> <question>'). */
+  async answer(image: ImageInput, question: string, options: TaskOptions & { lang?: string } = {}): Promise<string> {
+    if (typeof question !== 'string' || !question.trim()) throw invalidArgument('answer(image, question)', 'a non-empty question', question);
+    const { lang = 'en', ...rest } = options;
+    checkLang(lang);
+    return (await this.task(image, `answer ${lang} ${question.trim()}`, 32, rest)).result.text;
+  }
+
+  /** Reads the text in the image ('ocr'). */
+  async ocr(image: ImageInput, options: TaskOptions = {}): Promise<string> {
+    return (await this.task(image, 'ocr', 128, options)).result.text;
+  }
+
+  /** Finds objects ('detect a ; b'); boxes in pixels of the source image. */
+  async detect(image: ImageInput, labels: string | string[], options: TaskOptions = {}): Promise<Detection[]> {
+    const list = checkLabels('detect(image, labels)', labels);
+    const { result, size } = await this.task(image, `detect ${list.join(' ; ')}`, 100, options);
+    if (!size) throw invalidArgument('detect options.imageSize', '{ width, height } (required with an ImageEmbedding)', undefined);
+    return parseLocations(result.text, size).map(({ label, box }) => ({ label: label || (list.length === 1 ? list[0]! : ''), box }));
+  }
+
+  /** Finds and cuts out objects ('segment x'): boxes plus masks at the source image size. */
+  async segment(image: ImageInput, label: string, options: TaskOptions = {}): Promise<Segmentation[]> {
+    const [one] = checkLabels('segment(image, label)', label);
+    if (!this.info.hasSegDecoder) {
+      throw new PaliGemmaError('ERR_INVALID_ARGUMENT', `${this.info.mmproj} has no segmentation decoder: reconvert with \`paligemma convert <hf-dir> --seg-decoder vae-oid.npz\``);
+    }
+    const { result, size } = await this.task(image, `segment ${one}`, 100, options);
+    if (!size) throw invalidArgument('segment options.imageSize', '{ width, height } (required with an ImageEmbedding)', undefined);
+    const out: Segmentation[] = [];
+    for (const loc of parseLocations(result.text, size)) {
+      if (!loc.seg) continue;
+      const mask64 = await this.decodeMask(loc.seg);
+      out.push({ label: loc.label || one!, box: loc.box, mask: pasteMask(mask64, loc.box, size.width, size.height), mask64 });
+    }
+    return out;
+  }
+
+  /** big_vision's VQ-VAE decoder: 16 codes (a 4x4 grid, 0..127) -> a 64x64 map (row-major, about -1..1). */
+  async decodeMask(codes: ArrayLike<number>): Promise<Float32Array> {
+    if (!codes || typeof codes !== 'object' || codes.length !== 16) throw invalidArgument('decodeMask(codes)', '16 mask codes', codes);
+    for (let i = 0; i < 16; i++) {
+      if (!Number.isInteger(codes[i]) || codes[i]! < 0 || codes[i]! > 127) throw invalidArgument(`decodeMask(codes)[${i}]`, 'an integer 0..127', codes[i]);
+    }
+    this.checkOpen();
+    const arr = Int32Array.from(codes);
+    return this.enqueue((n) => callNative(() => n.decodeMask(arr)));
   }
 
   /** Stops running work, rejects queued calls, then frees native memory. Idempotent. */

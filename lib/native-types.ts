@@ -90,11 +90,14 @@ export interface NativeModelHandle {
   preprocess(image: unknown): Promise<Float32Array>;
   encodeImage(image: unknown, token: NativeAbortToken): Promise<{ data: Float32Array; tokens: number; dim: number; preprocessMs: number; encodeMs: number }>;
   generate(options: Record<string, unknown>, token: NativeAbortToken, onEvent: (id: number, piece: string, text: string) => void): Promise<NativeGenerateResult>;
+  decodeMask(codes: Int32Array): Promise<Float32Array>;
   dispose(): Promise<void>;
 }
 
 export interface NativeBinding {
   AbortToken: new () => NativeAbortToken;
+  imageSize(bytes: Uint8Array): { width: number; height: number };
+  decodeImage(bytes: Uint8Array): Promise<{ width: number; height: number; channels: 3; data: Uint8Array }>;
   loadModel(options: Record<string, unknown>, token: NativeAbortToken, onProgress: (fraction: number) => void): Promise<NativeModelHandle>;
   quantizeModel(inPath: string, outPath: string, type: string, threads: number): Promise<void>;
   quantizeRows(data: Float32Array, cols: number, ggmlType: string): Promise<Uint8Array>;

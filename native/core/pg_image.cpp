@@ -22,16 +22,22 @@
 #include <cstring>
 #include <string>
 
-bool pg_image_decode(const uint8_t * data, size_t size, pg_image_rgb & out, pg_error & err) {
+bool pg_image_size(const uint8_t * data, size_t size, int & w, int & h, pg_error & err) {
     if (!data || size == 0) return err.set(PG_ERR_INVALID_IMAGE, "image is empty");
     if (size > (size_t) INT32_MAX) return err.set(PG_ERR_INVALID_IMAGE, "image data is larger than 2 GiB");
-    int w = 0, h = 0, comp = 0;
-    // Dimensions first, from the header alone: a crafted header must not make us allocate gigabytes.
+    int comp = 0;
     if (!stbi_info_from_memory(data, (int) size, &w, &h, &comp)) {
         const char * why = stbi_failure_reason();
         return err.set(PG_ERR_INVALID_IMAGE, std::string("cannot decode image: ") + (why ? why : "unknown format") +
                                                  " (supported: PNG, JPEG, BMP, GIF)");
     }
+    return true;
+}
+
+bool pg_image_decode(const uint8_t * data, size_t size, pg_image_rgb & out, pg_error & err) {
+    int w = 0, h = 0;
+    // Dimensions first, from the header alone: a crafted header must not make us allocate gigabytes.
+    if (!pg_image_size(data, size, w, h, err)) return false;
     if (w <= 0 || h <= 0) return err.set(PG_ERR_INVALID_IMAGE, "image has no pixels");
     if ((uint64_t) w * (uint64_t) h > PG_MAX_IMAGE_PIXELS) {
         return err.set(PG_ERR_INVALID_IMAGE, "image is " + std::to_string(w) + "x" + std::to_string(h) + ", over the limit of " +

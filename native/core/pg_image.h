@@ -19,6 +19,9 @@ struct pg_image_rgb {
 // Decodes an encoded image held in memory.
 bool pg_image_decode(const uint8_t * data, size_t size, pg_image_rgb & out, pg_error & err);
 
+// Reads width and height from the header only (no pixel is decoded).
+bool pg_image_size(const uint8_t * data, size_t size, int & width, int & height, pg_error & err);
+
 // Wraps raw pixels with 1 (gray), 3 (RGB) or 4 (RGBA: alpha dropped, as PIL's convert('RGB')) channels.
 bool pg_image_from_pixels(const uint8_t * data, size_t size, int width, int height, int channels, pg_image_rgb & out,
                           pg_error & err);

@@ -2,6 +2,7 @@
 #pragma once
 #include "pg_error.h"
 #include "pg_generate.h"
+#include "pg_mask.h"
 #include "pg_text.h"
 #include "pg_vision.h"
 
@@ -27,6 +28,8 @@ struct pg_model {
     std::string     backend;  // device name the model runs on, e.g. "CPU", "CUDA0"
     int             threads = 1;
     std::mutex      mu;       // one operation at a time on the shared llama.cpp context
+    pg_mask_decoder mask;     // filled on first use (segmentation)
+    bool            mask_ready = false;
 };
 
 // progress: 0..1 over both files; return false to abort (the load then fails with PG_ERR_ABORTED).

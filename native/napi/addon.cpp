@@ -11,6 +11,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     pg_register_gguf(env, exports);
     pg_register_convert(env, exports);
     pg_register_model(env, exports);
+    pg_register_image(env, exports);
     return exports;
 }
 

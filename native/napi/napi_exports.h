@@ -6,3 +6,4 @@ void pg_register_system(Napi::Env env, Napi::Object exports);
 void pg_register_gguf(Napi::Env env, Napi::Object exports);
 void pg_register_convert(Napi::Env env, Napi::Object exports);
 void pg_register_model(Napi::Env env, Napi::Object exports);
+void pg_register_image(Napi::Env env, Napi::Object exports);

@@ -200,6 +200,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Value Preprocess(const Napi::CallbackInfo & info);
     Napi::Value EncodeImage(const Napi::CallbackInfo & info);
     Napi::Value Generate(const Napi::CallbackInfo & info);
+    Napi::Value DecodeMask(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
 };
 
@@ -517,6 +518,38 @@ Napi::Value NativeModel::Generate(const Napi::CallbackInfo & info) {
                                token_flag(info.Length() > 1 ? info[1] : env.Undefined()), cb))->Start();
 }
 
+class DecodeMaskWorker : public PgPromiseWorker {
+  public:
+    DecodeMaskWorker(Napi::Env env, model_ptr m, std::vector<int> codes)
+        : PgPromiseWorker(env, "paligemma:decodeMask"), m_(std::move(m)), codes_(std::move(codes)) {}
+
+  protected:
+    bool Run() override {
+        std::lock_guard<std::mutex> lock(m_->mu);
+        if (!m_->mask_ready) {
+            if (!pg_mask_decoder_init(m_->vision, m_->mask, err_)) return false;
+            m_->mask_ready = true;
+        }
+        return pg_mask_decode(m_->mask, codes_.data(), out_, err_);
+    }
+    Napi::Value Result(Napi::Env env) override { return to_f32(env, out_); }
+
+  private:
+    model_ptr          m_;
+    std::vector<int>   codes_;
+    std::vector<float> out_;
+};
+
+Napi::Value NativeModel::DecodeMask(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        info[0].As<Napi::TypedArray>().ElementLength() != 16) {
+        throw pg_make_error(env, PG_ERR_INVALID_ARGUMENT, "decodeMask(Int32Array of 16 codes)");
+    }
+    Napi::Int32Array a = info[0].As<Napi::Int32Array>();
+    return (new DecodeMaskWorker(env, Get(env), std::vector<int>(a.Data(), a.Data() + 16)))->Start();
+}
+
 // Frees the native model in a worker: the mutex waits for any operation still running.
 class DisposeWorker : public PgPromiseWorker {
   public:
@@ -550,6 +583,7 @@ Napi::Function NativeModel::Define(Napi::Env env) {
                            InstanceMethod("preprocess", &NativeModel::Preprocess),
                            InstanceMethod("encodeImage", &NativeModel::EncodeImage),
                            InstanceMethod("generate", &NativeModel::Generate),
+                           InstanceMethod("decodeMask", &NativeModel::DecodeMask),
                            InstanceMethod("dispose", &NativeModel::Dispose),
                        });
 }

@@ -1,0 +1,64 @@
+// Image helpers for the task layer: imageSize (header only, synchronous: microseconds) and
+// decodeImage (RGB pixels, in a worker) for annotated pictures.
+#include "napi_exports.h"
+#include "napi_worker.h"
+#include "pg_image.h"
+
+#include <cstring>
+
+namespace {
+
+std::vector<uint8_t> bytes_of(Napi::Env env, Napi::Value v, const char * what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+        throw pg_make_error(env, PG_ERR_INVALID_ARGUMENT, std::string(what) + ": expected a Uint8Array");
+    }
+    Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+    return std::vector<uint8_t>(a.Data(), a.Data() + a.ByteLength());
+}
+
+Napi::Value ImageSize(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsTypedArray()) throw pg_make_error(env, PG_ERR_INVALID_ARGUMENT, "imageSize(Uint8Array)");
+    Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+    int              w = 0, h = 0;
+    pg_error         err;
+    if (!pg_image_size(a.Data(), a.ByteLength(), w, h, err)) throw pg_make_error(env, err);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("width", w);
+    o.Set("height", h);
+    return o;
+}
+
+class DecodeImageWorker : public PgPromiseWorker {
+  public:
+    DecodeImageWorker(Napi::Env env, std::vector<uint8_t> bytes) : PgPromiseWorker(env, "paligemma:decodeImage"), bytes_(std::move(bytes)) {}
+
+  protected:
+    bool Run() override { return pg_image_decode(bytes_.data(), bytes_.size(), img_, err_); }
+    Napi::Value Result(Napi::Env env) override {
+        Napi::Object     o = Napi::Object::New(env);
+        Napi::Uint8Array d = Napi::Uint8Array::New(env, img_.rgb.size());
+        memcpy(d.Data(), img_.rgb.data(), img_.rgb.size());
+        o.Set("width", img_.width);
+        o.Set("height", img_.height);
+        o.Set("channels", 3);
+        o.Set("data", d);
+        return o;
+    }
+
+  private:
+    std::vector<uint8_t> bytes_;
+    pg_image_rgb         img_;
+};
+
+Napi::Value DecodeImage(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    return (new DecodeImageWorker(env, bytes_of(env, info.Length() ? info[0] : env.Undefined(), "decodeImage")))->Start();
+}
+
+}  // namespace
+
+void pg_register_image(Napi::Env env, Napi::Object exports) {
+    exports.Set("imageSize", Napi::Function::New(env, ImageSize, "imageSize"));
+    exports.Set("decodeImage", Napi::Function::New(env, DecodeImage, "decodeImage"));
+}

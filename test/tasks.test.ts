@@ -1,0 +1,114 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { PaliGemma, parseLocations } from '../lib/index';
+import { pasteMask, resizeBilinear } from '../lib/tasks';
+import { convertedFixture, FIXTURES, relError } from './helpers/fixtures';
+
+const W = 640, H = 480;
+
+t.test('parseLocations: objects, labels, segments', (t) => {
+  const two = parseLocations('<loc0000><loc0000><loc0512><loc1023> cat ; <loc0256><loc0512><loc0768><loc1023> dog', { width: W, height: H });
+  t.same(two, [
+    { label: 'cat', box: { x1: 0, y1: 0, x2: 1023 / 1024 * W, y2: 240 } },
+    { label: 'dog', box: { x1: 320, y1: 120, x2: 1023 / 1024 * W, y2: 360 } },
+  ]);
+  const seg = Array.from({ length: 16 }, (_, i) => `<seg${String(i * 7).padStart(3, '0')}>`).join('');
+  const withSeg = parseLocations(`<loc0100><loc0200><loc0300><loc0400> ${seg} wall`, { width: 1024, height: 1024 });
+  t.same(withSeg[0]!.seg, Array.from({ length: 16 }, (_, i) => i * 7));
+  t.equal(withSeg[0]!.label, 'wall');
+  t.same(withSeg[0]!.box, { x1: 200, y1: 100, x2: 400, y2: 300 });
+  t.equal(parseLocations('<loc0100><loc0200><loc0300><loc0400>', { width: 10, height: 10 })[0]!.label, '', 'missing label');
+  t.end();
+});
+
+t.test('parseLocations: junk, partial groups and broken tokens are skipped, boxes ordered and clamped', (t) => {
+  const size = { width: 100, height: 100 };
+  t.same(parseLocations('', size), []);
+  t.same(parseLocations('no boxes here', size), []);
+  t.same(parseLocations('<loc0100><loc0200><loc0300> cat', size), [], 'three locs');
+  t.same(parseLocations('<loc0100><loc02x0><loc0300><loc0400> cat', size), [], 'malformed token');
+  t.same(parseLocations('<loc1100><loc0200><loc0300><loc0400> cat', size), [], 'bin out of range');
+  const inverted = parseLocations('<loc0512><loc0768><loc0256><loc0128> x', size);
+  t.same(inverted[0]!.box, { x1: 12.5, y1: 25, x2: 75, y2: 50 }, 'inverted corners are ordered');
+  const mixed = parseLocations('garbage <loc0001> ; <loc0000><loc0000><loc1023><loc1023> a ; junk ; <loc0512><loc0512><loc0600><loc0600>b', size);
+  t.same(mixed.map((m) => m.label), ['a', 'b'], 'good groups survive around junk');
+  const badSeg = parseLocations('<loc0000><loc0000><loc0100><loc0100>' + '<seg200>'.repeat(16) + ' x', size);
+  t.equal(badSeg.length, 1);
+  t.equal(badSeg[0]!.seg, undefined, 'out-of-range seg codes are dropped');
+  // @ts-expect-error: not a string on purpose
+  t.same(parseLocations(null, size), []);
+  t.end();
+});
+
+t.test('masks: bilinear resize and paste', (t) => {
+  const flat = new Float32Array(64 * 64).fill(0.5);
+  t.ok(resizeBilinear(flat, 64, 64, 10, 7).every((v) => Math.abs(v - 0.5) < 1e-6), 'a constant map stays constant');
+  const half = new Float32Array(64 * 64).map((_, i) => (i % 64 < 32 ? 1 : -1));
+  const m = pasteMask(half, { x1: 10, y1: 20, x2: 30, y2: 40 }, 50, 60);
+  t.equal(m.width, 50);
+  t.equal(m.height, 60);
+  t.equal(m.data.length, 50 * 60);
+  t.equal(m.data[25 * 50 + 12], 255, 'left half of the box is in');
+  t.equal(m.data[25 * 50 + 28], 0, 'right half is out');
+  t.equal(m.data[5 * 50 + 12], 0, 'outside the box is out');
+  t.equal(m.data.filter((v) => v === 255).length, 10 * 20, 'exactly the left half of the box');
+  t.equal(pasteMask(half, { x1: 5, y1: 5, x2: 5, y2: 9 }, 10, 10).data.filter(Boolean).length, 0, 'an empty box pastes nothing');
+  t.end();
+});
+
+t.test('decodeMask matches the reference decoder', async (t) => {
+  const ref = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'vae', 'vae-reference.json'), 'utf8')) as { cases: { codes: number[]; mask: number[] }[] };
+  const model = await PaliGemma.load({ ...(await convertedFixture('tiny-v2', 'f32', true)), gpu: 'cpu' });
+  t.teardown(() => model.dispose());
+  for (const [i, c] of ref.cases.entries()) {
+    const mask = await model.decodeMask(c.codes);
+    t.equal(mask.length, 64 * 64);
+    const err = relError(mask, c.mask);
+    t.ok(err <= 1e-3, `case ${i}: rel. error ${err.toExponential(2)} <= 1e-3`);
+  }
+  await t.rejects(model.decodeMask([1, 2, 3]), { code: 'ERR_INVALID_ARGUMENT' });
+  await t.rejects(model.decodeMask(Array(16).fill(128)), { code: 'ERR_INVALID_ARGUMENT', message: /0\.\.127/ });
+});
+
+t.test('tasks on the tiny model: prompts, boxes in source pixels, masks', async (t) => {
+  const model = await PaliGemma.load({ ...(await convertedFixture('tiny-v2', 'f32', true)), gpu: 'cpu' });
+  t.teardown(() => model.dispose());
+  const png = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png'); // 150 wide, 200 high
+  const chunks: string[] = [];
+  const caption = await model.caption(png, { onText: (c) => chunks.push(c), maxTokens: 3 });
+  t.equal(chunks.join(''), caption, 'tasks stream like generate');
+  t.type(await model.caption(png, { detail: 'long', maxTokens: 3 }), 'string');
+  t.type(await model.answer(png, 'what is it?', { maxTokens: 3 }), 'string');
+  t.type(await model.ocr(png, { maxTokens: 3 }), 'string');
+  await t.rejects(model.answer(png, '  '), { code: 'ERR_INVALID_ARGUMENT' });
+  await t.rejects(model.caption(png, { lang: 'not a lang' }), { code: 'ERR_INVALID_ARGUMENT' });
+  await t.rejects(model.detect(png, 'a;b'), { code: 'ERR_INVALID_ARGUMENT' });
+
+  // Teacher-force a known answer to check the parsing and placement end to end.
+  const det = Array.from(await model.tokenize('<loc0256><loc0512><loc0768><loc1023> cat'));
+  const boxes = await model.detect(png, ['cat', 'dog'], { forceTokens: det, maxTokens: det.length });
+  t.same(boxes, [{ label: 'cat', box: { x1: 75, y1: 50, x2: 1023 / 1024 * 150, y2: 150 } }]);
+  const unlabeled = Array.from(await model.tokenize('<loc0000><loc0000><loc0512><loc0512>'));
+  t.same((await model.detect(png, 'bird', { forceTokens: unlabeled, maxTokens: unlabeled.length }))[0]!.label, 'bird', 'one label fills in');
+
+  const seg = Array.from(await model.tokenize('<loc0000><loc0000><loc0512><loc0512>' + '<seg010>'.repeat(16) + ' cat'));
+  const masks = await model.segment(png, 'cat', { forceTokens: seg, maxTokens: seg.length });
+  t.equal(masks.length, 1);
+  t.same(masks[0]!.box, { x1: 0, y1: 0, x2: 75, y2: 100 });
+  t.equal(masks[0]!.mask.width, 150);
+  t.equal(masks[0]!.mask.height, 200);
+  t.equal(masks[0]!.mask64.length, 4096);
+  const outside = masks[0]!.mask.data.filter((v, i) => v && (i % 150 >= 75 || Math.floor(i / 150) >= 100)).length;
+  t.equal(outside, 0, 'mask only inside the box');
+
+  const embd = await model.encodeImage(png);
+  await t.rejects(model.detect(embd, 'cat', { forceTokens: det, maxTokens: det.length }), { code: 'ERR_INVALID_ARGUMENT', message: /imageSize/ });
+  t.same(await model.detect(embd, 'cat', { forceTokens: det, maxTokens: det.length, imageSize: { width: 150, height: 200 } }), boxes);
+});
+
+t.test('segment without a decoder says how to add one', async (t) => {
+  const model = await PaliGemma.load({ ...(await convertedFixture('tiny-v2')), gpu: 'cpu' });
+  t.teardown(() => model.dispose());
+  await t.rejects(model.segment(path.join(FIXTURES, 'tiny-v2', 'reference', 'noise_40x40.png'), 'cat'), { message: /--seg-decoder/ });
+});
