@@ -7,19 +7,34 @@ import { convert, TEXT_TYPES, VISION_TYPES, type ConvertProgress, type TextType,
 import { readGGUF } from './gguf';
 import { PaliGemmaError } from './errors';
 import { systemInfo } from './system';
+import { cmdSelftest, cmdTask, TASKS, UsageError, type TaskName } from './cli-tasks';
 
 const USAGE = `usage: paligemma <command> [options]
 
-commands:
+tasks (on an image file):
+  caption <image> [--long] [--lang en]        a caption ('caption en'; --long: 'describe en')
+  ask <image> <question...>                   answer a question ('answer en ...')
+  ocr <image>                                 read the text
+  detect <image> <label...>                   boxes ('detect cat ; dog'); labels may also be "cat ; dog"
+  segment <image> <label>                     boxes and masks ('segment cat'); needs a --seg-decoder conversion
+  run <image> --prompt <text>                 any prompt, as is
+  task options:
+    --model <x.gguf|DIR> --mmproj <x-mmproj.gguf>   the GGUF pair (a folder holding exactly one of each also works)
+    --prompt <text>  --lang <code>  --max-tokens N  --json  --annotate out.png
+    --gpu auto|cpu|cuda|metal|vulkan  --threads N  --context-size N
+
+other commands:
   convert <hf-dir> [--out DIR] [--type T] [--vision-type T] [--seg-decoder vae-oid.npz] [--name NAME] [--threads N]
                          Hugging Face PaliGemma checkpoint -> <name>-<type>.gguf + <name>-mmproj-<vision-type>.gguf
                          types: ${TEXT_TYPES.join(' ')} (default f16); vision: ${VISION_TYPES.join(' ')}
-  system                 native build, devices and CPU features
   info <file.gguf>       metadata and tensors of a GGUF file
+  system                 native build, devices and CPU features
+  selftest [--gpu G]     convert, load and run a tiny bundled model; prints backend, timings, PASS/FAIL
   help                   this text
+
+exit codes: 0 ok, 1 runtime error, 2 bad usage
 `;
 
-class UsageError extends Error {}
 
 function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -144,6 +159,8 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
       case 'convert':
         await cmdConvert(rest, out, err);
         return 0;
+      case 'selftest':
+        return (await cmdSelftest(rest, out)) ? 0 : 1;
       case 'system':
         await cmdSystem(out);
         return 0;
@@ -156,6 +173,10 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
         out.write(USAGE);
         return 0;
       default:
+        if (TASKS.includes(cmd as TaskName)) {
+          await cmdTask(cmd as TaskName, rest, out, err);
+          return 0;
+        }
         throw new UsageError(cmd ? `unknown command '${cmd}'` : 'no command given');
     }
   } catch (e) {

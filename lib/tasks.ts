@@ -36,8 +36,8 @@ const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v
 
 /**
  * Parses detection/segmentation output: groups of `<loc>`x4 [`<seg>`x16] [label] separated by ` ; `.
- * Junk, partial groups and out-of-range tokens are skipped, never thrown. Boxes are in pixels of a
- * `width` x `height` image, ordered (x1 <= x2, y1 <= y2) and clamped to it.
+ * Junk, partial groups, out-of-range tokens and boxes without area are skipped, never thrown. Boxes
+ * are in pixels of a `width` x `height` image, ordered (x1 < x2, y1 < y2) and clamped to it.
  */
 export function parseLocations(text: string, size: { width: number; height: number }): Location[] {
   if (typeof text !== 'string') return [];
@@ -49,6 +49,7 @@ export function parseLocations(text: string, size: { width: number; height: numb
     let [y1, x1, y2, x2] = [bins[0]! / 1024 * height, bins[1]! / 1024 * width, bins[2]! / 1024 * height, bins[3]! / 1024 * width];
     if (y1 > y2) [y1, y2] = [y2, y1];
     if (x1 > x2) [x1, x2] = [x2, x1];
+    if (y1 === y2 || x1 === x2) continue; // no area: big_vision's evaluator drops these too
     const loc: Location = {
       label: m[3]!.trim(),
       box: { x1: clamp(x1, 0, width), y1: clamp(y1, 0, height), x2: clamp(x2, 0, width), y2: clamp(y2, 0, height) },

@@ -29,6 +29,7 @@ t.test('parseLocations: junk, partial groups and broken tokens are skipped, boxe
   t.same(parseLocations('<loc0100><loc0200><loc0300> cat', size), [], 'three locs');
   t.same(parseLocations('<loc0100><loc02x0><loc0300><loc0400> cat', size), [], 'malformed token');
   t.same(parseLocations('<loc1100><loc0200><loc0300><loc0400> cat', size), [], 'bin out of range');
+  t.same(parseLocations('<loc0100><loc0200><loc0100><loc0400> flat', size), [], 'no area');
   const inverted = parseLocations('<loc0512><loc0768><loc0256><loc0128> x', size);
   t.same(inverted[0]!.box, { x1: 12.5, y1: 25, x2: 75, y2: 50 }, 'inverted corners are ordered');
   const mixed = parseLocations('garbage <loc0001> ; <loc0000><loc0000><loc1023><loc1023> a ; junk ; <loc0512><loc0512><loc0600><loc0600>b', size);
