@@ -144,6 +144,26 @@ bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token
         return err.set(PG_ERR_BACKEND, std::string("prefill failed: ") + decode_error(rc));
     }
 
+    // Sampling without a per-token vocabulary-sized allocation: plain argmax for greedy decoding,
+    // else one candidate buffer reused for every step.
+    const bool               plain_greedy = p.sampling.temperature <= 0.0f && p.sampling.grammar.empty() && p.sampling.repeat_penalty == 1.0f;
+    std::vector<llama_token_data> cand(plain_greedy ? 0 : (size_t) m.n_vocab);
+    auto sample = [&](const float * logits) -> llama_token {
+        if (plain_greedy) {
+            int best = 0;
+            for (int i = 1; i < m.n_vocab; ++i) {
+                if (logits[i] > logits[best]) best = i;
+            }
+            return best;
+        }
+        for (int i = 0; i < m.n_vocab; ++i) cand[i] = { i, logits[i], 0.0f };
+        llama_token_data_array arr = { cand.data(), cand.size(), -1, false };
+        llama_sampler_apply(sampler.get(), &arr);
+        llama_token id = arr.selected >= 0 && arr.selected < (int64_t) arr.size ? arr.data[arr.selected].id : cand[0].id;
+        llama_sampler_accept(sampler.get(), id);
+        return id;
+    };
+
     size_t max_stop = 0;
     for (const auto & s : p.stop) max_stop = std::max(max_stop, s.size());
     size_t emitted = 0;  // bytes of out.text already passed to on_token
@@ -158,8 +178,13 @@ bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token
             const float * lg = llama_get_logits_ith(m.ctx, -1);
             out.logits.insert(out.logits.end(), lg, lg + m.n_vocab);
         }
-        llama_token id = llama_sampler_sample(sampler.get(), m.ctx, -1);
-        if (out.tokens.size() < p.forced.size()) id = p.forced[out.tokens.size()];
+        llama_token id;
+        if (out.tokens.size() < p.forced.size()) {
+            id = p.forced[out.tokens.size()];
+            if (!plain_greedy) llama_sampler_accept(sampler.get(), id);  // keep penalties/grammar state in step
+        } else {
+            id = sample(llama_get_logits_ith(m.ctx, -1));
+        }
         if (llama_vocab_is_eog(m.vocab, id)) {
             if (p.want_logits) out.logits.resize(out.tokens.size() * (size_t) m.n_vocab);
             out.reason = PG_STOP_EOS;
@@ -193,6 +218,10 @@ bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token
         }
         if (aborted()) {
             out.reason = PG_STOP_ABORT;
+            break;
+        }
+        if ((int) out.tokens.size() >= p.max_tokens) {  // no need to decode a token nobody will extend
+            out.reason = PG_STOP_MAX_TOKENS;
             break;
         }
         if (pos + 1 > m.n_ctx) {  // context full: stop as if maxTokens were reached
