@@ -26,6 +26,11 @@ export interface LoadOptions {
   flashAttention?: 'auto' | 'on' | 'off';
   /** KV cache precision (default 'f16'; 'f32' with flashAttention 'off' tracks the float64 reference to ~4e-4). */
   kvCacheType?: 'f16' | 'f32';
+  /**
+   * MiB of image embeddings kept so that another question about the same image skips the vision
+   * tower (default 64; 0 turns the cache off). Keyed by a SHA-256 of the image bytes or pixels.
+   */
+  imageCacheMB?: number;
   /** Called with 0..1 while the weights load. */
   onProgress?: (fraction: number) => void;
   signal?: AbortSignal;
@@ -132,7 +137,44 @@ export interface GenerateResult {
   timings: GenerateTimings;
 }
 
-const LOAD_KEYS = new Set(['model', 'mmproj', 'gpu', 'gpuLayers', 'threads', 'contextSize', 'flashAttention', 'kvCacheType', 'onProgress', 'signal']);
+const LOAD_KEYS = new Set(['model', 'mmproj', 'gpu', 'gpuLayers', 'threads', 'contextSize', 'flashAttention', 'kvCacheType', 'imageCacheMB', 'onProgress', 'signal']);
+
+/** A bounded least-recently-used map of image embeddings, by bytes held. */
+class EmbeddingCache {
+  private readonly map = new Map<string, ImageEmbedding>();
+  private bytes = 0;
+  constructor(private readonly maxBytes: number) {}
+
+  static async key(input: NativeImage): Promise<string | undefined> {
+    if ('embedding' in input) return undefined;
+    const data = 'bytes' in input ? input.bytes : input.pixels;
+    // WebCrypto hashes on the thread pool: hashing a large image never stalls the event loop.
+    const digest = Buffer.from(await crypto.subtle.digest('SHA-256', data)).toString('hex');
+    return 'pixels' in input ? `raw:${input.width}x${input.height}x${input.channels}:${digest}` : `enc:${digest}`;
+  }
+
+  get(key: string | undefined): ImageEmbedding | undefined {
+    if (!key) return undefined;
+    const hit = this.map.get(key);
+    if (hit) {
+      this.map.delete(key);
+      this.map.set(key, hit);
+    }
+    return hit;
+  }
+
+  set(key: string | undefined, e: ImageEmbedding) {
+    const size = e.data.byteLength;
+    if (!key || size > this.maxBytes || this.map.has(key)) return;
+    this.map.set(key, e);
+    this.bytes += size;
+    for (const [k, v] of this.map) {
+      if (this.bytes <= this.maxBytes) break;
+      this.map.delete(k);
+      this.bytes -= v.data.byteLength;
+    }
+  }
+}
 const GENERATE_KEYS = new Set([
   'image', 'prompt', 'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'seed', 'repeatPenalty', 'stop', 'grammar', 'logits',
   'specialTokens', 'forceTokens', 'onToken', 'onText', 'signal',
@@ -187,10 +229,12 @@ export class PaliGemma {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly running = new Set<{ abort(): void }>();
   private disposing: Promise<void> | undefined;
+  private readonly cache: EmbeddingCache | undefined;
 
-  private constructor(native: NativeModelHandle, binding: ReturnType<typeof getBinding>['binding'], files: { model: string; mmproj: string }) {
+  private constructor(native: NativeModelHandle, binding: ReturnType<typeof getBinding>['binding'], files: { model: string; mmproj: string }, cacheMB: number) {
     this.native = native;
     this.binding = binding;
+    this.cache = cacheMB > 0 ? new EmbeddingCache(cacheMB * 1024 * 1024) : undefined;
     this.info = Object.freeze({ ...native.info(), ...files }) as ModelInfo;
   }
 
@@ -204,6 +248,7 @@ export class PaliGemma {
     v.optionalInteger('options.contextSize', options.contextSize, 16, 1 << 20);
     v.optionalEnum('options.flashAttention', options.flashAttention, ['auto', 'on', 'off'] as const);
     v.optionalEnum('options.kvCacheType', options.kvCacheType, ['f16', 'f32'] as const);
+    const cacheMB = v.optionalNumber('options.imageCacheMB', options.imageCacheMB, 0, 1 << 20) ?? 64;
     const onProgress = v.optionalFunction<(f: number) => void>('options.onProgress', options.onProgress);
     const signal = v.optionalSignal('options.signal', options.signal);
     await checkReadable('options.model', options.model);
@@ -222,13 +267,13 @@ export class PaliGemma {
       }
     };
     try {
-      const { gpu: _gpu, onProgress: _p, signal: _s, ...rest } = options;
+      const { gpu: _gpu, onProgress: _p, signal: _s, imageCacheMB: _c, ...rest } = options;
       const native = await callNative(() => binding.loadModel({ ...rest, gpu }, token, report));
       if (signal?.aborted) {
         await native.dispose();
         throw abortError(signal, 'PaliGemma.load');
       }
-      return new PaliGemma(native, binding, { model: options.model, mmproj: options.mmproj });
+      return new PaliGemma(native, binding, { model: options.model, mmproj: options.mmproj }, cacheMB);
     } catch (err) {
       if (err instanceof PaliGemmaError && err.code === 'ERR_ABORTED') throw abortError(signal, 'PaliGemma.load');
       throw err;
@@ -274,33 +319,49 @@ export class PaliGemma {
 
   /** The normalized pixels the vision tower sees: Float32Array of 3 x S x S, channels first. */
   async preprocess(image: ImageInput): Promise<Float32Array> {
-    const input = await resolveImage(image);
-    if ('embedding' in input) throw invalidArgument('preprocess(image)', 'an image, not an ImageEmbedding', image);
+    const ready = resolveImage(image);
+    ready.catch(() => undefined);
     this.checkOpen();
-    return this.enqueue((n) => callNative(() => n.preprocess(input)));
+    return this.enqueue(async (n) => {
+      const input = await ready;
+      if ('embedding' in input) throw invalidArgument('preprocess(image)', 'an image, not an ImageEmbedding', image);
+      return callNative(() => n.preprocess(input));
+    });
   }
 
   /** Runs the vision tower and projector once; pass the result as `image` to skip it next time. */
   async encodeImage(image: ImageInput, options: { signal?: AbortSignal } = {}): Promise<ImageEmbedding> {
     const signal = v.optionalSignal('encodeImage options.signal', options.signal);
-    const input = await resolveImage(image);
+    const keyed = resolveImage(image).then(async (input) => ({ input, key: this.cache ? await EmbeddingCache.key(input) : undefined }));
+    keyed.catch(() => undefined);
     this.checkOpen();
     return this.enqueue(async (n) => {
+      const { input, key } = await keyed;
       if (signal?.aborted) throw abortError(signal, 'encodeImage');
-      const token = new this.binding.AbortToken();
-      const unlink = linkAbort(signal, token);
-      this.running.add(token);
-      try {
-        const r = await callNative(() => n.encodeImage(input, token));
-        return new ImageEmbedding(r.data, r.tokens, r.dim);
-      } catch (err) {
-        if (err instanceof PaliGemmaError && err.code === 'ERR_ABORTED') throw abortError(signal, 'encodeImage');
-        throw err;
-      } finally {
-        this.running.delete(token);
-        unlink();
-      }
+      return (await this.encodeQueued(n, input, key, signal)).embedding;
     });
+  }
+
+  /** Runs the vision tower (or takes the cached result) inside a queued call. */
+  private async encodeQueued(n: NativeModelHandle, input: NativeImage, key: string | undefined, signal: AbortSignal | undefined) {
+    if ('embedding' in input) return { embedding: new ImageEmbedding(input.embedding, input.tokens, input.dim), preprocessMs: 0, encodeMs: 0 };
+    const hit = this.cache?.get(key);
+    if (hit) return { embedding: hit, preprocessMs: 0, encodeMs: 0 };
+    const token = new this.binding.AbortToken();
+    const unlink = linkAbort(signal, token);
+    this.running.add(token);
+    try {
+      const r = await callNative(() => n.encodeImage(input, token));
+      const embedding = new ImageEmbedding(r.data, r.tokens, r.dim);
+      this.cache?.set(key, embedding);
+      return { embedding, preprocessMs: r.preprocessMs, encodeMs: r.encodeMs };
+    } catch (err) {
+      if (err instanceof PaliGemmaError && err.code === 'ERR_ABORTED') throw abortError(signal, 'encodeImage');
+      throw err;
+    } finally {
+      this.running.delete(token);
+      unlink();
+    }
   }
 
   /**
@@ -309,7 +370,7 @@ export class PaliGemma {
    */
   async generate(options: GenerateOptions): Promise<GenerateResult> {
     const plan = this.planGenerate(options);
-    return this.runGenerate(plan, await resolveImage(options.image, 'generate options.image'));
+    return this.runGenerate(plan, resolveImage(options.image, 'generate options.image'));
   }
 
   /** Checks generate's options (everything but the image). */
@@ -343,12 +404,27 @@ export class PaliGemma {
     return { options, maxTokens, forceTokens, onToken, onText, signal };
   }
 
-  private async runGenerate(plan: ReturnType<PaliGemma['planGenerate']>, image: NativeImage): Promise<GenerateResult> {
+  /**
+   * Queues the generation at once, so calls run in the order they were made, while the image is
+   * still being read and hashed.
+   */
+  private runGenerate(plan: ReturnType<PaliGemma['planGenerate']>, imageReady: Promise<NativeImage>): Promise<GenerateResult> {
     const { options, maxTokens, forceTokens, onToken, onText, signal } = plan;
+    const keyed = imageReady.then(async (image) => ({ image, key: this.cache ? await EmbeddingCache.key(image) : undefined }));
+    keyed.catch(() => undefined); // handled in the queued task; this only keeps it from being "unhandled"
+    this.checkOpen();
     this.checkOpen();
 
     return this.enqueue(async (n) => {
+      let { image, key } = await keyed;
       if (signal?.aborted) throw abortError(signal, 'generate');
+      // With the cache on, the image goes through encodeQueued (cached or encoded once, then kept).
+      let imageTimings = { preprocessMs: 0, encodeMs: 0 };
+      if (key) {
+        const enc = await this.encodeQueued(n, image, key, signal);
+        image = { embedding: enc.embedding.data, tokens: enc.embedding.tokens, dim: enc.embedding.dim };
+        imageTimings = { preprocessMs: enc.preprocessMs, encodeMs: enc.encodeMs };
+      }
       const token = new this.binding.AbortToken();
       const unlink = linkAbort(signal, token);
       this.running.add(token);
@@ -389,7 +465,8 @@ export class PaliGemma {
         );
         if (callbackError) throw callbackError.error;
         if (r.stopReason === 'abort') throw abortError(signal, 'generate');
-        const result: GenerateResult = { text: r.text, tokens: Array.from(r.tokens), stopReason: r.stopReason, timings: r.timings };
+        const timings = key ? { ...r.timings, ...imageTimings } : r.timings;
+        const result: GenerateResult = { text: r.text, tokens: Array.from(r.tokens), stopReason: r.stopReason, timings };
         if (r.logits) {
           const V = this.info.vocabSize;
           result.logits = Array.from({ length: r.logits.length / V }, (_, i) => r.logits!.subarray(i * V, (i + 1) * V));
@@ -455,20 +532,20 @@ export class PaliGemma {
 
   // ---- tasks ----
 
-  private async task(image: ImageInput, prompt: string, defaultMaxTokens: number, options: TaskOptions | undefined): Promise<{ result: GenerateResult; input: NativeImage; size?: { width: number; height: number } }> {
+  private async task(image: ImageInput, prompt: string, defaultMaxTokens: number, options: TaskOptions | undefined): Promise<{ result: GenerateResult; size?: { width: number; height: number } }> {
     if (options !== undefined && !v.isPlainObject(options)) throw invalidArgument('options', 'an object', options);
     const { imageSize, ...rest } = options ?? {};
-    const input = await resolveImage(image);
-    let size = imageSize;
-    if (size !== undefined && !(v.isPlainObject(size) && Number.isInteger(size.width) && size.width > 0 && Number.isInteger(size.height) && size.height > 0)) {
-      throw invalidArgument('options.imageSize', '{ width, height } in pixels', size);
-    }
-    if (!size) {
-      if ('bytes' in input) size = await callNative(async () => this.binding.imageSize(input.bytes));
-      else if ('pixels' in input) size = { width: input.width, height: input.height };
+    if (imageSize !== undefined && !(v.isPlainObject(imageSize) && Number.isInteger(imageSize.width) && imageSize.width > 0 && Number.isInteger(imageSize.height) && imageSize.height > 0)) {
+      throw invalidArgument('options.imageSize', '{ width, height } in pixels', imageSize);
     }
     const plan = this.planGenerate({ maxTokens: defaultMaxTokens, ...rest, image: undefined as unknown as ImageInput, prompt });
-    return { result: await this.runGenerate(plan, input), input, size };
+    const ready = resolveImage(image);
+    const result = await this.runGenerate(plan, ready);
+    const input = await ready;
+    let size = imageSize;
+    if (!size && 'bytes' in input) size = await callNative(async () => this.binding.imageSize(input.bytes));
+    if (!size && 'pixels' in input) size = { width: input.width, height: input.height };
+    return { result, size };
   }
 
   /** A short caption ('caption <lang>') or a longer description ('describe <lang>', detail: 'long'). */

@@ -59,9 +59,9 @@ t.test('every image input form gives the same pixels', async (t) => {
 });
 
 t.test('an ImageEmbedding skips the vision tower and gives the same answer', async (t) => {
+  const a = await model.generate({ image: png, prompt: 'caption en', maxTokens: 6 });
   const embd = await model.encodeImage(png);
   t.ok(embd instanceof ImageEmbedding);
-  const a = await model.generate({ image: png, prompt: 'caption en', maxTokens: 6 });
   const b = await model.generate({ image: embd, prompt: 'caption en', maxTokens: 6 });
   t.same(b.tokens, a.tokens);
   t.equal(b.timings.encodeMs, 0, 'no encoding');
@@ -146,8 +146,14 @@ t.test('concurrent calls give the same results as sequential ones', async (t) =>
   const prompts = ['caption en', 'detect cat ; dog', 'ocr', 'answer en what?'];
   const sequential = [];
   for (const prompt of prompts) sequential.push((await model.generate({ image: png, prompt, maxTokens: 8 })).tokens);
-  const concurrent = await Promise.all(prompts.map((prompt) => model.generate({ image: png, prompt, maxTokens: 8 })));
+  const started: number[] = [];
+  // Different input forms resolve at different speeds; the calls must still run in call order.
+  const inputs = [png, fs.readFileSync(png), png, new Uint8Array(fs.readFileSync(png))];
+  const concurrent = await Promise.all(
+    prompts.map((prompt, i) => model.generate({ image: inputs[i]!, prompt, maxTokens: 8, onToken: () => void (started.includes(i) || started.push(i)) })),
+  );
   t.same(concurrent.map((r) => r.tokens), sequential);
+  t.same(started, [0, 1, 2, 3], 'calls run in the order they were made');
 });
 
 t.test('abort rejects with AbortError and the model stays usable', async (t) => {
@@ -261,4 +267,30 @@ t.test('generation does not block the event loop', async (t) => {
   await model.generate({ image: png, prompt: 'caption en', maxTokens: 40 });
   clearInterval(timer);
   t.ok(maxGap < 100, `longest event-loop gap ${maxGap.toFixed(1)} ms`);
+});
+
+t.test('a second question about the same image skips the vision tower; the cache is bounded', async (t) => {
+  const files = await convertedFixture('tiny-v2');
+  const cached = await PaliGemma.load({ ...files, gpu: 'cpu' });
+  const first = await cached.generate({ image: png, prompt: 'caption en', maxTokens: 4 });
+  const second = await cached.generate({ image: fs.readFileSync(png), prompt: 'ocr', maxTokens: 4 });
+  const again = await cached.generate({ image: png, prompt: 'caption en', maxTokens: 4 });
+  t.ok(first.timings.encodeMs > 0, 'first question encodes');
+  t.equal(second.timings.encodeMs, 0, 'same bytes, other prompt: no encoding');
+  t.same(again.tokens, first.tokens, 'same answer from the cached embedding');
+  await cached.dispose();
+
+  const off = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0 });
+  await off.generate({ image: png, prompt: 'caption en', maxTokens: 1 });
+  t.ok((await off.generate({ image: png, prompt: 'caption en', maxTokens: 1 })).timings.encodeMs > 0, 'cache off: encodes every time');
+  await off.dispose();
+
+  // One 16 x 64 float embedding is 4 KiB: a 6 KiB cache holds one image at a time.
+  const tiny = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 6 / 1024 });
+  const other = path.join(refDir, 'noise_40x40.png');
+  await tiny.generate({ image: png, prompt: 'x', maxTokens: 1 });
+  await tiny.generate({ image: other, prompt: 'x', maxTokens: 1 });
+  t.ok((await tiny.generate({ image: png, prompt: 'x', maxTokens: 1 })).timings.encodeMs > 0, 'evicted when over the bound');
+  t.equal((await tiny.generate({ image: png, prompt: 'x', maxTokens: 1 })).timings.encodeMs, 0, 'most recent stays');
+  await tiny.dispose();
 });
