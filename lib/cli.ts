@@ -2,11 +2,14 @@
 /**
  * The `paligemma` command line tool.
  */
+import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { packageRoot } from './binding';
 import { convert, TEXT_TYPES, VISION_TYPES, type ConvertProgress, type TextType, type VisionType } from './convert/index';
 import { readGGUF } from './gguf';
 import { PaliGemmaError } from './errors';
 import { systemInfo } from './system';
+import { measureOnce, runBench } from './bench';
 import { cmdSelftest, cmdTask, TASKS, UsageError, type TaskName } from './cli-tasks';
 
 const USAGE = `usage: paligemma <command> [options]
@@ -30,6 +33,8 @@ other commands:
   info <file.gguf>       metadata and tensors of a GGUF file
   system                 native build, devices and CPU features
   selftest [--gpu G]     convert, load and run a tiny bundled model; prints backend, timings, PASS/FAIL
+  bench [--synthetic 224|448|896] [--type q4_0] [--vision-type q8_0] [--threads N] [--reps 3] [--json] [--no-llama-bench]
+                         real PaliGemma shapes (random weights) side by side with llama.cpp's llama-bench
   help                   this text
 
 exit codes: 0 ok, 1 runtime error, 2 bad usage
@@ -130,6 +135,60 @@ async function cmdConvert(args: string[], out: NodeJS.WritableStream, err: NodeJ
   }
 }
 
+async function cmdBench(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        synthetic: { type: 'string', default: '224' },
+        type: { type: 'string', default: 'q4_0' },
+        'vision-type': { type: 'string', default: 'q8_0' },
+        threads: { type: 'string' },
+        reps: { type: 'string', default: '3' },
+        cache: { type: 'string' },
+        'no-llama-bench': { type: 'boolean' },
+        json: { type: 'boolean' },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const v = parsed.values;
+  const synthetic = Number(v.synthetic);
+  if (![224, 448, 896].includes(synthetic)) throw new UsageError('--synthetic must be 224, 448 or 896');
+  if (!TEXT_TYPES.includes(v.type as TextType)) throw new UsageError(`--type must be one of ${TEXT_TYPES.join(', ')}`);
+  if (!VISION_TYPES.includes(v['vision-type'] as VisionType)) throw new UsageError(`--vision-type must be one of ${VISION_TYPES.join(', ')}`);
+  const reps = Number(v.reps);
+  if (!Number.isInteger(reps) || reps < 1) throw new UsageError('--reps must be a positive integer');
+  const threads = v.threads === undefined ? (await systemInfo()).defaultThreads : Number(v.threads);
+  if (!Number.isInteger(threads) || threads < 1) throw new UsageError('--threads must be a positive integer');
+  const result = await runBench({
+    synthetic: synthetic as 224 | 448 | 896,
+    type: v.type as TextType,
+    visionType: v['vision-type'] as VisionType,
+    threads,
+    reps,
+    cacheDir: path.resolve(v.cache ?? path.join(packageRoot, '.bench-cache')),
+    llamaBench: !v['no-llama-bench'],
+    log: (line) => err.write(line + '\n'),
+  });
+  if (v.json) {
+    out.write(JSON.stringify(result, null, 2) + '\n');
+    return;
+  }
+  const f = (x: unknown, d = 1) => (typeof x === 'number' ? x.toFixed(d) : String(x));
+  const lb = result.llama_bench as { pp_tok_s: number; tg_tok_s: number; pp_gflop_s: number } | undefined;
+  out.write(`PaliGemma ${synthetic}px, text ${v.type}, vision ${v['vision-type']}, ${threads} threads, median of ${reps}\n`);
+  out.write(`  preprocess ${f(result.preprocess_ms)} ms | vision encode ${f(result.encode_ms, 0)} ms (${f(result.vision_gflop_s, 0)} GFLOP/s)\n`);
+  out.write(`  prefill ${f(result.prefill_tok_s)} tok/s (${result.prompt_tokens} tokens) | decode ${f(result.decode_tok_s, 2)} tok/s\n`);
+  out.write(`  time to first token ${f(result.ttft_ms, 0)} ms (${f(result.ttft_cached_ms, 0)} ms with a cached image) | peak RSS ${f(result.peak_rss_mb, 0)} MB (weights ${f(result.weights_mb, 0)} MB)\n`);
+  if (lb) {
+    out.write(`  llama-bench: pp ${f(lb.pp_tok_s)} tok/s, tg ${f(lb.tg_tok_s, 2)} tok/s\n`);
+    out.write(`  ratios: prefill ${f(result.prefill_ratio, 2)}x, decode ${f(result.decode_ratio, 2)}x, vision GFLOP/s vs llama prefill ${f(result.vision_vs_prefill_gflops_ratio, 2)}x\n`);
+  }
+}
+
 async function cmdSystem(out: NodeJS.WritableStream) {
   const info = await systemInfo();
   out.write(`llama.cpp ${info.llamaCppCommit}\nbinary ${info.binary.variant}: ${info.binary.path}\n`);
@@ -161,6 +220,15 @@ export async function main(argv: string[], out: NodeJS.WritableStream = process.
         return 0;
       case 'selftest':
         return (await cmdSelftest(rest, out)) ? 0 : 1;
+      case 'bench':
+        await cmdBench(rest, out, err);
+        return 0;
+      case 'bench-child': {
+        // Internal: one measurement in a fresh process (see lib/bench.ts).
+        const { files, threads } = JSON.parse(rest[0] ?? '{}');
+        out.write(JSON.stringify(await measureOnce(files, threads)) + '\n');
+        return 0;
+      }
       case 'system':
         await cmdSystem(out);
         return 0;

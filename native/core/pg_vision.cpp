@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -16,6 +17,8 @@ pg_vision_model::~pg_vision_model() {
     if (galloc) ggml_gallocr_free((ggml_gallocr_t) galloc);
     if (buf_w) ggml_backend_buffer_free(buf_w);
     if (ctx_w) ggml_free(ctx_w);
+    if (buf_r) ggml_backend_buffer_free(buf_r);
+    if (ctx_r) ggml_free(ctx_r);
     if (backend) ggml_backend_free(backend);
 }
 
@@ -40,9 +43,10 @@ bool get_f32_array3(const gguf_context * g, const char * key, float out[3]) {
 }
 
 // Finds a tensor and checks its shape (ggml order) and that its type suits the op that uses it.
-ggml_tensor * need(ggml_context * ctx, const std::string & path, const std::string & name, std::vector<int64_t> shape,
+ggml_tensor * need(const pg_vision_model & m, const std::string & path, const std::string & name, std::vector<int64_t> shape,
                    bool matrix, pg_error & err) {
-    ggml_tensor * t = ggml_get_tensor(ctx, name.c_str());
+    ggml_tensor * t = ggml_get_tensor(m.ctx_w, name.c_str());
+    if (!t && m.ctx_r) t = ggml_get_tensor(m.ctx_r, name.c_str());
     if (!t) {
         err.set(PG_ERR_INVALID_FILE, path + ": tensor '" + name + "' is missing");
         return nullptr;
@@ -62,6 +66,45 @@ ggml_tensor * need(ggml_context * ctx, const std::string & path, const std::stri
         return nullptr;
     }
     return t;
+}
+
+bool is_matrix_weight(const char * name) {
+    static const char * suffixes[] = { "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_out.weight", "ffn_up.weight", "ffn_down.weight" };
+    const size_t n = strlen(name);
+    for (const char * s : suffixes) {
+        const size_t k = strlen(s);
+        if (n > k && strcmp(name + n - k, s) == 0 && strncmp(name, "v.blk.", 6) == 0) return true;
+    }
+    return strcmp(name, "mm.0.weight") == 0;
+}
+
+// The CPU backend's extra buffer type that repacks quantized weights for its matrix kernels.
+ggml_backend_buffer_type_t pg_cpu_repack_buft() {
+    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!cpu) return nullptr;
+    auto get = (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(cpu), "ggml_backend_dev_get_extra_bufts");
+    if (!get) return nullptr;
+    for (ggml_backend_buffer_type_t * b = get(cpu); b && *b; ++b) {
+        if (strstr(ggml_backend_buft_name(*b), "REPACK")) return *b;
+    }
+    return nullptr;
+}
+
+// Asks the backend whether a matrix product with a weight of this type and shape, held in `buft`,
+// runs there (the repacked layouts exist for some types and shapes only).
+bool pg_repack_supports(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft, ggml_type type, const int64_t * ne) {
+    ggml_init_params ip  = { ggml_tensor_overhead() * 4, nullptr, true };
+    ggml_context *   ctx = ggml_init(ip);
+    if (!ctx) return false;
+    ggml_tensor * w  = ggml_new_tensor_2d(ctx, type, ne[0], ne[1]);
+    ggml_tensor * x  = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, ne[0], 512);
+    ggml_tensor * op = ggml_mul_mat(ctx, w, x);
+    ggml_backend_buffer_t buf = ggml_backend_buft_alloc_buffer(buft, 0);
+    w->buffer = buf;
+    bool ok = buf && ggml_backend_dev_supports_op(dev, op);
+    if (buf) ggml_backend_buffer_free(buf);
+    ggml_free(ctx);
+    return ok;
 }
 
 }  // namespace
@@ -114,25 +157,46 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
         if (!get_u32(g, "paligemma.seg.codebook_size", hp.seg_codebook, path, err) || !get_u32(g, "paligemma.seg.embedding_dim", hp.seg_dim, path, err)) return false;
     }
 
-    // Tensor metadata through ggml's reader, then data read into a backend buffer.
-    ggml_context *   meta = nullptr;
-    gguf_init_params gp   = { /*no_alloc =*/ true, /*ctx =*/ &meta };
-    pg_log_clear();
-    pg_gguf_ptr g2(gguf_init_from_file(path.c_str(), gp));
-    if (!g2 || !meta) return err.set(PG_ERR_INVALID_FILE, path + ": cannot read tensor infos (" + pg_log_last_errors() + ")");
-    m.ctx_w = meta;
-    m.path  = path;
+    // Backend: the chosen device, or the CPU.
+    ggml_backend_dev_t dev = params.device ? params.device : ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!dev) return err.set(PG_ERR_BACKEND, "no CPU backend in this build");
+    m.backend = ggml_backend_dev_init(dev, nullptr);
+    if (!m.backend) return err.set(PG_ERR_BACKEND, std::string("cannot initialise ") + ggml_backend_dev_name(dev));
+    m.is_cpu     = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    m.n_threads  = params.n_threads > 0 ? params.n_threads : 1;
+    m.exact_gelu = params.exact_gelu;
+    m.path       = path;
+    if (m.is_cpu) ggml_backend_cpu_set_n_threads(m.backend, m.n_threads);
+
+    // Tensors: matrix weights go to the CPU's repacking buffer type where it supports them (the
+    // layout llama.cpp's own CPU path uses for fast matrix products), the rest to the default buffer.
+    const int64_t n_tensors = gguf_get_n_tensors(g);
+    const size_t  ctx_size  = ggml_tensor_overhead() * (size_t) (n_tensors + 1);
+    m.ctx_w = ggml_init({ ctx_size, nullptr, true });
+    m.ctx_r = ggml_init({ ctx_size, nullptr, true });
+    if (!m.ctx_w || !m.ctx_r) return err.set(PG_ERR_OUT_OF_MEMORY, "cannot create weight contexts");
+    // PALIGEMMA_VISION_REPACK=0 keeps every weight in the default buffer (for A/B measurements).
+    const char *               no_repack = getenv("PALIGEMMA_VISION_REPACK");
+    ggml_backend_buffer_type_t repack    = m.is_cpu && !(no_repack && strcmp(no_repack, "0") == 0) ? pg_cpu_repack_buft() : nullptr;
+    for (int64_t i = 0; i < n_tensors; ++i) {
+        const char * name = gguf_get_tensor_name(g, i);
+        if (strlen(name) >= GGML_MAX_NAME) return err.set(PG_ERR_INVALID_FILE, path + ": tensor name too long");
+        ggml_type type = gguf_get_tensor_type(g, i);
+        bool      into_repack = repack && is_matrix_weight(name) && pg_repack_supports(dev, repack, type, gguf_get_tensor_ne(g, i));
+        ggml_tensor * t = ggml_new_tensor(into_repack ? m.ctx_r : m.ctx_w, type, GGML_MAX_DIMS, gguf_get_tensor_ne(g, i));
+        ggml_set_name(t, name);
+    }
 
     const int C = hp.hidden, F = hp.ffn, P = hp.patch_size, N = hp.image_tokens, D = hp.proj_dim;
-    if (!(m.patch_w = need(meta, path, "v.patch_embd.weight", { P, P, 3, C }, true, err))) return false;
+    if (!(m.patch_w = need(m, path, "v.patch_embd.weight", { P, P, 3, C }, true, err))) return false;
     if (m.patch_w->type != GGML_TYPE_F16 && m.patch_w->type != GGML_TYPE_F32) {
         return err.set(PG_ERR_INVALID_FILE, path + ": v.patch_embd.weight must be f16 or f32 for ggml's convolution");
     }
-    if (!(m.patch_b = need(meta, path, "v.patch_embd.bias", { C }, false, err)) ||
-        !(m.pos = need(meta, path, "v.position_embd.weight", { C, N }, false, err)) ||
-        !(m.post_w = need(meta, path, "v.post_ln.weight", { C }, false, err)) ||
-        !(m.post_b = need(meta, path, "v.post_ln.bias", { C }, false, err)) ||
-        !(m.mm_w = need(meta, path, "mm.0.weight", { C, D }, true, err)) || !(m.mm_b = need(meta, path, "mm.0.bias", { D }, false, err))) {
+    if (!(m.patch_b = need(m, path, "v.patch_embd.bias", { C }, false, err)) ||
+        !(m.pos = need(m, path, "v.position_embd.weight", { C, N }, false, err)) ||
+        !(m.post_w = need(m, path, "v.post_ln.weight", { C }, false, err)) ||
+        !(m.post_b = need(m, path, "v.post_ln.bias", { C }, false, err)) ||
+        !(m.mm_w = need(m, path, "mm.0.weight", { C, D }, true, err)) || !(m.mm_b = need(m, path, "mm.0.bias", { D }, false, err))) {
         return false;
     }
     m.blocks.resize(hp.layers);
@@ -155,35 +219,31 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
             { &L.down_w, "ffn_down.weight", { F, C }, true }, { &L.down_b, "ffn_down.bias", { C }, false },
         };
         for (auto & w : want) {
-            if (!(*w.t = need(meta, path, b + w.name, w.shape, w.matrix, err))) return false;
+            if (!(*w.t = need(m, path, b + w.name, w.shape, w.matrix, err))) return false;
         }
     }
 
-    // Backend: the chosen device, or the CPU.
-    ggml_backend_dev_t dev = params.device ? params.device : ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    if (!dev) return err.set(PG_ERR_BACKEND, "no CPU backend in this build");
-    m.backend = ggml_backend_dev_init(dev, nullptr);
-    if (!m.backend) return err.set(PG_ERR_BACKEND, std::string("cannot initialise ") + ggml_backend_dev_name(dev));
-    m.is_cpu     = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
-    m.n_threads  = params.n_threads > 0 ? params.n_threads : 1;
-    m.exact_gelu = params.exact_gelu;
-    if (m.is_cpu) ggml_backend_cpu_set_n_threads(m.backend, m.n_threads);
-
-    m.buf_w = ggml_backend_alloc_ctx_tensors(meta, m.backend);
+    m.buf_w = ggml_backend_alloc_ctx_tensors(m.ctx_w, m.backend);
     if (!m.buf_w) return err.set(PG_ERR_OUT_OF_MEMORY, path + ": cannot allocate memory for the vision weights");
     ggml_backend_buffer_set_usage(m.buf_w, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    if (ggml_get_first_tensor(m.ctx_r)) {
+        m.buf_r = ggml_backend_alloc_ctx_tensors_from_buft(m.ctx_r, repack);
+        if (!m.buf_r) return err.set(PG_ERR_OUT_OF_MEMORY, path + ": cannot allocate memory for the vision weights");
+        ggml_backend_buffer_set_usage(m.buf_r, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    }
 
     FILE * fp = fopen(path.c_str(), "rb");
     if (!fp) return err.set(PG_ERR_FILE_NOT_FOUND, path + ": cannot open");
     std::unique_ptr<FILE, int (*)(FILE *)> guard(fp, fclose);
-    const bool           host = ggml_backend_buffer_is_host(m.buf_w);
     std::vector<uint8_t> staging;
     const size_t         base  = gguf_get_data_offset(g);
     size_t               total = 0, done = 0;
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) total += gguf_get_tensor_size(g, i);
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-        ggml_tensor * t = ggml_get_tensor(meta, gguf_get_tensor_name(g, i));
-        const size_t  n = ggml_nbytes(t);
+        ggml_tensor * t = ggml_get_tensor(m.ctx_w, gguf_get_tensor_name(g, i));
+        if (!t) t = ggml_get_tensor(m.ctx_r, gguf_get_tensor_name(g, i));
+        const size_t  n    = ggml_nbytes(t);
+        const bool    host = ggml_backend_buffer_is_host(t->buffer);
         if (pg_fseek64(fp, base + gguf_get_tensor_offset(g, i)) != 0) return err.set(PG_ERR_INVALID_FILE, path + ": seek failed");
         void * dst = t->data;
         if (!host) {

@@ -47,8 +47,10 @@ struct pg_vision_params {
 struct pg_vision_model {
     pg_vision_hparams            hp;
     std::string                  path;
-    ggml_context *               ctx_w   = nullptr;  // weight tensors
+    ggml_context *               ctx_w   = nullptr;  // weight tensors in the device's default buffer
     ggml_backend_buffer_t        buf_w   = nullptr;
+    ggml_context *               ctx_r   = nullptr;  // CPU: matrix weights in a repacking buffer (as llama.cpp does)
+    ggml_backend_buffer_t        buf_r   = nullptr;
     ggml_backend_t               backend = nullptr;
     bool                         is_cpu  = true;
     int                          n_threads = 1;
