@@ -4,6 +4,9 @@
 #include "pg_log.h"
 
 #include <cstdio>
+#include <algorithm>
+#include <string_view>
+#include <unordered_set>
 #include <cstring>
 #include <memory>
 
@@ -26,6 +29,130 @@ bool on_load_progress(float p, void * data) {
 bool on_abort(void * data) {
     const std::atomic<bool> * src = ((pg_text_model *) data)->abort_source.load(std::memory_order_relaxed);
     return src && src->load(std::memory_order_relaxed);
+}
+
+// Integer metadata value of any integer type, or -1 when missing or not an integer.
+int64_t get_int(const gguf_context * g, const std::string & key) {
+    int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) return -1;
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
+        case GGUF_TYPE_INT32:  return gguf_get_val_i32(g, id);
+        case GGUF_TYPE_UINT64: return (int64_t) std::min<uint64_t>(gguf_get_val_u64(g, id), INT64_MAX);
+        case GGUF_TYPE_INT64:  return gguf_get_val_i64(g, id);
+        case GGUF_TYPE_UINT16: return gguf_get_val_u16(g, id);
+        case GGUF_TYPE_UINT8:  return gguf_get_val_u8(g, id);
+        default:               return -1;
+    }
+}
+
+bool matrix_type_ok(ggml_type t) {
+    return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 || ggml_get_type_traits(t)->is_quantized;
+}
+
+// Everything llama.cpp's loader would otherwise meet with an assertion (process abort) instead of an
+// error: hyperparameters out of range, tensors of the wrong shape or type, empty dimensions,
+// tokenizer arrays that do not match the vocabulary.
+bool validate_text_file(const pg_gguf_file & f, const std::string & arch, pg_error & err) {
+    const gguf_context * g    = f.ctx.get();
+    const std::string &  path = f.path;
+    auto bad = [&](const std::string & what) { return err.set(PG_ERR_INVALID_FILE, path + ": " + what); };
+    const int64_t L  = get_int(g, arch + ".block_count");
+    const int64_t D  = get_int(g, arch + ".embedding_length");
+    const int64_t F  = get_int(g, arch + ".feed_forward_length");
+    const int64_t H  = get_int(g, arch + ".attention.head_count");
+    const int64_t KV = get_int(g, arch + ".attention.head_count_kv") < 0 ? H : get_int(g, arch + ".attention.head_count_kv");
+    int64_t       HD = get_int(g, arch + ".attention.key_length");
+    if (HD < 0 && H > 0) HD = D / H;
+    const int64_t HDV = get_int(g, arch + ".attention.value_length") < 0 ? HD : get_int(g, arch + ".attention.value_length");
+    if (L < 1 || L > 512) return bad(arch + ".block_count is missing or out of range (1..512)");
+    if (D < 1 || D > 65536) return bad(arch + ".embedding_length is missing or out of range");
+    if (F < 1 || F > (1 << 20)) return bad(arch + ".feed_forward_length is missing or out of range");
+    if (H < 1 || H > 1024 || KV < 1 || KV > H || H % KV != 0) return bad("attention head counts are missing or inconsistent");
+    if (HD < 1 || HD > 4096 || HDV != HD) return bad("attention head size is missing or out of range");
+    const int64_t ctx_len = get_int(g, arch + ".context_length");
+    if (ctx_len < 1 || ctx_len > (1 << 24)) return bad(arch + ".context_length is missing or out of range");
+    if (arch == "gemma2") {
+        const int64_t swa = get_int(g, "gemma2.attention.sliding_window");
+        if (gguf_find_key(g, "gemma2.attention.sliding_window") >= 0 && (swa < 1 || swa > (1 << 24))) return bad("gemma2.attention.sliding_window is out of range");
+    }
+    int64_t eps = gguf_find_key(g, (arch + ".attention.layer_norm_rms_epsilon").c_str());
+    if (eps < 0 || gguf_get_kv_type(g, eps) != GGUF_TYPE_FLOAT32 || !(gguf_get_val_f32(g, eps) > 0.0f && gguf_get_val_f32(g, eps) < 1.0f)) {
+        return bad(arch + ".attention.layer_norm_rms_epsilon is missing or out of range");
+    }
+
+    int64_t toks = gguf_find_key(g, "tokenizer.ggml.tokens");
+    if (toks < 0 || gguf_get_kv_type(g, toks) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, toks) != GGUF_TYPE_STRING) return bad("no tokenizer.ggml.tokens");
+    const int64_t V = (int64_t) gguf_get_arr_n(g, toks);
+    if (V < 4 || V > (1 << 24)) return bad("tokenizer.ggml.tokens has an implausible size");
+    {
+        // llama.cpp maps token text to ids and asserts that no two tokens share a text.
+        std::unordered_set<std::string_view> seen;
+        seen.reserve((size_t) V);
+        for (int64_t i = 0; i < V; ++i) {
+            if (!seen.insert(std::string_view(gguf_get_arr_str(g, toks, (size_t) i))).second) {
+                return bad("token " + std::to_string(i) + " repeats the text of another token");
+            }
+        }
+    }
+    for (const char * k : { "tokenizer.ggml.scores", "tokenizer.ggml.token_type" }) {
+        int64_t id = gguf_find_key(g, k);
+        if (id >= 0 && (gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY || (int64_t) gguf_get_arr_n(g, id) != V)) return bad(std::string(k) + " does not match the vocabulary");
+    }
+    int64_t tt = gguf_find_key(g, "tokenizer.ggml.token_type");
+    if (tt >= 0) {
+        if (gguf_get_arr_type(g, tt) != GGUF_TYPE_INT32) return bad("tokenizer.ggml.token_type must be int32");
+        const int32_t * types = (const int32_t *) gguf_get_arr_data(g, tt);
+        for (int64_t i = 0; i < V; ++i) {
+            if (types[i] < 0 || types[i] > 6) return bad("tokenizer.ggml.token_type holds an unknown type");
+        }
+    }
+    for (const char * k : { "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id" }) {
+        if (gguf_find_key(g, k) >= 0 && (get_int(g, k) < 0 || get_int(g, k) >= V)) return bad(std::string(k) + " is out of range");
+    }
+    int64_t model = gguf_find_key(g, "tokenizer.ggml.model");
+    if (model < 0 || gguf_get_kv_type(g, model) != GGUF_TYPE_STRING || strcmp(gguf_get_val_str(g, model), "llama") != 0) {
+        return bad("tokenizer.ggml.model must be 'llama' (SentencePiece), as our converter writes");
+    }
+
+    struct want {
+        std::string name;
+        int64_t     ne0, ne1;
+        bool        matrix;
+    };
+    std::vector<want> wants = { { "token_embd.weight", D, V, true }, { "output_norm.weight", D, 1, false } };
+    for (int64_t i = 0; i < L; ++i) {
+        const std::string b = "blk." + std::to_string(i) + ".";
+        wants.push_back({ b + "attn_norm.weight", D, 1, false });
+        wants.push_back({ b + "attn_q.weight", D, H * HD, true });
+        wants.push_back({ b + "attn_k.weight", D, KV * HD, true });
+        wants.push_back({ b + "attn_v.weight", D, KV * HD, true });
+        wants.push_back({ b + "attn_output.weight", H * HD, D, true });
+        wants.push_back({ b + "ffn_norm.weight", D, 1, false });
+        wants.push_back({ b + "ffn_gate.weight", D, F, true });
+        wants.push_back({ b + "ffn_up.weight", D, F, true });
+        wants.push_back({ b + "ffn_down.weight", F, D, true });
+        if (arch == "gemma2") {
+            wants.push_back({ b + "post_attention_norm.weight", D, 1, false });
+            wants.push_back({ b + "post_ffw_norm.weight", D, 1, false });
+        }
+    }
+    for (const want & w : wants) {
+        int64_t id = gguf_find_tensor(g, w.name.c_str());
+        if (id < 0) return bad("tensor '" + w.name + "' is missing");
+        const int64_t * ne = gguf_get_tensor_ne(g, id);
+        if (ne[0] != w.ne0 || ne[1] != w.ne1 || ne[2] != 1 || ne[3] != 1) return bad("tensor '" + w.name + "' has the wrong shape");
+        ggml_type t = gguf_get_tensor_type(g, id);
+        if (w.matrix ? !matrix_type_ok(t) : t != GGML_TYPE_F32) return bad("tensor '" + w.name + "' has an unusable type " + ggml_type_name(t));
+        if (w.matrix && ne[0] % ggml_blck_size(t) != 0) return bad("tensor '" + w.name + "' rows do not divide into " + ggml_type_name(t) + " blocks");
+    }
+    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
+        const int64_t * ne = gguf_get_tensor_ne(g, i);
+        for (int d = 0; d < GGML_MAX_DIMS; ++d) {
+            if (ne[d] < 1) return bad(std::string("tensor '") + gguf_get_tensor_name(g, i) + "' has an empty dimension");
+        }
+    }
+    return true;
 }
 
 }  // namespace
@@ -65,8 +192,8 @@ bool pg_text_load(const std::string & path, const pg_text_params & params, pg_te
                                                        "which llama.cpp cannot run; reconvert with this version's converter");
         }
     }
+    if (!validate_text_file(f, m.arch, err)) return false;
     int64_t te = gguf_find_tensor(g, "token_embd.weight");
-    if (te < 0) return err.set(PG_ERR_INVALID_FILE, path + ": tensor 'token_embd.weight' is missing");
     const int64_t * ne = gguf_get_tensor_ne(g, te);
     m.tok_embd_type    = gguf_get_tensor_type(g, te);
     m.tok_embd_offset  = gguf_get_data_offset(g) + gguf_get_tensor_offset(g, te);

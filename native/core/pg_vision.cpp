@@ -61,6 +61,14 @@ ggml_tensor * need(const pg_vision_model & m, const std::string & path, const st
             return nullptr;
         }
     }
+    if (matrix && t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16 && !ggml_get_type_traits(t->type)->is_quantized) {
+        err.set(PG_ERR_INVALID_FILE, path + ": tensor '" + name + "' has an unusable type " + ggml_type_name(t->type));
+        return nullptr;
+    }
+    if (matrix && t->ne[0] % ggml_blck_size(t->type) != 0) {
+        err.set(PG_ERR_INVALID_FILE, path + ": tensor '" + name + "' rows do not divide into blocks");
+        return nullptr;
+    }
     if (!matrix && t->type != GGML_TYPE_F32) {
         err.set(PG_ERR_INVALID_FILE, path + ": tensor '" + name + "' must be f32, is " + ggml_type_name(t->type));
         return nullptr;
