@@ -44,7 +44,7 @@ for (const which of ['model', 'mmproj'] as const) {
       variants.push([`truncated at ${cut}`, bytes.subarray(0, cut)]);
     }
     // Bit flips all over the header and tensor infos (deterministic positions).
-    for (let pos = 4, k = 0; pos < info.dataOffset; pos += 13 + (k++ % 29)) {
+    for (let pos = 4, k = 0; pos < info.dataOffset; pos += 31 + (k++ % 53)) {
       const b = Buffer.from(bytes.subarray(0, Math.min(bytes.length, info.dataOffset + 4096)));
       b[pos] = b[pos]! ^ (1 << (k % 8));
       variants.push([`bit flip at ${pos}`, Buffer.concat([b, bytes.subarray(b.length)])]);

@@ -157,19 +157,36 @@ bool validate_text_file(const pg_gguf_file & f, const std::string & arch, pg_err
 
 }  // namespace
 
+namespace {
+
+// Opens and checks a text GGUF; `arch` receives its architecture.
+bool open_text_file(const std::string & path, pg_gguf_file & f, std::string & arch, pg_error & err) {
+    if (!pg_gguf_open(path, f, err) || !pg_gguf_check_data_bounds(f, err)) return false;
+    const gguf_context * g  = f.ctx.get();
+    int64_t              id = gguf_find_key(g, "general.architecture");
+    arch = id >= 0 && gguf_get_kv_type(g, id) == GGUF_TYPE_STRING ? gguf_get_val_str(g, id) : "";
+    if (arch != "gemma" && arch != "gemma2") {
+        return err.set(PG_ERR_INVALID_FILE, path + ": architecture is '" + arch + "', expected a PaliGemma text model ('gemma' or 'gemma2')" +
+                                                (arch == "clip" ? "; the text model and mmproj look swapped" : ""));
+    }
+    return true;
+}
+
+}  // namespace
+
+bool pg_text_check_file(const std::string & path, pg_error & err) {
+    pg_gguf_file f;
+    std::string  arch;
+    return open_text_file(path, f, arch, err) && validate_text_file(f, arch, err);
+}
+
 bool pg_text_load(const std::string & path, const pg_text_params & params, pg_text_model & m, const pg_progress_fn & progress,
                   pg_error & err) {
     pg_backend_init_once();
     // Our own checks first: llama.cpp's loader would accept files we cannot use, and says less.
     pg_gguf_file f;
-    if (!pg_gguf_open(path, f, err) || !pg_gguf_check_data_bounds(f, err)) return false;
-    const gguf_context * g    = f.ctx.get();
-    int64_t              arch = gguf_find_key(g, "general.architecture");
-    m.arch = arch >= 0 && gguf_get_kv_type(g, arch) == GGUF_TYPE_STRING ? gguf_get_val_str(g, arch) : "";
-    if (m.arch != "gemma" && m.arch != "gemma2") {
-        return err.set(PG_ERR_INVALID_FILE, path + ": architecture is '" + m.arch + "', expected a PaliGemma text model ('gemma' or 'gemma2')" +
-                                                (m.arch == "clip" ? "; the text model and mmproj look swapped" : ""));
-    }
+    if (!open_text_file(path, f, m.arch, err)) return false;
+    const gguf_context * g = f.ctx.get();
     if (m.arch == "gemma2") {
         // llama.cpp's gemma2 asserts (aborting the process) when no layer uses a sliding window.
         int64_t pat = gguf_find_key(g, "gemma2.attention.sliding_window_pattern");

@@ -44,6 +44,9 @@ struct pg_text_model {
     ~pg_text_model();
 };
 
+// Our checks of a text GGUF (everything llama.cpp's loader would assert on), without loading it.
+bool pg_text_check_file(const std::string & path, pg_error & err);
+
 bool pg_text_load(const std::string & path, const pg_text_params & params, pg_text_model & out,
                   const pg_progress_fn & progress, pg_error & err);
 

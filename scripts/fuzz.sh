@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# libFuzzer over the GGUF reading/validation path and the image decoding path, bounded in time.
+#   scripts/fuzz.sh [SECONDS_PER_TARGET=60]
+# Needs clang (Debian: apt-get install clang). Crashes land in native-build/fuzz/artifacts/; turn each
+# into a regression test (test/hostile.test.ts, test/model.test.ts) before fixing it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (apt-get install clang)"; exit 2; }
+llama=$(node scripts/llama-source.mjs 2>/dev/null || echo "${LLAMA_CPP_DIR:?set LLAMA_CPP_DIR when Node is absent}")
+build=native-build/fuzz
+flags="-fsanitize=fuzzer-no-link,address -fno-omit-frame-pointer -g"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DLLAMA_CPP_DIR="$llama" -DPG_BUILD_ADDON=OFF -DPG_BUILD_TOOL=OFF -DPG_BUILD_FUZZ=ON -DGGML_OPENMP=OFF \
+  -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address" >/dev/null
+cmake --build "$build" --target fuzz_gguf fuzz_image -j "$(nproc)"
+
+mkdir -p "$build/corpus/gguf" "$build/corpus/image" "$build/artifacts"
+cp test/fixtures/tiny-v*/reference/*.png "$build/corpus/image/"
+if [ -z "$(ls "$build/corpus/gguf")" ]; then
+  node -e "require('./dist/index.js').convert({ input: 'test/fixtures/tiny-v1', outDir: '$build/corpus/gguf', type: 'q8_0', visionType: 'f16' })"
+fi
+for target in gguf image; do
+  echo "fuzz_$target: $secs s"
+  "$build/fuzz_$target" -max_total_time="$secs" -max_len=$((4 << 20)) -rss_limit_mb=4096 \
+    -artifact_prefix="$build/artifacts/$target-" "$build/corpus/$target"
+done
+echo "fuzz: no crashes"
