@@ -27,6 +27,11 @@ export interface LoadOptions {
   /** KV cache precision (default 'f16'; 'f32' with flashAttention 'off' tracks the float64 reference to ~4e-4). */
   kvCacheType?: 'f16' | 'f32';
   /**
+   * Memory-map the text weights. Default: yes with a GPU; no on the CPU, where llama.cpp copies most
+   * weights into its repacked (faster) layout anyway, so a mapping would keep them resident twice.
+   */
+  mmap?: boolean;
+  /**
    * MiB of image embeddings kept so that another question about the same image skips the vision
    * tower (default 64; 0 turns the cache off). Keyed by a SHA-256 of the image bytes or pixels.
    */
@@ -120,10 +125,16 @@ export interface Segmentation extends Detection {
 }
 
 export interface GenerateTimings {
+  /** Image decoding, resizing and normalizing (0 for a cached image or an ImageEmbedding). */
   preprocessMs: number;
+  /** The vision tower and projector (0 for a cached image or an ImageEmbedding). */
   encodeMs: number;
+  /** The prefix (image + prompt) through the language model, in one batch. */
   prefillMs: number;
+  /** Every step after the first token. */
   decodeMs: number;
+  /** Time to the first token: preprocess + encode + prefill + the first sampling. */
+  firstTokenMs: number;
   promptTokens: number;
   generatedTokens: number;
 }
@@ -137,7 +148,7 @@ export interface GenerateResult {
   timings: GenerateTimings;
 }
 
-const LOAD_KEYS = new Set(['model', 'mmproj', 'gpu', 'gpuLayers', 'threads', 'contextSize', 'flashAttention', 'kvCacheType', 'imageCacheMB', 'onProgress', 'signal']);
+const LOAD_KEYS = new Set(['model', 'mmproj', 'gpu', 'gpuLayers', 'threads', 'contextSize', 'flashAttention', 'kvCacheType', 'mmap', 'imageCacheMB', 'onProgress', 'signal']);
 
 /** A bounded least-recently-used map of image embeddings, by bytes held. */
 class EmbeddingCache {
@@ -248,6 +259,7 @@ export class PaliGemma {
     v.optionalInteger('options.contextSize', options.contextSize, 16, 1 << 20);
     v.optionalEnum('options.flashAttention', options.flashAttention, ['auto', 'on', 'off'] as const);
     v.optionalEnum('options.kvCacheType', options.kvCacheType, ['f16', 'f32'] as const);
+    if (options.mmap !== undefined && typeof options.mmap !== 'boolean') throw invalidArgument('options.mmap', 'a boolean', options.mmap);
     const cacheMB = v.optionalNumber('options.imageCacheMB', options.imageCacheMB, 0, 1 << 20) ?? 64;
     const onProgress = v.optionalFunction<(f: number) => void>('options.onProgress', options.onProgress);
     const signal = v.optionalSignal('options.signal', options.signal);
@@ -460,12 +472,12 @@ export class PaliGemma {
               forceTokens,
             },
             token,
-            onEvent,
+            onToken || onText ? onEvent : undefined,
           ),
         );
         if (callbackError) throw callbackError.error;
         if (r.stopReason === 'abort') throw abortError(signal, 'generate');
-        const timings = key ? { ...r.timings, ...imageTimings } : r.timings;
+        const timings = key ? { ...r.timings, ...imageTimings, firstTokenMs: r.timings.firstTokenMs + imageTimings.preprocessMs + imageTimings.encodeMs } : r.timings;
         const result: GenerateResult = { text: r.text, tokens: Array.from(r.tokens), stopReason: r.stopReason, timings };
         if (r.logits) {
           const V = this.info.vocabSize;

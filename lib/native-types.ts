@@ -80,7 +80,7 @@ export interface NativeGenerateResult {
   tokens: Int32Array;
   stopReason: 'eos' | 'maxTokens' | 'stop' | 'abort';
   logits?: Float32Array;
-  timings: { preprocessMs: number; encodeMs: number; prefillMs: number; decodeMs: number; promptTokens: number; generatedTokens: number };
+  timings: { preprocessMs: number; encodeMs: number; prefillMs: number; decodeMs: number; firstTokenMs: number; promptTokens: number; generatedTokens: number };
 }
 
 export interface NativeModelHandle {
@@ -89,7 +89,7 @@ export interface NativeModelHandle {
   detokenize(ids: Int32Array): Promise<string>;
   preprocess(image: unknown): Promise<Float32Array>;
   encodeImage(image: unknown, token: NativeAbortToken): Promise<{ data: Float32Array; tokens: number; dim: number; preprocessMs: number; encodeMs: number }>;
-  generate(options: Record<string, unknown>, token: NativeAbortToken, onEvent: (id: number, piece: string, text: string) => void): Promise<NativeGenerateResult>;
+  generate(options: Record<string, unknown>, token: NativeAbortToken, onEvent: ((id: number, piece: string, text: string) => void) | undefined): Promise<NativeGenerateResult>;
   decodeMask(codes: Int32Array): Promise<Float32Array>;
   dispose(): Promise<void>;
 }

@@ -93,6 +93,7 @@ bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token
                                                 " image + " + std::to_string(n_text) + " text), more than the context of " +
                                                 std::to_string(m.n_ctx) + " allows; shorten it or load with a larger contextSize");
     }
+    const auto t_start = clock_type::now();
     std::unique_ptr<llama_sampler, sampler_deleter> sampler;
     if (!build_sampler(m, p.sampling, sampler, err)) return false;
 
@@ -190,6 +191,7 @@ bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token
             out.reason = PG_STOP_EOS;
             break;
         }
+        if (out.tokens.empty()) out.first_token_ms = ms_since(t_start);
         out.tokens.push_back(id);
         const std::string piece = pg_text_piece(m, id);
         out.text += piece;

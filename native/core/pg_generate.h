@@ -43,6 +43,7 @@ struct pg_generate_result {
     std::vector<float>   logits;  // tokens.size() (or one more on abort) x n_vocab when asked for
     int                  prompt_tokens = 0;
     double               prefill_ms = 0, decode_ms = 0;
+    double               first_token_ms = 0;  // from the start of pg_generate to the first token
 };
 
 // Called after each token with its id, its piece, and the newly completed text (whole UTF-8

@@ -53,6 +53,7 @@ bool pg_model_load(const pg_model_params & params, pg_model & m, const pg_progre
     tp.flash_attn = params.flash_attn;
     tp.kv_type    = params.kv_type;
     tp.min_ctx    = m.vision.hp.image_tokens;
+    tp.use_mmap   = params.mmap < 0 ? dev != nullptr : params.mmap != 0;
     pg_progress_fn text_progress = [&](float f) { return !progress || progress(0.1f + 0.9f * f); };
     if (!pg_text_load(params.model_path, tp, m.text, text_progress, err)) return false;
 

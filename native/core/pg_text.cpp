@@ -221,6 +221,7 @@ bool pg_text_load(const std::string & path, const pg_text_params & params, pg_te
 
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers       = params.n_gpu_layers;
+    mp.load_mode          = params.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
     std::vector<ggml_backend_dev_t> devs = params.devices;
     if (!devs.empty()) {
         devs.push_back(nullptr);
@@ -260,6 +261,9 @@ bool pg_text_load(const std::string & path, const pg_text_params & params, pg_te
     cp.n_batch         = (uint32_t) n_ctx;
     cp.n_ubatch        = (uint32_t) n_ctx;
     cp.n_seq_max       = 1;
+    // Only the last position's logits are ever read: a vocabulary-sized output row per batch position
+    // (257216 x n_ubatch floats, 790 MB at 768) would be wasted memory.
+    cp.n_outputs_max   = 1;
     cp.n_threads       = params.n_threads;
     cp.n_threads_batch = params.n_threads;
     cp.flash_attn_type = params.flash_attn;

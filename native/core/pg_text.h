@@ -19,6 +19,7 @@ struct pg_text_params {
     llama_flash_attn_type           flash_attn   = LLAMA_FLASH_ATTN_TYPE_AUTO;
     ggml_type                       kv_type      = GGML_TYPE_F16;
     int                             min_ctx      = 0;  // the context must hold at least this many tokens
+    bool                            use_mmap     = true;
 };
 
 struct pg_text_model {

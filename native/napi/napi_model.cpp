@@ -4,6 +4,7 @@
 #include "napi_exports.h"
 #include "napi_progress_worker.h"
 #include "napi_worker.h"
+#include "pg_executor.h"
 #include "pg_image.h"
 #include "pg_model.h"
 
@@ -221,7 +222,9 @@ class LoadWorker : public PgProgressWorker<float> {
             return !abort_->load();
         };
         if (abort_->load()) return err_.set(PG_ERR_ABORTED, "loading aborted");
-        if (!pg_model_load(params_, *model_, fn, err_)) {
+        bool ok = false;
+        pg_run_on_compute_thread([&] { ok = pg_model_load(params_, *model_, fn, err_); });
+        if (!ok) {
             model_.reset();
             if (abort_->load()) err_ = pg_error(), err_.set(PG_ERR_ABORTED, "loading aborted");
             return false;
@@ -262,6 +265,8 @@ Napi::Value Load(const Napi::CallbackInfo & info) {
     p.flash_attn  = fa == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED : fa == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_AUTO;
     p.kv_type     = opt_str(o, "kvCacheType", "f16") == "f32" ? GGML_TYPE_F32 : GGML_TYPE_F16;
     p.exact_gelu  = opt_bool(o, "exactGelu", true);
+    Napi::Value mm = o.Get("mmap");
+    p.mmap        = mm.IsBoolean() ? (mm.As<Napi::Boolean>().Value() ? 1 : 0) : -1;
     Napi::Function cb = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
     return (new LoadWorker(env, std::move(p), token_flag(info.Length() > 1 ? info[1] : env.Undefined()), cb))->Start();
 }
@@ -381,7 +386,9 @@ class EncodeWorker : public PgPromiseWorker {
     bool Run() override {
         std::lock_guard<std::mutex> lock(m_->mu);
         if (abort_->load()) return err_.set(PG_ERR_ABORTED, "encodeImage aborted");
-        return image_embedding(*m_, in_, abort_.get(), embd_, pre_ms_, enc_ms_, err_);
+        bool ok = false;
+        pg_run_on_compute_thread([&] { ok = image_embedding(*m_, in_, abort_.get(), embd_, pre_ms_, enc_ms_, err_); });
+        return ok;
     }
     Napi::Value Result(Napi::Env env) override {
         Napi::Object o = Napi::Object::New(env);
@@ -418,11 +425,17 @@ class GenerateWorker : public PgProgressWorker<token_event> {
     GenerateWorker(Napi::Env env, model_ptr m, image_input in, std::string prompt, bool special, pg_generate_params gp, flag_ptr abort,
                    Napi::Function on_event)
         : PgProgressWorker<token_event>(env, "paligemma:generate", on_event), m_(std::move(m)), in_(std::move(in)),
-          prompt_(std::move(prompt)), special_(special), gp_(std::move(gp)), abort_(std::move(abort)) {}
+          prompt_(std::move(prompt)), special_(special), gp_(std::move(gp)), abort_(std::move(abort)), has_listener_(!on_event.IsEmpty()) {}
 
   protected:
     bool Run(const Progress & progress) override {
         std::lock_guard<std::mutex> lock(m_->mu);
+        bool ok = false;
+        pg_run_on_compute_thread([&] { ok = RunLocked(progress); });
+        return ok;
+    }
+
+    bool RunLocked(const Progress & progress) {
         if (abort_->load()) {
             res_.reason = PG_STOP_ABORT;
             return true;
@@ -447,7 +460,8 @@ class GenerateWorker : public PgProgressWorker<token_event> {
             token_event e{ id, piece, text };
             progress.Send(&e, 1);
         };
-        return pg_generate(m_->text, gp_, on_token, abort_.get(), res_, err_);
+        // Without a JS listener, no per-token hop to the JS thread at all.
+        return pg_generate(m_->text, gp_, has_listener_ ? pg_token_fn(on_token) : pg_token_fn(), abort_.get(), res_, err_);
     }
 
     void OnJsGone() override { abort_->store(true); }
@@ -470,6 +484,8 @@ class GenerateWorker : public PgProgressWorker<token_event> {
         t.Set("decodeMs", res_.decode_ms);
         t.Set("promptTokens", res_.prompt_tokens);
         t.Set("generatedTokens", (double) res_.tokens.size());
+        // Image work happens before pg_generate starts: count it in the time to the first token.
+        t.Set("firstTokenMs", res_.tokens.empty() ? 0.0 : pre_ms_ + enc_ms_ + res_.first_token_ms);
         o.Set("timings", t);
         return o;
     }
@@ -483,6 +499,7 @@ class GenerateWorker : public PgProgressWorker<token_event> {
     flag_ptr           abort_;
     pg_generate_result res_;
     double             pre_ms_ = 0, enc_ms_ = 0;
+    bool               has_listener_;
 };
 
 Napi::Value NativeModel::Generate(const Napi::CallbackInfo & info) {
