@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { AbortError, convert, PaliGemmaError, readGGUF, type ConvertProgress } from '../lib/index';
+import { AbortError, convert, PaliGemma, PaliGemmaError, readGGUF, type ConvertProgress } from '../lib/index';
 import { getBinding } from '../lib/binding';
 import { Checkpoint } from '../lib/convert/safetensors';
 import { toFloat32 } from '../lib/convert/dtype';
@@ -250,4 +250,28 @@ t.test('tokenizer.json is used when tokenizer.model is absent', async (t) => {
   const ref = reference('tiny-v1');
   const info = await native.inspectTextModel(res.model, ref.tokenize.map((x) => x.text), true);
   ref.tokenize.forEach((x, i) => t.same(Array.from(info.tokens[i]!), x.ids, `tokenize ${JSON.stringify(x.text)}`));
+});
+
+t.test('quantized vision: the 4304-style MLP width is zero-padded to whole blocks, results unchanged', async (t) => {
+  const res = await convert({ input: path.join(FIXTURES, 'tiny-v2'), outDir: path.join(out, 'padded'), type: 'f32', visionType: 'q8_0' });
+  const v = await readGGUF(res.mmproj);
+  t.equal(v.metadata['clip.vision.feed_forward_length'], 224, '200 padded to 224');
+  t.equal(v.metadata['paligemma.vision_ffn_unpadded'], 200);
+  const types = new Map(v.tensors.map((x) => [x.name, x]));
+  t.same(types.get('v.blk.0.ffn_up.weight')!.shape, [144, 224]);
+  t.same(types.get('v.blk.0.ffn_up.bias')!.shape, [224]);
+  t.same(types.get('v.blk.0.ffn_down.weight')!.shape, [224, 144]);
+  t.equal(types.get('v.blk.0.ffn_down.weight')!.type, 'q8_0', 'fc2 rows now divide into q8_0 blocks');
+  const model = await PaliGemma.load({ model: res.model, mmproj: res.mmproj, gpu: 'cpu' });
+  t.teardown(() => model.dispose());
+  const img = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png');
+  const embd = await model.encodeImage(img);
+  const refEmbd = fs.readFileSync(path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.embd.f32'));
+  const ref = new Float32Array(refEmbd.buffer, refEmbd.byteOffset, refEmbd.byteLength / 4);
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    num += (embd.data[i]! - ref[i]!) ** 2;
+    den += ref[i]! ** 2;
+  }
+  t.ok(Math.sqrt(num / den) < 2e-2, `q8_0 vision embedding rel. error ${Math.sqrt(num / den).toExponential(2)}`);
 });

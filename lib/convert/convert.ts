@@ -68,6 +68,9 @@ interface Planned {
   type: GGMLTypeName;
   /** Gemma stores RMSNorm gains as w, applied as (1 + w); llama.cpp expects the 1 folded in. */
   addOne?: boolean;
+  /** Zero padding: each source row of `srcCols` values becomes shape[0] values; `padRows` zero rows follow. */
+  srcCols?: number;
+  padRows?: number;
 }
 
 function validate(o: ConvertOptions) {
@@ -152,8 +155,21 @@ function visionMatrixType(type: VisionType, rowLength: number): GGMLTypeName {
   return rowLength % GGML_TYPES[t].blockSize === 0 ? t : 'F16';
 }
 
+/**
+ * SigLIP's MLP is 4304 wide, not a multiple of a quantization block: quantized vision types pad it
+ * with zeros (fc1 gets zero rows and zero biases, so gelu gives 0 there, and fc2 zero columns),
+ * which leaves every result unchanged while the MLP matrices can use the quantized type.
+ */
+export function paddedVisionFfn(ffn: number, type: VisionType): number {
+  if (type === 'f32' || type === 'f16') return ffn;
+  const block = GGML_TYPES[type.toUpperCase() as GGMLTypeName].blockSize;
+  const step = Math.max(block, 8) % 8 === 0 ? Math.max(block, 8) : block * 8;
+  return Math.ceil(ffn / step) * step;
+}
+
 function planVision(ckpt: Checkpoint, dir: string, cfg: PaliGemmaConfig, vp: string, pp: string, type: VisionType): Planned[] {
   const { hidden: C, ffn: F, layers, patchSize: P, imageTokens: N } = cfg.vision;
+  const FP = paddedVisionFfn(F, type);
   const plans: Planned[] = [];
   const add = (src: string, dst: string, shape: number[], t: GGMLTypeName) => plans.push(planTensor(ckpt, dir, src, dst, shape, t));
   const vec = (src: string, dst: string, n: number) => add(src, dst, [n], 'F32');
@@ -175,6 +191,16 @@ function planVision(ckpt: Checkpoint, dir: string, cfg: PaliGemmaConfig, vp: str
     vec(`${p}mlp.fc1.bias`, `${b}ffn_up.bias`, F);
     mat(`${p}mlp.fc2.weight`, `${b}ffn_down.weight`, C, F);
     vec(`${p}mlp.fc2.bias`, `${b}ffn_down.bias`, C);
+    if (FP !== F) {
+      const [up, upBias, down] = plans.slice(-4);
+      up!.shape = [C, FP];
+      up!.padRows = FP - F;
+      upBias!.shape = [FP];
+      upBias!.srcCols = F;
+      down!.shape = [FP, C];
+      down!.srcCols = F;
+      down!.type = visionMatrixType(type, FP);
+    }
     vec(`${p}layer_norm2.weight`, `${b}ln2.weight`, C);
     vec(`${p}layer_norm2.bias`, `${b}ln2.bias`, C);
   }
@@ -246,7 +272,7 @@ function writeTextMetadata(w: GGUFWriter, cfg: PaliGemmaConfig, name: string, vo
     .setBool('tokenizer.ggml.add_space_prefix', vocab.addSpacePrefix);
 }
 
-function writeVisionMetadata(w: GGUFWriter, cfg: PaliGemmaConfig, name: string, vocabRows: number, seg: { codebook: number; dim: number } | null) {
+function writeVisionMetadata(w: GGUFWriter, cfg: PaliGemmaConfig, name: string, vocabRows: number, seg: { codebook: number; dim: number } | null, ffn: number) {
   const v = cfg.vision;
   w.setString('general.architecture', 'clip')
     .setString('general.name', `${name} vision`)
@@ -256,7 +282,8 @@ function writeVisionMetadata(w: GGUFWriter, cfg: PaliGemmaConfig, name: string, 
     .setU32('clip.vision.image_size', v.imageSize)
     .setU32('clip.vision.patch_size', v.patchSize)
     .setU32('clip.vision.embedding_length', v.hidden)
-    .setU32('clip.vision.feed_forward_length', v.ffn)
+    .setU32('clip.vision.feed_forward_length', ffn)
+    .setU32('paligemma.vision_ffn_unpadded', v.ffn)
     .setU32('clip.vision.block_count', v.layers)
     .setU32('clip.vision.attention.head_count', v.heads)
     .setF32('clip.vision.attention.layer_norm_epsilon', v.layerNormEps)
@@ -361,22 +388,30 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
       options.onProgress?.({ phase, bytesDone, bytesTotal, fraction: phase === 'done' ? 1 : phase === 'quantize' ? readShare : (bytesDone / bytesTotal) * readShare, tensor });
     };
 
+    const encode = async (p: Planned, f32: Float32Array, cols: number) =>
+      p.type === 'F32' ? new Uint8Array(f32.buffer) : callNative(() => binding.quantizeRows(f32, cols, GGML_TYPES[p.type].ggmlName));
     const streamPlan = async (writer: GGUFWriter, plan: Planned[], phase: 'text' | 'vision') => {
       for (const p of plan) {
         const cols = p.shape[0]!;
-        const rowBytes = cols * DTYPE_BYTES[p.src.dtype];
+        const srcCols = p.srcCols ?? cols;
+        const rowBytes = srcCols * DTYPE_BYTES[p.src.dtype];
         const rows = p.src.byteLength / rowBytes;
         const perChunk = Math.max(1, Math.floor(CHUNK_BYTES / rowBytes));
         for (let r = 0; r < rows; r += perChunk) {
           checkAbort();
           const n = Math.min(perChunk, rows - r);
-          const f32 = toFloat32(await ckpt.read(p.src, r * rowBytes, n * rowBytes), p.src.dtype);
+          let f32 = toFloat32(await ckpt.read(p.src, r * rowBytes, n * rowBytes), p.src.dtype);
           if (p.addOne) for (let i = 0; i < f32.length; i++) f32[i]! += 1;
-          const out = p.type === 'F32' ? new Uint8Array(f32.buffer) : await callNative(() => binding.quantizeRows(f32, cols, GGML_TYPES[p.type].ggmlName));
-          await writer.writeTensor(p.dst, out);
+          if (srcCols !== cols) {
+            const wide = new Float32Array(n * cols);
+            for (let i = 0; i < n; i++) wide.set(f32.subarray(i * srcCols, (i + 1) * srcCols), i * cols);
+            f32 = wide;
+          }
+          await writer.writeTensor(p.dst, await encode(p, f32, cols));
           bytesDone += n * rowBytes;
           report(phase, p.dst);
         }
+        if (p.padRows) await writer.writeTensor(p.dst, await encode(p, new Float32Array(p.padRows * cols), cols));
       }
     };
 
@@ -395,7 +430,7 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
 
     const vw = new GGUFWriter(mmprojPath);
     writers.push(vw);
-    writeVisionMetadata(vw, cfg, name, vocabRows, seg && { codebook: seg.codebook, dim: seg.dim });
+    writeVisionMetadata(vw, cfg, name, vocabRows, seg && { codebook: seg.codebook, dim: seg.dim }, paddedVisionFfn(cfg.vision.ffn, visionType));
     for (const p of visionPlan) vw.addTensor(p.dst, p.shape, p.type);
     for (const s of seg?.tensors ?? []) vw.addTensor(s.name, s.shape, 'F32');
     await vw.begin();
