@@ -53,12 +53,18 @@ export function textFlopsPerToken(): number {
   return layers * 2 * (D * heads * headDim * 2 + D * kvHeads * headDim * 2 + 3 * D * F);
 }
 
-function writeSyntheticCheckpoint(dir: string, imageSize: number, log: (s: string) => void) {
+/**
+ * Writes a Hugging Face PaliGemma checkpoint with random BF16 weights at real shapes (fewer layers
+ * if asked): what the benchmark and scripts/measure-convert-memory.mjs convert.
+ */
+export function writeSyntheticCheckpoint(dir: string, imageSize: number, log: (s: string) => void, layers: { text?: number; vision?: number } = {}) {
   const tmp = `${dir}.partial`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
-  const { hidden: D, ffn: F, layers: L, heads: H, kvHeads: KV, headDim: HD, vocab: V } = TEXT;
-  const { hidden: C, ffn: VF, layers: VL, patch: P } = VISION;
+  const { hidden: D, ffn: F, heads: H, kvHeads: KV, headDim: HD, vocab: V } = TEXT;
+  const { hidden: C, ffn: VF, patch: P } = VISION;
+  const L = layers.text ?? TEXT.layers;
+  const VL = layers.vision ?? VISION.layers;
   const N = (imageSize / P) ** 2;
   const t: [string, number[]][] = [['language_model.model.embed_tokens.weight', [V, D]], ['language_model.model.norm.weight', [D]]];
   for (let i = 0; i < L; i++) {

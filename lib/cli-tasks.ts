@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { annotate, type Annotation } from './annotate';
 import { getBinding, GPU_CHOICES, packageRoot, type GpuChoice } from './binding';
 import { convert } from './convert/index';
@@ -15,6 +15,15 @@ import { encodePNG } from './png';
 import { parseLocations } from './tasks';
 
 export class UsageError extends Error {}
+
+/** node:util parseArgs, with its errors turned into usage errors (exit code 2). */
+export function parseOrUsage<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
 
 export const TASKS = ['caption', 'ask', 'ocr', 'detect', 'segment', 'run'] as const;
 export type TaskName = (typeof TASKS)[number];
@@ -64,28 +73,23 @@ function loadProgress(err: Out) {
 const round = (b: { x1: number; y1: number; x2: number; y2: number }) => ({ x1: Math.round(b.x1), y1: Math.round(b.y1), x2: Math.round(b.x2), y2: Math.round(b.y2) });
 
 export async function cmdTask(task: TaskName, args: string[], out: Out, err: Out): Promise<void> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        model: { type: 'string' },
-        mmproj: { type: 'string' },
-        prompt: { type: 'string' },
-        lang: { type: 'string' },
-        long: { type: 'boolean' },
-        json: { type: 'boolean' },
-        annotate: { type: 'string' },
-        'max-tokens': { type: 'string' },
-        gpu: { type: 'string' },
-        threads: { type: 'string' },
-        'context-size': { type: 'string' },
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  const parsed = parseOrUsage({
+    args,
+    allowPositionals: true,
+    options: {
+      model: { type: 'string' },
+      mmproj: { type: 'string' },
+      prompt: { type: 'string' },
+      lang: { type: 'string' },
+      long: { type: 'boolean' },
+      json: { type: 'boolean' },
+      annotate: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      gpu: { type: 'string' },
+      threads: { type: 'string' },
+      'context-size': { type: 'string' },
+    },
+  });
   const { values, positionals } = parsed;
   const [image, ...words] = positionals;
   if (!image) throw new UsageError(`${task} needs an image file`);
@@ -169,13 +173,7 @@ export async function cmdTask(task: TaskName, args: string[], out: Out, err: Out
 
 /** Converts the bundled tiny checkpoint, loads it and checks its output against the float64 reference. */
 export async function cmdSelftest(args: string[], out: Out): Promise<boolean> {
-  let gpu: GpuChoice | undefined;
-  try {
-    const { values } = parseArgs({ args, options: { gpu: { type: 'string' } } });
-    gpu = values.gpu as GpuChoice | undefined;
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  const gpu = parseOrUsage({ args, options: { gpu: { type: 'string' } } }).values.gpu as GpuChoice | undefined;
   if (gpu !== undefined && !GPU_CHOICES.includes(gpu)) throw new UsageError(`--gpu must be one of ${GPU_CHOICES.join(', ')}`);
   const fixture = path.join(packageRoot, 'test', 'fixtures', 'tiny-v1');
   const refDir = path.join(fixture, 'reference');

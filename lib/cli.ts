@@ -3,14 +3,13 @@
  * The `paligemma` command line tool.
  */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { packageRoot } from './binding';
 import { convert, TEXT_TYPES, VISION_TYPES, type ConvertProgress, type TextType, type VisionType } from './convert/index';
 import { readGGUF } from './gguf';
 import { PaliGemmaError } from './errors';
 import { systemInfo } from './system';
 import { measureOnce, runBench } from './bench';
-import { cmdSelftest, cmdTask, TASKS, UsageError, type TaskName } from './cli-tasks';
+import { cmdSelftest, cmdTask, parseOrUsage, TASKS, UsageError, type TaskName } from './cli-tasks';
 
 const USAGE = `usage: paligemma <command> [options]
 
@@ -90,23 +89,18 @@ export function progressPrinter(err: NodeJS.WritableStream & { isTTY?: boolean }
 }
 
 async function cmdConvert(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream) {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        out: { type: 'string' },
-        type: { type: 'string' },
-        'vision-type': { type: 'string' },
-        'seg-decoder': { type: 'string' },
-        name: { type: 'string' },
-        threads: { type: 'string' },
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  const parsed = parseOrUsage({
+    args,
+    allowPositionals: true,
+    options: {
+      out: { type: 'string' },
+      type: { type: 'string' },
+      'vision-type': { type: 'string' },
+      'seg-decoder': { type: 'string' },
+      name: { type: 'string' },
+      threads: { type: 'string' },
+    },
+  });
   const { values, positionals } = parsed;
   if (positionals.length !== 1) throw new UsageError('convert takes exactly one checkpoint folder');
   if (values.type !== undefined && !TEXT_TYPES.includes(values.type as TextType)) throw new UsageError(`--type must be one of ${TEXT_TYPES.join(', ')}`);
@@ -136,24 +130,19 @@ async function cmdConvert(args: string[], out: NodeJS.WritableStream, err: NodeJ
 }
 
 async function cmdBench(args: string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream) {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        synthetic: { type: 'string', default: '224' },
-        type: { type: 'string', default: 'q4_0' },
-        'vision-type': { type: 'string', default: 'q8_0' },
-        threads: { type: 'string' },
-        reps: { type: 'string', default: '3' },
-        cache: { type: 'string' },
-        'no-llama-bench': { type: 'boolean' },
-        json: { type: 'boolean' },
-      },
-    });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  const parsed = parseOrUsage({
+    args,
+    options: {
+      synthetic: { type: 'string', default: '224' },
+      type: { type: 'string', default: 'q4_0' },
+      'vision-type': { type: 'string', default: 'q8_0' },
+      threads: { type: 'string' },
+      reps: { type: 'string', default: '3' },
+      cache: { type: 'string' },
+      'no-llama-bench': { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+  });
   const v = parsed.values;
   const synthetic = Number(v.synthetic);
   if (![224, 448, 896].includes(synthetic)) throw new UsageError('--synthetic must be 224, 448 or 896');

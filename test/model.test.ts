@@ -142,18 +142,18 @@ t.test('prompts are plain text unless specialTokens is set', async (t) => {
   t.equal(await model.detokenize(Array.from(await model.tokenize('<loc0001><seg010> x'))), '<loc0001><seg010> x', 'detokenize keeps <loc>/<seg>');
 });
 
-t.test('concurrent calls give the same results as sequential ones', async (t) => {
-  const prompts = ['caption en', 'detect cat ; dog', 'ocr', 'answer en what?'];
+t.test('16 concurrent calls give the same results as sequential ones, in call order', async (t) => {
+  const prompts = Array.from({ length: 16 }, (_, i) => ['caption en', 'detect cat ; dog', 'ocr', 'answer en what?'][i % 4]!);
   const sequential = [];
   for (const prompt of prompts) sequential.push((await model.generate({ image: png, prompt, maxTokens: 8 })).tokens);
   const started: number[] = [];
   // Different input forms resolve at different speeds; the calls must still run in call order.
-  const inputs = [png, fs.readFileSync(png), png, new Uint8Array(fs.readFileSync(png))];
+  const inputs = prompts.map((_, i) => [png, fs.readFileSync(png), png, new Uint8Array(fs.readFileSync(png))][i % 4]!);
   const concurrent = await Promise.all(
     prompts.map((prompt, i) => model.generate({ image: inputs[i]!, prompt, maxTokens: 8, onToken: () => void (started.includes(i) || started.push(i)) })),
   );
   t.same(concurrent.map((r) => r.tokens), sequential);
-  t.same(started, [0, 1, 2, 3], 'calls run in the order they were made');
+  t.same(started, prompts.map((_, i) => i), 'calls run in the order they were made');
 });
 
 t.test('abort rejects with AbortError and the model stays usable', async (t) => {

@@ -84,3 +84,17 @@ t.test('q8_0 text model: first-step logits within a few percent of the reference
   const err = relError(r.logits![0]!, refLogits);
   t.ok(err < 0.05, `q8_0 first-step rel. error ${err.toExponential(2)} < 5e-2`);
 });
+
+t.test('fused vision attention (the 448/896 px path) stays within tolerance', async (t) => {
+  const ref = reference('tiny-v2');
+  const refDir = path.join(FIXTURES, 'tiny-v2', 'reference');
+  process.env.PALIGEMMA_VISION_FA = '1';
+  const model = await PaliGemma.load({ ...(await convertedFixture('tiny-v2')), gpu: 'cpu', imageCacheMB: 0 });
+  delete process.env.PALIGEMMA_VISION_FA;
+  t.teardown(() => model.dispose());
+  for (const image of Object.keys(ref.images)) {
+    const embd = await model.encodeImage(path.join(refDir, `${image}.png`));
+    const err = relError(embd.data, readF32(path.join(refDir, `${image}.embd.f32`)));
+    t.ok(err <= 2e-3, `${image}: embedding rel. error ${err.toExponential(2)} with fused attention`);
+  }
+});

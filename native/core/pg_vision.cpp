@@ -173,6 +173,7 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
     m.is_cpu     = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
     m.n_threads  = params.n_threads > 0 ? params.n_threads : 1;
     m.exact_gelu = params.exact_gelu;
+    m.flash_attn = params.flash_attn;
     m.path       = path;
     if (m.is_cpu) ggml_backend_cpu_set_n_threads(m.backend, m.n_threads);
 
@@ -184,6 +185,8 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
     m.ctx_r = ggml_init({ ctx_size, nullptr, true });
     if (!m.ctx_w || !m.ctx_r) return err.set(PG_ERR_OUT_OF_MEMORY, "cannot create weight contexts");
     // PALIGEMMA_VISION_REPACK=0 keeps every weight in the default buffer (for A/B measurements).
+    const char * fa_env = getenv("PALIGEMMA_VISION_FA");  // 0/1: force fused attention off/on (A/B measurements)
+    if (fa_env && (fa_env[0] == '0' || fa_env[0] == '1')) m.flash_attn = fa_env[0] - '0';
     const char *               no_repack = getenv("PALIGEMMA_VISION_REPACK");
     ggml_backend_buffer_type_t repack    = m.is_cpu && !(no_repack && strcmp(no_repack, "0") == 0) ? pg_cpu_repack_buft() : nullptr;
     for (int64_t i = 0; i < n_tensors; ++i) {
@@ -302,19 +305,29 @@ ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor *
     x = ggml_add(ctx, x, m.pos);
 
     const float scale = 1.0f / sqrtf((float) HD);
+    const bool  use_fa = m.flash_attn == 1 || (m.flash_attn < 0 && N > 256);
     for (const pg_vision_layer & L : m.blocks) {
         ggml_tensor * cur = layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps);
         ggml_tensor * q   = ggml_add(ctx, ggml_mul_mat(ctx, L.q_w, cur), L.q_b);
         ggml_tensor * k   = ggml_add(ctx, ggml_mul_mat(ctx, L.k_w, cur), L.k_b);
         ggml_tensor * v   = ggml_add(ctx, ggml_mul_mat(ctx, L.v_w, cur), L.v_b);
-        q = ggml_permute(ctx, ggml_reshape_3d(ctx, q, HD, H, N), 0, 2, 1, 3);                 // [HD, N, H]
-        k = ggml_permute(ctx, ggml_reshape_3d(ctx, k, HD, H, N), 0, 2, 1, 3);                 // [HD, N, H]
-        v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, v, HD, H, N), 1, 2, 0, 3)); // [N, HD, H]
-        ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                                           // [N_k, N_q, H]
-        kq = ggml_soft_max_ext(ctx, kq, nullptr, scale, 0.0f);
-        ggml_tensor * kqv = ggml_mul_mat(ctx, v, kq);                                         // [HD, N, H]
-        kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                             // [HD, H, N]
-        cur = ggml_reshape_2d(ctx, kqv, C, N);
+        q = ggml_permute(ctx, ggml_reshape_3d(ctx, q, HD, H, N), 0, 2, 1, 3);  // [HD, N, H]
+        k = ggml_permute(ctx, ggml_reshape_3d(ctx, k, HD, H, N), 0, 2, 1, 3);  // [HD, N, H]
+        if (use_fa) {
+            // Fused attention: the N x N score matrix (1024 or 4096 tokens at 448/896 px) is never
+            // materialized; K and V in f16 as ggml's kernels want them.
+            v = ggml_permute(ctx, ggml_reshape_3d(ctx, v, HD, H, N), 0, 2, 1, 3);
+            ggml_tensor * kqv = ggml_flash_attn_ext(ctx, q, ggml_cast(ctx, k, GGML_TYPE_F16), ggml_cast(ctx, v, GGML_TYPE_F16), nullptr, scale, 0.0f, 0.0f);
+            ggml_prec_set_acc(kqv, GGML_PREC_F32);
+            cur = ggml_reshape_2d(ctx, kqv, C, N);  // [HD, H, N] -> [C, N]
+        } else {
+            v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, v, HD, H, N), 1, 2, 0, 3));  // [N, HD, H]
+            ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                                         // [N_k, N_q, H]
+            kq = ggml_soft_max_ext(ctx, kq, nullptr, scale, 0.0f);
+            ggml_tensor * kqv = ggml_mul_mat(ctx, v, kq);                                       // [HD, N, H]
+            kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                           // [HD, H, N]
+            cur = ggml_reshape_2d(ctx, kqv, C, N);
+        }
         cur = ggml_add(ctx, ggml_mul_mat(ctx, L.o_w, cur), L.o_b);
         x   = ggml_add(ctx, x, cur);
 

@@ -28,17 +28,7 @@ class PgProgressWorker : public Napi::AsyncProgressQueueWorker<Event> {
     pg_error err_;
 
   private:
-    void Execute(const Progress & progress) final {
-        try {
-            if (!Run(progress) && err_.ok()) err_.set(PG_ERR_INTERNAL, "operation failed without a message");
-        } catch (const std::bad_alloc &) {
-            err_.set(PG_ERR_OUT_OF_MEMORY, "out of memory");
-        } catch (const std::exception & e) {
-            err_.set(PG_ERR_INTERNAL, std::string("internal error: ") + e.what());
-        } catch (...) {
-            err_.set(PG_ERR_INTERNAL, "internal error: unknown exception");
-        }
-    }
+    void Execute(const Progress & progress) final { pg_run_guarded(err_, [&] { return Run(progress); }); }
 
     // Raw napi_call_function: when the environment is going away (a worker thread exiting), calling
     // JS fails, and node-addon-api's exception path would itself fail fatally. Here a failed call
@@ -71,20 +61,7 @@ class PgProgressWorker : public Napi::AsyncProgressQueueWorker<Event> {
     // The JS callback can no longer be called: stop early.
     virtual void OnJsGone() {}
 
-    void OnOK() final {
-        Napi::Env env = this->Env();
-        if (!pg_env_can_run_js(env)) return;
-        Napi::HandleScope scope(env);
-        if (!err_.ok()) {
-            deferred_.Reject(pg_make_error(env, err_).Value());
-            return;
-        }
-        try {
-            deferred_.Resolve(Result(env));
-        } catch (const Napi::Error & e) {
-            deferred_.Reject(e.Value());
-        }
-    }
+    void OnOK() final { pg_settle(this->Env(), deferred_, err_, [this] { return Result(this->Env()); }); }
 
     void OnError(const Napi::Error & e) final {
         if (pg_env_can_run_js(this->Env())) deferred_.Reject(e.Value());

@@ -28,16 +28,47 @@ inline bool pg_env_can_run_js(napi_env env) {
     return napi_set_named_property(env, obj, "probe", val) == napi_ok;
 }
 
+// Runs a worker's body, turning exceptions into a pg_error (nothing may escape into Node).
+template <typename F>
+void pg_run_guarded(pg_error & err, F && body) {
+    try {
+        if (!body() && err.ok()) err.set(PG_ERR_INTERNAL, "operation failed without a message");
+    } catch (const std::bad_alloc &) {
+        err.set(PG_ERR_OUT_OF_MEMORY, "out of memory");
+    } catch (const std::exception & e) {
+        err.set(PG_ERR_INTERNAL, std::string("internal error: ") + e.what());
+    } catch (...) {
+        err.set(PG_ERR_INTERNAL, "internal error: unknown exception");
+    }
+}
+
+// Settles a worker's promise on the JS thread: rejected with err, or resolved with make_result().
+// Skipped entirely while the environment shuts down.
+template <typename F>
+void pg_settle(Napi::Env env, Napi::Promise::Deferred & deferred, const pg_error & err, F && make_result) {
+    if (!pg_env_can_run_js(env)) return;
+    Napi::HandleScope scope(env);
+    if (!err.ok()) {
+        deferred.Reject(pg_make_error(env, err).Value());
+        return;
+    }
+    try {
+        deferred.Resolve(make_result());
+    } catch (const Napi::Error & e) {
+        deferred.Reject(e.Value());
+    } catch (const std::exception & e) {
+        deferred.Reject(pg_make_error(env, PG_ERR_INTERNAL, e.what()).Value());
+    }
+}
+
 class PgPromiseWorker : public Napi::AsyncWorker {
   public:
     explicit PgPromiseWorker(Napi::Env env, const char * name)
         : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
 
-    Napi::Promise Promise() { return deferred_.Promise(); }
-
     // Queues the worker and returns its promise.
     Napi::Promise Start() {
-        Napi::Promise p = Promise();
+        Napi::Promise p = deferred_.Promise();
         Queue();
         return p;
     }
@@ -51,35 +82,8 @@ class PgPromiseWorker : public Napi::AsyncWorker {
     pg_error err_;
 
   private:
-    void Execute() final {
-        try {
-            if (!Run() && err_.ok()) err_.set(PG_ERR_INTERNAL, "operation failed without a message");
-        } catch (const std::bad_alloc &) {
-            err_.set(PG_ERR_OUT_OF_MEMORY, "out of memory");
-        } catch (const std::exception & e) {
-            err_.set(PG_ERR_INTERNAL, std::string("internal error: ") + e.what());
-        } catch (...) {
-            err_.set(PG_ERR_INTERNAL, "internal error: unknown exception");
-        }
-    }
-
-    void OnOK() final {
-        Napi::Env env = Env();
-        if (!pg_env_can_run_js(env)) return;
-        Napi::HandleScope scope(env);
-        if (!err_.ok()) {
-            deferred_.Reject(pg_make_error(env, err_).Value());
-            return;
-        }
-        try {
-            deferred_.Resolve(Result(env));
-        } catch (const Napi::Error & e) {
-            deferred_.Reject(e.Value());
-        } catch (const std::exception & e) {
-            deferred_.Reject(pg_make_error(env, PG_ERR_INTERNAL, e.what()).Value());
-        }
-    }
-
+    void Execute() final { pg_run_guarded(err_, [this] { return Run(); }); }
+    void OnOK() final { pg_settle(Env(), deferred_, err_, [this] { return Result(Env()); }); }
     void OnError(const Napi::Error & e) final {
         if (pg_env_can_run_js(Env())) deferred_.Reject(e.Value());
     }

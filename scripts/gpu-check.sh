@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# GPU check for a machine without Node (the device machine): builds the C++ core and
+# paligemma-native with CUDA from device/llama.cpp, runs the parity cases of the tiny fixtures on
+# the GPU and on the CPU, and prints a table (max logits rel. error per case, greedy tokens, timings).
+# Prepare on a development machine first: node scripts/prepare-device.mjs  (then carry device/).
+#   scripts/gpu-check.sh            CUDA build, GPU vs CPU
+#   GPU=cpu scripts/gpu-check.sh    no CUDA (to try the script itself anywhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+gpu=${GPU:-cuda}
+build=native-build/device-$gpu
+opts=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CPP_DIR="$PWD/device/llama.cpp" -DPG_BUILD_ADDON=OFF)
+[ "$gpu" = cuda ] && opts+=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}")
+t0=$(date +%s)
+cmake -S . -B "$build" -G Ninja "${opts[@]}" >/dev/null
+cmake --build "$build" --target paligemma-native -j "$(nproc)" >/dev/null
+echo "build: $(( $(date +%s) - t0 )) s"
+tool=$build/bin/paligemma-native
+"$tool" system
+
+python3 - "$tool" "$gpu" <<'PY'
+import json, subprocess, sys, numpy as np
+tool, gpu = sys.argv[1], sys.argv[2]
+rows = []
+for fx in ['tiny-v1', 'tiny-v2']:
+    ref = json.load(open(f'device/reference/{fx}/reference.json'))
+    for c in ref['cases']:
+        try:
+            rl = np.fromfile(f'device/reference/{fx}/{c["name"]}.logits.f32', np.float32).reshape(c['logits_shape'])
+        except FileNotFoundError:
+            continue
+        for dev in ([gpu, 'cpu'] if gpu != 'cpu' else ['cpu']):
+            force = ','.join(map(str, c['greedy_ids']))
+            cmd = [tool, 'generate', f'device/models/{fx}-f32.gguf', f'device/models/{fx}-mmproj-f32.gguf',
+                   f'device/reference/{fx}/{c["image"]}.png', c['prompt'], str(c['logits_shape'][0]), '/tmp/pg-logits.f32', '--gpu', dev, '--force', force]
+            out = subprocess.run(cmd, capture_output=True)
+            if out.returncode:
+                print(out.stderr.decode(errors='replace')); sys.exit(1)
+            text = out.stdout.decode(errors='replace')
+            lg = np.fromfile('/tmp/pg-logits.f32', np.float32).reshape(-1, c['logits_shape'][1])
+            err = max(float(np.linalg.norm(lg[i] - rl[i]) / np.linalg.norm(rl[i])) for i in range(len(rl)))
+            free = subprocess.run(cmd[:8] + ['--gpu', dev], capture_output=True).stdout.decode(errors='replace')
+            toks = [int(x) for x in free.split('\n')[1].split()[1:]]
+            backend = text.split(';')[0].replace('backend ', '')
+            timing = text.strip().split('\n')[-1]
+            rows.append((fx, c['name'], backend, err, toks == c['greedy_ids'], timing))
+print(f"{'fixture':8} {'case':22} {'backend':8} {'max rel err':>11}  greedy   timings")
+bad = 0
+for fx, name, backend, err, same, timing in rows:
+    ok = err <= 5e-3
+    bad += not ok
+    print(f"{fx:8} {name:22} {backend:8} {err:11.2e}  {'same' if same else 'DIFF':7}  {timing}")
+print('parity: PASS' if not bad else f'parity: FAIL ({bad} cases over 5e-3)')
+sys.exit(1 if bad else 0)
+PY
