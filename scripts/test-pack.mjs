@@ -39,10 +39,11 @@ try {
   const packed = run(npm, ['pack', '--silent', '--pack-destination', work], { cwd: root }).stdout.trim().split('\n').pop();
   const tarball = path.join(work, packed);
   const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' });
-  for (const must of ['package/dist/index.js', 'package/dist/index.mjs', 'package/dist/index.d.ts', 'package/dist/index.d.mts', `package/prebuilds/${tuple}/`]) {
+  for (const must of ['package/dist/index.js', 'package/dist/index.mjs', 'package/dist/index.d.ts', 'package/dist/index.d.mts', `package/prebuilds/${tuple}/`,
+    'package/test/fixtures/tiny-v1/tokenizer.model']) {
     if (!listing.includes(must)) throw new Error(`tarball lacks ${must}`);
   }
-  for (const mustNot of ['package/deps/', 'package/native-build/', 'package/build/', 'package/test/']) {
+  for (const mustNot of ['package/deps/', 'package/native-build/', 'package/build/', '.test.ts', 'package/.bench-cache/']) {
     if (listing.includes(mustNot)) throw new Error(`tarball should not contain ${mustNot}`);
   }
   log(`packed ${packed} (${(fs.statSync(tarball).size / 1e6).toFixed(1)} MB)`);
@@ -84,6 +85,11 @@ try {
   const res = JSON.parse(esm.stdout);
   if (!res.ok || !res.typed || res.code !== 'ERR_FILE_NOT_FOUND') throw new Error(`import: unexpected ${esm.stdout}`);
   log('import: ok');
+
+  // The smoke test a user runs after installing: the bundled tiny model, end to end.
+  const self = run(path.join(bin, 'node'), [path.join(app, 'node_modules', 'paligemma-node', 'dist', 'cli.js'), 'selftest', '--gpu', 'cpu'], { cwd: app, env });
+  if (!/selftest passed/.test(self.stdout)) throw new Error(`selftest: ${self.stdout}`);
+  log('selftest from the installed package: passed');
   console.log('pack test passed');
 } finally {
   fs.rmSync(work, { recursive: true, force: true });
