@@ -57,14 +57,19 @@ export function textFlopsPerToken(): number {
  * Writes a Hugging Face PaliGemma checkpoint with random BF16 weights at real shapes (fewer layers
  * if asked): what the benchmark and scripts/measure-convert-memory.mjs convert.
  */
-export function writeSyntheticCheckpoint(dir: string, imageSize: number, log: (s: string) => void, layers: { text?: number; vision?: number } = {}) {
+export interface SyntheticShapes {
+  text?: Partial<typeof TEXT>;
+  vision?: Partial<typeof VISION>;
+}
+
+export function writeSyntheticCheckpoint(dir: string, imageSize: number, log: (s: string) => void, shapes: SyntheticShapes = {}) {
   const tmp = `${dir}.partial`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
-  const { hidden: D, ffn: F, heads: H, kvHeads: KV, headDim: HD, vocab: V } = TEXT;
-  const { hidden: C, ffn: VF, patch: P } = VISION;
-  const L = layers.text ?? TEXT.layers;
-  const VL = layers.vision ?? VISION.layers;
+  const text = { ...TEXT, ...shapes.text };
+  const vision = { ...VISION, ...shapes.vision };
+  const { hidden: D, ffn: F, heads: H, kvHeads: KV, headDim: HD, vocab: V, layers: L } = text;
+  const { hidden: C, ffn: VF, patch: P, layers: VL } = vision;
   const N = (imageSize / P) ** 2;
   const t: [string, number[]][] = [['language_model.model.embed_tokens.weight', [V, D]], ['language_model.model.norm.weight', [D]]];
   for (let i = 0; i < L; i++) {
@@ -115,7 +120,7 @@ export function writeSyntheticCheckpoint(dir: string, imageSize: number, log: (s
   fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify({
     model_type: 'paligemma', image_token_index: 1572, projection_dim: D,
     text_config: { model_type: 'gemma', hidden_size: D, intermediate_size: F, num_attention_heads: H, num_key_value_heads: KV, head_dim: HD, num_hidden_layers: L, vocab_size: V },
-    vision_config: { hidden_size: C, intermediate_size: VF, num_attention_heads: VISION.heads, num_hidden_layers: VL, image_size: imageSize, patch_size: P, projection_dim: D },
+    vision_config: { hidden_size: C, intermediate_size: VF, num_attention_heads: vision.heads, num_hidden_layers: VL, image_size: imageSize, patch_size: P, projection_dim: D },
   }));
   fs.renameSync(tmp, dir);
 }

@@ -15,7 +15,7 @@ const types = process.argv.slice(2).length ? process.argv.slice(2) : ['f16', 'q8
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-convmem-'));
 const ckpt = path.join(work, 'ckpt');
 try {
-  writeSyntheticCheckpoint(ckpt, 224, (line) => console.error(line), { text: 2, vision: 2 });
+  writeSyntheticCheckpoint(ckpt, 224, (line) => console.error(line), { text: { layers: 2 }, vision: { layers: 2 } });
   const size = fs.statSync(path.join(ckpt, 'model.safetensors')).size;
   const embd = 257216 * 2048;
   console.log(`checkpoint: ${(size / 1e9).toFixed(2)} GB BF16; largest tensor: token embedding 257216x2048 = ${((embd * 2) / 1e9).toFixed(2)} GB BF16 (${((embd * 4) / 1e9).toFixed(2)} GB as f32)`);
