@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 gpu=${GPU:-cuda}
 build=native-build/device-$gpu
 opts=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CPP_DIR="$PWD/device/llama.cpp" -DPG_BUILD_ADDON=OFF)
-[ "$gpu" = cuda ] && opts+=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}")
+if [ "$gpu" = cuda ]; then opts+=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}"); fi
 t0=$(date +%s)
 cmake -S . -B "$build" -G Ninja "${opts[@]}" >/dev/null
 cmake --build "$build" --target paligemma-native -j "$(nproc)" >/dev/null
