@@ -16,7 +16,7 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang -DCMA
 cmake --build "$build" --target fuzz_gguf fuzz_image -j "$(nproc)"
 
 mkdir -p "$build/corpus/gguf" "$build/corpus/image" "$build/artifacts"
-cp test/fixtures/tiny-v*/reference/*.png "$build/corpus/image/"
+for f in test/fixtures/tiny-v*/reference/*.png; do cp "$f" "$build/corpus/image/$(basename "$(dirname "$(dirname "$f")")")-$(basename "$f")"; done
 if [ -z "$(ls "$build/corpus/gguf")" ]; then
   node -e "require('./dist/index.js').convert({ input: 'test/fixtures/tiny-v1', outDir: '$build/corpus/gguf', type: 'q8_0', visionType: 'f16' })"
 fi
