@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { packageRoot } from './binding';
+import { mtmdCliPath, runMtmdEncode, writeMtmdProjector, type MtmdRun } from './bench-mtmd';
 import { convert, type TextType, type VisionType } from './convert/index';
 import { PaliGemma } from './model';
 import { encodePNG } from './png';
@@ -19,6 +20,8 @@ export interface BenchOptions {
   reps: number;
   cacheDir: string;
   llamaBench: boolean;
+  /** Also time llama.cpp's own SigLIP (llama-mtmd-cli) on the same tower and weight types. */
+  mtmd: boolean;
   log: (line: string) => void;
 }
 
@@ -194,16 +197,27 @@ function runLlamaBench(model: string, promptTokens: number, threads: number): { 
   return { pp: rows.find((r) => r.n_prompt > 0)!.avg_ts, tg: rows.find((r) => r.n_gen > 0)!.avg_ts };
 }
 
-/** Runs ours and llama-bench alternately `reps` times; returns medians and ratios. */
+/** Builds llama.cpp's tools from the pinned source if one that is needed is missing. */
+function ensureLlamaTools(o: BenchOptions) {
+  const missing = [o.llamaBench && llamaBenchPath(), o.mtmd && mtmdCliPath()].filter((f): f is string => !!f && !fs.existsSync(f));
+  if (!missing.length) return;
+  o.log(`building ${missing.map((f) => path.basename(f)).join(' and ')} from the pinned llama.cpp (once)`);
+  const b = spawnSync(process.execPath, [path.join(packageRoot, 'scripts', 'build-llama-tools.mjs'), 'llama-bench', 'llama-mtmd-cli'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (b.status !== 0) throw new Error(`could not build ${missing.map((f) => path.basename(f)).join(', ')}`);
+}
+
+/** Runs ours, llama-bench and mtmd alternately `reps` times; returns medians and ratios. */
 export async function runBench(o: BenchOptions) {
   const files = await prepareBench(o);
-  if (o.llamaBench && !fs.existsSync(llamaBenchPath())) {
-    o.log('building llama-bench from the pinned llama.cpp (once)');
-    const b = spawnSync(process.execPath, [path.join(packageRoot, 'scripts', 'build-llama-tools.mjs')], { stdio: ['ignore', 'ignore', 'inherit'] });
-    if (b.status !== 0) throw new Error('could not build llama-bench');
+  ensureLlamaTools(o);
+  let mtmdProjector = '';
+  if (o.mtmd) {
+    mtmdProjector = files.mmproj.replace(/\.gguf$/, '-as-gemma3.gguf');
+    if (!fs.existsSync(mtmdProjector)) await writeMtmdProjector(files.mmproj, mtmdProjector);
   }
   const ours: BenchRun[] = [];
   const lb: { pp: number; tg: number }[] = [];
+  const mt: MtmdRun[] = [];
   for (let i = 0; i < o.reps; i++) {
     // Each of our runs is a fresh process, so peak RSS is per run.
     const child = spawnSync(process.execPath, [path.join(__dirname, 'cli.js'), 'bench-child', JSON.stringify({ files, threads: o.threads })], { encoding: 'utf8', maxBuffer: 1 << 24 });
@@ -215,12 +229,16 @@ export async function runBench(o: BenchOptions) {
       lb.push(runLlamaBench(files.model, run.prompt_tokens, o.threads));
       o.log(`          llama-bench: pp${run.prompt_tokens} ${lb.at(-1)!.pp.toFixed(1)} tok/s, tg${DECODE_TOKENS} ${lb.at(-1)!.tg.toFixed(2)} tok/s`);
     }
+    if (o.mtmd) {
+      mt.push(runMtmdEncode(files.model, mtmdProjector, files.image, o.threads));
+      o.log(`          llama.cpp mtmd: encode ${mt.at(-1)!.encode_ms} ms`);
+    }
   }
   const m = (k: keyof BenchRun) => median(ours.map((r) => r[k]));
   const encodeMs = m('encode_ms');
   const visionGflops = visionFlops(o.synthetic) / (encodeMs / 1000) / 1e9;
   const result: Record<string, unknown> = {
-    config: { image_size: o.synthetic, type: o.type, vision_type: o.visionType, threads: o.threads, reps: o.reps, weights: 'ours: mmap, warmed up just before timing; llama-bench: -lm none (read into memory)' },
+    config: { image_size: o.synthetic, type: o.type, vision_type: o.visionType, threads: o.threads, reps: o.reps, weights: 'ours: text read into memory (CPU default), warmed up just before timing; llama-bench: -lm none (read into memory); mtmd: read into memory by its loader' },
     machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, platform: `${process.platform}-${process.arch}` },
     preprocess_ms: m('preprocess_ms'),
     encode_ms: encodeMs,
@@ -244,6 +262,13 @@ export async function runBench(o: BenchOptions) {
       prefill_ratio: (result.prefill_tok_s as number) / pp,
       decode_ratio: (result.decode_tok_s as number) / tg,
       vision_vs_prefill_gflops_ratio: visionGflops / ppGflops,
+    });
+  }
+  if (mt.length) {
+    const mtmdMs = median(mt.map((x) => x.encode_ms));
+    Object.assign(result, {
+      mtmd: { encode_ms: mtmdMs, gflop_s: visionFlops(o.synthetic) / (mtmdMs / 1000) / 1e9, flash_attn: 'on' },
+      vision_speedup_vs_mtmd: mtmdMs / encodeMs,
     });
   }
   return result;

@@ -32,8 +32,9 @@ other commands:
   info <file.gguf>       metadata and tensors of a GGUF file
   system                 native build, devices and CPU features
   selftest [--gpu G]     convert, load and run a tiny bundled model; prints backend, timings, PASS/FAIL
-  bench [--synthetic 224|448|896] [--type q4_0] [--vision-type q8_0] [--threads N] [--reps 3] [--json] [--no-llama-bench]
+  bench [--synthetic 224|448|896] [--type q4_0] [--vision-type q8_0] [--threads N] [--reps 3] [--json] [--no-llama-bench] [--no-mtmd]
                          real PaliGemma shapes (random weights) side by side with llama.cpp's llama-bench
+                         and llama.cpp's own SigLIP (llama-mtmd-cli)
   help                   this text
 
 exit codes: 0 ok, 1 runtime error, 2 bad usage
@@ -140,6 +141,7 @@ async function cmdBench(args: string[], out: NodeJS.WritableStream, err: NodeJS.
       reps: { type: 'string', default: '3' },
       cache: { type: 'string' },
       'no-llama-bench': { type: 'boolean' },
+      'no-mtmd': { type: 'boolean' },
       json: { type: 'boolean' },
     },
   });
@@ -160,6 +162,7 @@ async function cmdBench(args: string[], out: NodeJS.WritableStream, err: NodeJS.
     reps,
     cacheDir: path.resolve(v.cache ?? path.join(packageRoot, '.bench-cache')),
     llamaBench: !v['no-llama-bench'],
+    mtmd: !v['no-mtmd'],
     log: (line) => err.write(line + '\n'),
   });
   if (v.json) {
@@ -175,6 +178,10 @@ async function cmdBench(args: string[], out: NodeJS.WritableStream, err: NodeJS.
   if (lb) {
     out.write(`  llama-bench: pp ${f(lb.pp_tok_s)} tok/s, tg ${f(lb.tg_tok_s, 2)} tok/s\n`);
     out.write(`  ratios: prefill ${f(result.prefill_ratio, 2)}x, decode ${f(result.decode_ratio, 2)}x, vision GFLOP/s vs llama prefill ${f(result.vision_vs_prefill_gflops_ratio, 2)}x\n`);
+  }
+  const mt = result.mtmd as { encode_ms: number; gflop_s: number } | undefined;
+  if (mt) {
+    out.write(`  llama.cpp mtmd SigLIP: encode ${f(mt.encode_ms, 0)} ms (${f(mt.gflop_s, 0)} GFLOP/s) | ours ${f(result.vision_speedup_vs_mtmd, 2)}x faster\n`);
   }
 }
 

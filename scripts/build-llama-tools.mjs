@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Builds llama.cpp's own tools (llama-bench by default) from the same pinned source, for side-by-side
-// comparisons. Output: native-build/llama-tools/bin/.
+// Builds llama.cpp's own tools (llama-bench and llama-mtmd-cli by default) from the same pinned
+// source, for side-by-side comparisons. Output: native-build/llama-tools/bin/.
 //   node scripts/build-llama-tools.mjs [target ...] [-DKEY=VALUE ...]
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
@@ -25,5 +25,5 @@ function run(cmd, argv) {
 const src = resolveLlamaSource();
 run('cmake', ['-S', src, '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release', '-DBUILD_SHARED_LIBS=OFF', '-DLLAMA_CURL=OFF',
   '-DLLAMA_OPENSSL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DLLAMA_BUILD_EXAMPLES=OFF', '-DLLAMA_BUILD_SERVER=OFF', '-DLLAMA_BUILD_TOOLS=ON', ...defines]);
-run('cmake', ['--build', buildDir, '--parallel', String(os.availableParallelism?.() ?? os.cpus().length), '--target', ...(targets.length ? targets : ['llama-bench'])]);
+run('cmake', ['--build', buildDir, '--parallel', String(os.availableParallelism?.() ?? os.cpus().length), '--target', ...(targets.length ? targets : ['llama-bench', 'llama-mtmd-cli'])]);
 console.error(`[llama-tools] built in ${path.relative(root, path.join(buildDir, 'bin'))}`);

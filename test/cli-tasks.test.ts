@@ -91,6 +91,7 @@ t.test('selftest runs the bundled tiny model and passes', async (t) => {
   const r = await run(['selftest', '--gpu', 'cpu']);
   t.equal(r.code, 0, r.err);
   t.match(r.out, /backend CPU/);
+  t.equal((r.out.match(/^PASS .*logits rel\. error/gm) ?? []).length, 3, 'three cases, each with its logits checked');
   t.match(r.out, /selftest passed/);
 });
 

@@ -85,16 +85,22 @@ t.test('q8_0 text model: first-step logits within a few percent of the reference
   t.ok(err < 0.05, `q8_0 first-step rel. error ${err.toExponential(2)} < 5e-2`);
 });
 
-t.test('fused vision attention (the 448/896 px path) stays within tolerance', async (t) => {
+t.test("flashAttention 'off': the vision tower's separate attention ops are closer still", async (t) => {
   const ref = reference('tiny-v2');
   const refDir = path.join(FIXTURES, 'tiny-v2', 'reference');
-  process.env.PALIGEMMA_VISION_FA = '1';
-  const model = await PaliGemma.load({ ...(await convertedFixture('tiny-v2')), gpu: 'cpu', imageCacheMB: 0 });
-  delete process.env.PALIGEMMA_VISION_FA;
-  t.teardown(() => model.dispose());
+  const files = await convertedFixture('tiny-v2');
+  const fused = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0 });
+  const separate = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, flashAttention: 'off' });
+  t.teardown(async () => { await fused.dispose(); await separate.dispose(); });
+  let worstFused = 0, worstSeparate = 0;
   for (const image of Object.keys(ref.images)) {
-    const embd = await model.encodeImage(path.join(refDir, `${image}.png`));
-    const err = relError(embd.data, readF32(path.join(refDir, `${image}.embd.f32`)));
-    t.ok(err <= 2e-3, `${image}: embedding rel. error ${err.toExponential(2)} with fused attention`);
+    const want = readF32(path.join(refDir, `${image}.embd.f32`));
+    const a = relError((await fused.encodeImage(path.join(refDir, `${image}.png`))).data, want);
+    const b = relError((await separate.encodeImage(path.join(refDir, `${image}.png`))).data, want);
+    t.ok(b <= 5e-4, `${image}: embedding rel. error ${b.toExponential(2)} with separate attention ops (fused: ${a.toExponential(2)})`);
+    worstFused = Math.max(worstFused, a);
+    worstSeparate = Math.max(worstSeparate, b);
   }
+  // Fused attention keeps K and V in f16; the separate ops stay in f32.
+  t.ok(worstSeparate < worstFused, `worst: ${worstSeparate.toExponential(2)} separate < ${worstFused.toExponential(2)} fused`);
 });

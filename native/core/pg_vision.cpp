@@ -277,15 +277,49 @@ ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, g
     return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
 }
 
-// GELU, tanh approximation. ggml's own op reads an FP16 table on the CPU; the exact form costs a few
-// element-wise passes over the MLP activations, small next to the matrix products.
-ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x, bool exact) {
-    if (!exact) return ggml_gelu(ctx, x);
-    const float   k     = 0.7978845608028654f;  // sqrt(2 / pi)
-    ggml_tensor * x3    = ggml_mul(ctx, x, ggml_sqr(ctx, x));
-    ggml_tensor * inner = ggml_add(ctx, x, ggml_scale(ctx, x3, 0.044715f));
-    ggml_tensor * t     = ggml_tanh(ctx, ggml_scale(ctx, inner, k));
-    return ggml_mul(ctx, x, ggml_scale_bias(ctx, t, 0.5f, 0.5f));
+// exp(z) for z in [-80, 80] in plain float arithmetic, so the loop below vectorizes (a libm call
+// would not): z = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series to r^6 (relative error
+// under 2e-7), 2^n from the exponent bits.
+inline float exp_clamped(float z) {
+    const float t = z * 1.44269504f + 12582912.0f;  // adding 1.5 * 2^23 rounds to an integer
+    const float n = t - 12582912.0f;
+    const float r = (z - n * 0.693145752f) - n * 1.42860677e-6f;  // ln2 in two parts
+    const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    int32_t bits = (int32_t) n + 127;
+    bits <<= 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+// The MLP's bias + GELU (tanh approximation) in one pass over the activations, exactly:
+// 0.5 v (1 + tanh(u)) == v / (1 + exp(-2u)), u = sqrt(2/pi) (v + 0.044715 v^3). ggml's own GELU
+// reads an FP16 table on the CPU (inexact), and composing it from ggml ops costs eight passes.
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("arch=haswell", "default")))  // AVX2 + FMA where the CPU has them
+#endif
+void gelu_tanh_bias_row(float * y, const float * x, const float * bias, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i] + bias[i];
+        float       z = -1.5957691216057308f * (v + 0.044715f * v * v * v);  // -2u
+        z = z < -80.0f ? -80.0f : (z > 80.0f ? 80.0f : z);
+        y[i] = v / (1.0f + exp_clamped(z));
+    }
+}
+
+void gelu_tanh_bias_rows(ggml_tensor * dst, const ggml_tensor * a, const ggml_tensor * b, int ith, int nth, void *) {
+    const int64_t rows = ggml_nrows(a);
+    const int64_t per = (rows + nth - 1) / nth, r0 = per * ith, r1 = r0 + per < rows ? r0 + per : rows;
+    for (int64_t r = r0; r < r1; ++r) {
+        gelu_tanh_bias_row((float *) ((char *) dst->data + r * dst->nb[1]), (const float *) ((const char *) a->data + r * a->nb[1]),
+                           (const float *) b->data, a->ne[0]);
+    }
+}
+
+ggml_tensor * mlp_up_gelu(const pg_vision_model & m, ggml_context * ctx, ggml_tensor * up, ggml_tensor * bias) {
+    if (m.is_cpu && m.exact_gelu) return ggml_map_custom2(ctx, up, bias, gelu_tanh_bias_rows, GGML_N_TASKS_MAX, nullptr);
+    // GPU backends run no custom ops; their GELU computes tanh exactly (only the CPU uses a table).
+    return ggml_gelu(ctx, ggml_add(ctx, up, bias));
 }
 
 ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor ** inp_out) {
@@ -305,7 +339,7 @@ ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor *
     x = ggml_add(ctx, x, m.pos);
 
     const float scale = 1.0f / sqrtf((float) HD);
-    const bool  use_fa = m.flash_attn == 1 || (m.flash_attn < 0 && N > 256);
+    const bool  use_fa = m.flash_attn != 0;
     for (const pg_vision_layer & L : m.blocks) {
         ggml_tensor * cur = layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps);
         ggml_tensor * q   = ggml_add(ctx, ggml_mul_mat(ctx, L.q_w, cur), L.q_b);
@@ -313,13 +347,18 @@ ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor *
         ggml_tensor * v   = ggml_add(ctx, ggml_mul_mat(ctx, L.v_w, cur), L.v_b);
         q = ggml_permute(ctx, ggml_reshape_3d(ctx, q, HD, H, N), 0, 2, 1, 3);  // [HD, N, H]
         k = ggml_permute(ctx, ggml_reshape_3d(ctx, k, HD, H, N), 0, 2, 1, 3);  // [HD, N, H]
+        ggml_tensor * fused = nullptr;
         if (use_fa) {
-            // Fused attention: the N x N score matrix (1024 or 4096 tokens at 448/896 px) is never
-            // materialized; K and V in f16 as ggml's kernels want them.
-            v = ggml_permute(ctx, ggml_reshape_3d(ctx, v, HD, H, N), 0, 2, 1, 3);
-            ggml_tensor * kqv = ggml_flash_attn_ext(ctx, q, ggml_cast(ctx, k, GGML_TYPE_F16), ggml_cast(ctx, v, GGML_TYPE_F16), nullptr, scale, 0.0f, 0.0f);
-            ggml_prec_set_acc(kqv, GGML_PREC_F32);
-            cur = ggml_reshape_2d(ctx, kqv, C, N);  // [HD, H, N] -> [C, N]
+            // Fused attention: the N x N score matrix is never materialized (4096 x 4096 per head at
+            // 896 px); K and V in f16 as ggml's kernels want them. A GPU backend without a kernel
+            // for SigLIP's head size (72) gets the separate ops instead.
+            ggml_tensor * vf = ggml_permute(ctx, ggml_reshape_3d(ctx, v, HD, H, N), 0, 2, 1, 3);
+            fused = ggml_flash_attn_ext(ctx, q, ggml_cast(ctx, k, GGML_TYPE_F16), ggml_cast(ctx, vf, GGML_TYPE_F16), nullptr, scale, 0.0f, 0.0f);
+            ggml_prec_set_acc(fused, GGML_PREC_F32);
+            if (!m.is_cpu && !ggml_backend_supports_op(m.backend, fused)) fused = nullptr;
+        }
+        if (fused) {
+            cur = ggml_reshape_2d(ctx, fused, C, N);  // [HD, H, N] -> [C, N]
         } else {
             v = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, v, HD, H, N), 1, 2, 0, 3));  // [N, HD, H]
             ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                                         // [N_k, N_q, H]
@@ -332,8 +371,7 @@ ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor *
         x   = ggml_add(ctx, x, cur);
 
         cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
-        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
-        cur = gelu_tanh(ctx, cur, m.exact_gelu);
+        cur = mlp_up_gelu(m, ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
         cur = ggml_add(ctx, ggml_mul_mat(ctx, L.down_w, cur), L.down_b);
         x   = ggml_add(ctx, x, cur);
     }

@@ -41,8 +41,8 @@ struct pg_vision_layer {
 struct pg_vision_params {
     ggml_backend_dev_t device    = nullptr;  // nullptr: CPU
     int                n_threads = 1;
-    bool               exact_gelu = true;    // tanh-GELU from exact ops instead of ggml's FP16 table
-    int                flash_attn = -1;      // -1: fused attention above 256 tokens (448/896 px); 0 off; 1 on
+    bool               exact_gelu = true;    // CPU: exact tanh-GELU (fused op) instead of ggml's FP16 table
+    int                flash_attn = 1;       // fused attention (faster at every size; K, V in f16); 0: separate ops in f32
 };
 
 struct pg_vision_model {
@@ -56,7 +56,7 @@ struct pg_vision_model {
     bool                         is_cpu  = true;
     int                          n_threads = 1;
     bool                         exact_gelu = true;
-    int                          flash_attn = -1;
+    int                          flash_attn = 1;
     ggml_tensor *                patch_w = nullptr, *patch_b = nullptr, *pos = nullptr;
     ggml_tensor *                post_w = nullptr, *post_b = nullptr, *mm_w = nullptr, *mm_b = nullptr;
     std::vector<pg_vision_layer> blocks;

@@ -20,7 +20,7 @@ static int usage() {
     fprintf(stderr,
             "usage: paligemma-native system\n"
             "       paligemma-native gguf FILE\n"
-            "       paligemma-native encode MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [THREADS]\n"
+            "       paligemma-native encode MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [THREADS] [REPS]\n"
             "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [LOGITS_OUT.f32] [--gpu G] [--f32-kv] [--no-fa] [--threads N] [--force ID,ID,...]\n");
     return 2;
 }
@@ -91,7 +91,13 @@ static int cmd_encode(int argc, char ** argv) {
     if (!read_file(argv[3], bytes)) return fprintf(stderr, "error: cannot read %s\n", argv[3]), 1;
     if (!pg_image_decode(bytes.data(), bytes.size(), img, err)) return fprintf(stderr, "error: %s: %s\n", argv[3], err.message.c_str()), 1;
     pg_image_preprocess(img, m.hp.image_size, m.hp.mean, m.hp.std, pixels);
-    if (!pg_vision_encode(m, pixels.data(), embd, nullptr, err)) return fprintf(stderr, "error: %s\n", err.message.c_str()), 1;
+    // REPS > 0: encode that many more times and print each time (the first call warms up).
+    const int reps = argc > 7 ? atoi(argv[7]) : 0;
+    for (int r = 0; r <= reps; r++) {
+        const int64_t t0 = ggml_time_us();
+        if (!pg_vision_encode(m, pixels.data(), embd, nullptr, err)) return fprintf(stderr, "error: %s\n", err.message.c_str()), 1;
+        if (reps > 0) printf("encode %d: %.1f ms\n", r, (ggml_time_us() - t0) / 1000.0);
+    }
     if (!write_f32(argv[4], pixels) || !write_f32(argv[5], embd)) return fprintf(stderr, "error: cannot write output\n"), 1;
     printf("%dx%d -> %d px, %d tokens x %d\n", img.width, img.height, m.hp.image_size, m.hp.image_tokens, m.hp.proj_dim);
     return 0;
@@ -148,7 +154,7 @@ int main(int argc, char ** argv) {
     if (argc < 2) return usage();
     if (!strcmp(argv[1], "system") && argc == 2) return cmd_system();
     if (!strcmp(argv[1], "gguf") && argc == 3) return cmd_gguf(argv[2]);
-    if (!strcmp(argv[1], "encode") && (argc == 6 || argc == 7)) return cmd_encode(argc, argv);
+    if (!strcmp(argv[1], "encode") && argc >= 6 && argc <= 8) return cmd_encode(argc, argv);
     if (!strcmp(argv[1], "generate") && argc >= 7) return cmd_generate(argc, argv);
     return usage();
 }

@@ -74,12 +74,5 @@ export function convertedFixture(fixture: 'tiny-v1' | 'tiny-v2', type: 'f32' | '
   return converted.get(key)!;
 }
 
-export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
+// The same measure the CLI's selftest uses.
+export { relError } from '../../lib/cli-tasks';
