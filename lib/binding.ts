@@ -39,7 +39,9 @@ function variantCandidates(variant: string): string[] {
 
 /** Loads `file` in a child process first: a missing driver library or a crash stays there. */
 function probe(file: string): string | null {
-  const res = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)})`], {
+  // The child prints only the first line of the loader's error (a missing driver library, say).
+  const script = `try { require(${JSON.stringify(file)}) } catch (e) { process.stderr.write(String(e && e.message).split('\\n')[0]); process.exit(1) }`;
+  const res = spawnSync(process.execPath, ['-e', script], {
     env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' },
     encoding: 'utf8',
     timeout: 60_000,
