@@ -41,15 +41,19 @@ for fx in ['tiny-v1', 'tiny-v2']:
             err = max(float(np.linalg.norm(lg[i] - rl[i]) / np.linalg.norm(rl[i])) for i in range(len(rl)))
             free = subprocess.run(cmd[:8] + ['--gpu', dev], capture_output=True).stdout.decode(errors='replace')
             toks = [int(x) for x in free.split('\n')[1].split()[1:]]
+            flip = next((i for i, (a, b) in enumerate(zip(toks, c['greedy_ids'])) if a != b), None)
+            gap = None if flip is None else float(np.diff(np.sort(rl[flip])[-2:])[0])
             backend = text.split(';')[0].replace('backend ', '')
             timing = text.strip().split('\n')[-1]
-            rows.append((fx, c['name'], backend, err, toks == c['greedy_ids'], timing))
-print(f"{'fixture':8} {'case':22} {'backend':8} {'max rel err':>11}  greedy   timings")
+            rows.append((fx, c['name'], backend, err, 'same' if toks == c['greedy_ids'] else f'tie {gap:.0e}' if gap is not None and gap < 1e-2 else 'DIFF', timing))
+# greedy: 'same' tokens as the reference, 'tie' where they part at a near-tie of the reference's
+# top two logits (gap < 1e-2; the tiny random models have such ties), 'DIFF' otherwise.
+print(f"{'fixture':8} {'case':22} {'backend':8} {'max rel err':>11}  {'greedy':10} timings")
 bad = 0
-for fx, name, backend, err, same, timing in rows:
-    ok = err <= 5e-3
+for fx, name, backend, err, greedy, timing in rows:
+    ok = err <= 5e-3 and greedy != 'DIFF'
     bad += not ok
-    print(f"{fx:8} {name:22} {backend:8} {err:11.2e}  {'same' if same else 'DIFF':7}  {timing}")
-print('parity: PASS' if not bad else f'parity: FAIL ({bad} cases over 5e-3)')
+    print(f"{fx:8} {name:22} {backend:8} {err:11.2e}  {greedy:10} {timing}")
+print('parity: PASS' if not bad else f'parity: FAIL ({bad} cases over 5e-3 or with greedy tokens that differ without a tie)')
 sys.exit(1 if bad else 0)
 PY
