@@ -58,10 +58,13 @@ if [ ${#extra_inc[@]} -gt 0 ]; then
   opts+=" CMAKE_LIBRARY_PATH=$(IFS=';'; echo "${extra_lib[*]}")"
 fi
 t0=$(date +%s)
-PALIGEMMA_GPU=cuda PALIGEMMA_CMAKE_OPTIONS="$opts" node scripts/build-native.mjs
+# The addon goes under native-build/, not build/Release-cuda/: binaries built against a borrowed
+# cuBLAS must not be what the package's loader finds later.
+out=native-build/cuda/check
+PALIGEMMA_GPU=cuda PALIGEMMA_CMAKE_OPTIONS="$opts" node scripts/build-native.mjs --out "$out"
 echo "addon + native tool built with CUDA in $(( $(date +%s) - t0 )) s"
 
-addon=build/Release-cuda/paligemma.node
+addon=$out/paligemma.node
 tool=native-build/cuda/bin/paligemma-native
 for f in "$addon" "$tool"; do
   [ -f "$f" ] || { echo "cuda-compile-check: $f was not built" >&2; exit 1; }
@@ -74,14 +77,21 @@ for f in "$addon" "$tool"; do
   fi
 done
 
-# Without a driver the CUDA build cannot load; the package must fall back to its CPU build.
+# Without a driver the CUDA build cannot load; the package must fall back to its CPU build. The
+# addon sits where the loader looks (build/Release-cuda/) only for this check.
 if ! ldconfig -p | grep -q 'libcuda\.so\.1'; then
-  node -e "
-    const { getBinding } = require('./dist/binding');
-    const b = getBinding();
-    console.log('no CUDA driver here: the loader chose the', b.variant, 'build (' + b.file + ')');
-    if (b.variant !== 'cpu') process.exit(1);
-  "
+  if [ -e build/Release-cuda ]; then
+    echo "build/Release-cuda exists already: loader check skipped" >&2
+  else
+    mkdir -p build/Release-cuda && cp "$addon" build/Release-cuda/
+    trap 'rm -rf build/Release-cuda' EXIT
+    node -e "
+      const { getBinding } = require('./dist/binding');
+      const b = getBinding();
+      console.log('no CUDA driver here: the loader chose the', b.variant, 'build (' + b.file + ')');
+      if (b.variant !== 'cpu') process.exit(1);
+    "
+  fi
 else
   echo "a CUDA driver is present: run scripts/gpu-check.sh for parity on the GPU"
 fi

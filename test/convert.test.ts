@@ -6,7 +6,7 @@ import { getBinding } from '../lib/binding';
 import { Checkpoint } from '../lib/convert/safetensors';
 import { toFloat32 } from '../lib/convert/dtype';
 import { parseSentencePiece } from '../lib/convert/tokenizer';
-import { copyCheckpoint, FIXTURES, reference, rewriteSafetensors } from './helpers/fixtures';
+import { copyCheckpoint, FIXTURES, readF32, reference, relError, rewriteSafetensors } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
 
 const out = tmpDir('pg-convert-');
@@ -266,12 +266,6 @@ t.test('quantized vision: the 4304-style MLP width is zero-padded to whole block
   t.teardown(() => model.dispose());
   const img = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png');
   const embd = await model.encodeImage(img);
-  const refEmbd = fs.readFileSync(path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.embd.f32'));
-  const ref = new Float32Array(refEmbd.buffer, refEmbd.byteOffset, refEmbd.byteLength / 4);
-  let num = 0, den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    num += (embd.data[i]! - ref[i]!) ** 2;
-    den += ref[i]! ** 2;
-  }
-  t.ok(Math.sqrt(num / den) < 2e-2, `q8_0 vision embedding rel. error ${Math.sqrt(num / den).toExponential(2)}`);
+  const err = relError(embd.data, readF32(path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.embd.f32')));
+  t.ok(err < 2e-2, `q8_0 vision embedding rel. error ${err.toExponential(2)}`);
 });

@@ -162,9 +162,10 @@ function visionMatrixType(type: VisionType, rowLength: number): GGMLTypeName {
  */
 export function paddedVisionFfn(ffn: number, type: VisionType): number {
   if (type === 'f32' || type === 'f16') return ffn;
+  // Whole blocks for fc2's rows, and fc1's row count a multiple of 8 for ggml's repacked layouts;
+  // every quantized vision type has 32-value blocks, which covers both.
   const block = GGML_TYPES[type.toUpperCase() as GGMLTypeName].blockSize;
-  const step = Math.max(block, 8) % 8 === 0 ? Math.max(block, 8) : block * 8;
-  return Math.ceil(ffn / step) * step;
+  return Math.ceil(ffn / block) * block;
 }
 
 function planVision(ckpt: Checkpoint, dir: string, cfg: PaliGemmaConfig, vp: string, pp: string, type: VisionType): Planned[] {

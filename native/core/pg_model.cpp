@@ -39,9 +39,8 @@ bool pg_model_load(const pg_model_params & params, pg_model & m, const pg_progre
     pg_vision_params vp;
     vp.device     = dev;
     vp.n_threads  = m.threads;
-    vp.exact_gelu = params.exact_gelu;
     // flashAttention 'off' (the precise setting) applies to the vision tower's attention too.
-    vp.flash_attn = params.flash_attn == LLAMA_FLASH_ATTN_TYPE_DISABLED ? 0 : 1;
+    vp.flash_attn = params.flash_attn != LLAMA_FLASH_ATTN_TYPE_DISABLED;
     pg_progress_fn vision_progress = [&](float f) { return !progress || progress(0.1f * f); };
     if (!pg_vision_load(params.mmproj_path, vp, m.vision, vision_progress, err)) return false;
 

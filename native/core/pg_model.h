@@ -19,7 +19,6 @@ struct pg_model_params {
     int                   n_ctx      = 0;   // 0: image tokens + 512
     llama_flash_attn_type flash_attn = LLAMA_FLASH_ATTN_TYPE_AUTO;
     ggml_type             kv_type    = GGML_TYPE_F16;
-    bool                  exact_gelu = true;
     // Memory-map the text weights: -1 auto (yes with a GPU; no on the CPU, where llama.cpp copies
     // most weights into its repacked layout anyway, so mapping would keep them resident twice).
     int                   mmap = -1;

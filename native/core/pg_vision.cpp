@@ -172,7 +172,6 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
     if (!m.backend) return err.set(PG_ERR_BACKEND, std::string("cannot initialise ") + ggml_backend_dev_name(dev));
     m.is_cpu     = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
     m.n_threads  = params.n_threads > 0 ? params.n_threads : 1;
-    m.exact_gelu = params.exact_gelu;
     m.flash_attn = params.flash_attn;
     m.path       = path;
     if (m.is_cpu) ggml_backend_cpu_set_n_threads(m.backend, m.n_threads);
@@ -186,7 +185,7 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
     if (!m.ctx_w || !m.ctx_r) return err.set(PG_ERR_OUT_OF_MEMORY, "cannot create weight contexts");
     // PALIGEMMA_VISION_REPACK=0 keeps every weight in the default buffer (for A/B measurements).
     const char * fa_env = getenv("PALIGEMMA_VISION_FA");  // 0/1: force fused attention off/on (A/B measurements)
-    if (fa_env && (fa_env[0] == '0' || fa_env[0] == '1')) m.flash_attn = fa_env[0] - '0';
+    if (fa_env && (fa_env[0] == '0' || fa_env[0] == '1')) m.flash_attn = fa_env[0] == '1';
     const char *               no_repack = getenv("PALIGEMMA_VISION_REPACK");
     ggml_backend_buffer_type_t repack    = m.is_cpu && !(no_repack && strcmp(no_repack, "0") == 0) ? pg_cpu_repack_buft() : nullptr;
     for (int64_t i = 0; i < n_tensors; ++i) {
@@ -317,7 +316,7 @@ void gelu_tanh_bias_rows(ggml_tensor * dst, const ggml_tensor * a, const ggml_te
 }
 
 ggml_tensor * mlp_up_gelu(const pg_vision_model & m, ggml_context * ctx, ggml_tensor * up, ggml_tensor * bias) {
-    if (m.is_cpu && m.exact_gelu) return ggml_map_custom2(ctx, up, bias, gelu_tanh_bias_rows, GGML_N_TASKS_MAX, nullptr);
+    if (m.is_cpu) return ggml_map_custom2(ctx, up, bias, gelu_tanh_bias_rows, GGML_N_TASKS_MAX, nullptr);
     // GPU backends run no custom ops; their GELU computes tanh exactly (only the CPU uses a table).
     return ggml_gelu(ctx, ggml_add(ctx, up, bias));
 }
@@ -339,7 +338,6 @@ ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor *
     x = ggml_add(ctx, x, m.pos);
 
     const float scale = 1.0f / sqrtf((float) HD);
-    const bool  use_fa = m.flash_attn != 0;
     for (const pg_vision_layer & L : m.blocks) {
         ggml_tensor * cur = layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps);
         ggml_tensor * q   = ggml_add(ctx, ggml_mul_mat(ctx, L.q_w, cur), L.q_b);
@@ -348,7 +346,7 @@ ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor *
         q = ggml_permute(ctx, ggml_reshape_3d(ctx, q, HD, H, N), 0, 2, 1, 3);  // [HD, N, H]
         k = ggml_permute(ctx, ggml_reshape_3d(ctx, k, HD, H, N), 0, 2, 1, 3);  // [HD, N, H]
         ggml_tensor * fused = nullptr;
-        if (use_fa) {
+        if (m.flash_attn) {
             // Fused attention: the N x N score matrix is never materialized (4096 x 4096 per head at
             // 896 px); K and V in f16 as ggml's kernels want them. A GPU backend without a kernel
             // for SigLIP's head size (72) gets the separate ops instead.

@@ -41,8 +41,7 @@ struct pg_vision_layer {
 struct pg_vision_params {
     ggml_backend_dev_t device    = nullptr;  // nullptr: CPU
     int                n_threads = 1;
-    bool               exact_gelu = true;    // CPU: exact tanh-GELU (fused op) instead of ggml's FP16 table
-    int                flash_attn = 1;       // fused attention (faster at every size; K, V in f16); 0: separate ops in f32
+    bool               flash_attn = true;    // fused attention (faster at every size; K, V in f16); false: separate ops in f32
 };
 
 struct pg_vision_model {
@@ -55,8 +54,7 @@ struct pg_vision_model {
     ggml_backend_t               backend = nullptr;
     bool                         is_cpu  = true;
     int                          n_threads = 1;
-    bool                         exact_gelu = true;
-    int                          flash_attn = 1;
+    bool                         flash_attn = true;
     ggml_tensor *                patch_w = nullptr, *patch_b = nullptr, *pos = nullptr;
     ggml_tensor *                post_w = nullptr, *post_b = nullptr, *mm_w = nullptr, *mm_b = nullptr;
     std::vector<pg_vision_layer> blocks;

@@ -264,7 +264,6 @@ Napi::Value Load(const Napi::CallbackInfo & info) {
     std::string fa = opt_str(o, "flashAttention", "auto");
     p.flash_attn  = fa == "on" ? LLAMA_FLASH_ATTN_TYPE_ENABLED : fa == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_AUTO;
     p.kv_type     = opt_str(o, "kvCacheType", "f16") == "f32" ? GGML_TYPE_F32 : GGML_TYPE_F16;
-    p.exact_gelu  = opt_bool(o, "exactGelu", true);
     Napi::Value mm = o.Get("mmap");
     p.mmap        = mm.IsBoolean() ? (mm.As<Napi::Boolean>().Value() ? 1 : 0) : -1;
     Napi::Function cb = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();

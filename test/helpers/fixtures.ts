@@ -18,12 +18,7 @@ export function reference(fixture: 'tiny-v1' | 'tiny-v2'): Reference {
   return JSON.parse(fs.readFileSync(path.join(FIXTURES, fixture, 'reference', 'reference.json'), 'utf8'));
 }
 
-export function readF32(file: string): Float32Array {
-  const buf = fs.readFileSync(file);
-  const out = new Float32Array(buf.byteLength / 4);
-  new Uint8Array(out.buffer).set(buf);
-  return out;
-}
+export { readF32File as readF32 } from '../../lib/cli-tasks';
 
 /** Copies a fixture checkpoint folder (without its reference outputs) so a test may damage it. */
 export function copyCheckpoint(fixture: string, dest: string): string {
