@@ -2,20 +2,9 @@
  * Every failure of this library is a PaliGemmaError with a stable `code`.
  * Native errors arrive with the same codes (see native/core/pg_error.h).
  */
-export type PaliGemmaErrorCode =
-  | 'ERR_INVALID_ARGUMENT'
-  | 'ERR_FILE_NOT_FOUND'
-  | 'ERR_INVALID_FILE'
-  | 'ERR_INVALID_IMAGE'
-  | 'ERR_CONTEXT_FULL'
-  | 'ERR_ABORTED'
-  | 'ERR_OUT_OF_MEMORY'
-  | 'ERR_BACKEND'
-  | 'ERR_DISPOSED'
-  | 'ERR_NO_BINARY'
-  | 'ERR_INTERNAL';
 
-const KNOWN_CODES = new Set<string>([
+/** Error codes, as native/core/pg_error.h names them (lib/native/contract.ts checks the addon agrees). */
+export const NATIVE_ERROR_CODES = [
   'ERR_INVALID_ARGUMENT',
   'ERR_FILE_NOT_FOUND',
   'ERR_INVALID_FILE',
@@ -24,10 +13,15 @@ const KNOWN_CODES = new Set<string>([
   'ERR_ABORTED',
   'ERR_OUT_OF_MEMORY',
   'ERR_BACKEND',
-  'ERR_DISPOSED',
-  'ERR_NO_BINARY',
   'ERR_INTERNAL',
-]);
+] as const;
+/** Every code a PaliGemmaError can carry: the native ones and those only lib/ raises. */
+export const ERROR_CODES = [...NATIVE_ERROR_CODES, 'ERR_DISPOSED', 'ERR_NO_BINARY'] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export type PaliGemmaErrorCode = ErrorCode;
+
+const KNOWN_CODES = new Set<string>(ERROR_CODES);
 
 export class PaliGemmaError extends Error {
   readonly code: PaliGemmaErrorCode;
@@ -53,7 +47,7 @@ export function invalidArgument(name: string, expected: string, actual: unknown)
 
 function describe(value: unknown): string {
   if (value === null) return 'null';
-  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? value.slice(0, 57) + '...' : value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
   if (value === undefined) return 'undefined';
   if (Array.isArray(value)) return `an array of ${value.length}`;
@@ -71,7 +65,7 @@ export function fromNative(err: unknown, callerStack: Error): PaliGemmaError {
   const message = typeof e?.message === 'string' ? e.message : String(err);
   const out = code === 'ERR_ABORTED' ? new AbortError(message) : new PaliGemmaError(code, message);
   const frames = (callerStack.stack ?? '').split('\n').slice(1).join('\n');
-  out.stack = `${out.name}: ${message}${frames ? '\n' + frames : ''}`;
+  out.stack = `${out.name}: ${message}${frames ? `\n${frames}` : ''}`;
   return out;
 }
 

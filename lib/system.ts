@@ -1,6 +1,6 @@
-import { getBinding } from './binding';
 import { callNative } from './errors';
-import type { NativeDeviceInfo } from './native-types';
+import { getBinding } from './native/binding';
+import type { NativeDeviceInfo } from './native/contract';
 
 export type DeviceInfo = NativeDeviceInfo;
 

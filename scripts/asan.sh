@@ -28,8 +28,8 @@ trap 'rm -rf "$work"' EXIT
 
 "$tool" system >/dev/null
 "$tool" gguf "$model" >/dev/null
-"$tool" encode "$mmproj" "$img" "$work/p.f32" "$work/e.f32" 2 >/dev/null
-"$tool" generate "$model" "$mmproj" "$img" "caption en" 16 "$work/l.f32" >/dev/null
+"$tool" encode "$model" "$mmproj" "$img" "$work/p.f32" "$work/e.f32" --threads 2 >/dev/null
+"$tool" generate "$model" "$mmproj" "$img" "caption en" 16 --logits "$work/l.f32" >/dev/null
 # Hostile files must fail cleanly (exit 1), never with a sanitizer report (which aborts).
 head -c 5000 "$model" >"$work/cut.gguf"
 printf 'GGUF garbage' >"$work/garbage.gguf"
@@ -41,6 +41,6 @@ for f in "$work/cut.gguf" "$work/garbage.gguf" "$mmproj"; do
   [ "$rc" -eq 1 ] || { cat "$work/err"; echo "asan: unexpected exit $rc on $f"; exit 1; }
 done
 head -c 300 "$img" >"$work/cut.png"
-set +e; "$tool" encode "$mmproj" "$work/cut.png" "$work/p" "$work/e" 2>/dev/null; rc=$?; set -e
+set +e; "$tool" encode "$model" "$mmproj" "$work/cut.png" "$work/p" "$work/e" 2>/dev/null; rc=$?; set -e
 [ "$rc" -eq 1 ] || { echo "asan: unexpected exit $rc on a truncated PNG"; exit 1; }
 echo "asan: no memory errors or leaks"

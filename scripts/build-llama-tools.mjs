@@ -23,7 +23,27 @@ function run(cmd, argv) {
 }
 
 const src = resolveLlamaSource();
-run('cmake', ['-S', src, '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release', '-DBUILD_SHARED_LIBS=OFF', '-DLLAMA_CURL=OFF',
-  '-DLLAMA_OPENSSL=OFF', '-DLLAMA_BUILD_TESTS=OFF', '-DLLAMA_BUILD_EXAMPLES=OFF', '-DLLAMA_BUILD_SERVER=OFF', '-DLLAMA_BUILD_TOOLS=ON', ...defines]);
-run('cmake', ['--build', buildDir, '--parallel', String(os.availableParallelism?.() ?? os.cpus().length), '--target', ...(targets.length ? targets : ['llama-bench', 'llama-mtmd-cli'])]);
+run('cmake', [
+  '-S',
+  src,
+  '-B',
+  buildDir,
+  '-DCMAKE_BUILD_TYPE=Release',
+  '-DBUILD_SHARED_LIBS=OFF',
+  '-DLLAMA_CURL=OFF',
+  '-DLLAMA_OPENSSL=OFF',
+  '-DLLAMA_BUILD_TESTS=OFF',
+  '-DLLAMA_BUILD_EXAMPLES=OFF',
+  '-DLLAMA_BUILD_SERVER=OFF',
+  '-DLLAMA_BUILD_TOOLS=ON',
+  ...defines,
+]);
+run('cmake', [
+  '--build',
+  buildDir,
+  '--parallel',
+  String(os.availableParallelism?.() ?? os.cpus().length),
+  '--target',
+  ...(targets.length ? targets : ['llama-bench', 'llama-mtmd-cli']),
+]);
 console.error(`[llama-tools] built in ${path.relative(root, path.join(buildDir, 'bin'))}`);

@@ -9,9 +9,9 @@
 // Each configuration (cpu, cuda, ...) has its own CMake build folder so switching never rebuilds.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { resolveLlamaSource } from './llama-source.mjs';
 
@@ -69,9 +69,9 @@ export function buildNative(argv = [], env = process.env) {
   fs.mkdirSync(outDir, { recursive: true });
   // Copy to a temporary name and rename: a running process may have the old file mapped.
   const dest = path.join(outDir, 'paligemma.node');
-  fs.copyFileSync(built, dest + '.tmp');
-  fs.renameSync(dest + '.tmp', dest);
-  const tool = path.join(buildDir, 'bin', 'paligemma-native' + (process.platform === 'win32' ? '.exe' : ''));
+  fs.copyFileSync(built, `${dest}.tmp`);
+  fs.renameSync(`${dest}.tmp`, dest);
+  const tool = path.join(buildDir, 'bin', `paligemma-native${process.platform === 'win32' ? '.exe' : ''}`);
   process.stderr.write(`[build-native] addon: ${path.relative(root, dest)}\n`);
   if (fs.existsSync(tool)) process.stderr.write(`[build-native] tool:  ${path.relative(root, tool)}\n`);
   return { addon: dest, tool, buildDir, variant: opts.variant };

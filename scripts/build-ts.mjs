@@ -3,19 +3,25 @@
 // both `require('paligemma-node')` and `import { ... } from 'paligemma-node'` work with types.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const dist = path.join(root, 'dist');
+const tsc = (project) =>
+  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, project)], { stdio: 'inherit', cwd: root });
+
+// --bench: the benchmark (bench/ with the lib/ it uses) into dist-bench/, for `npm run bench` in a checkout.
+if (process.argv.includes('--bench')) {
+  fs.rmSync(path.join(root, 'dist-bench'), { recursive: true, force: true });
+  tsc('tsconfig.bench.json');
+  process.exit(0);
+}
 
 fs.rmSync(dist, { recursive: true, force: true });
-execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], {
-  stdio: 'inherit',
-  cwd: root,
-});
+tsc('tsconfig.build.json');
 
 // The export names come from the compiled module itself, so the ES entry can never drift from it.
 // Loading it does not load the addon (that happens on first use).
@@ -30,5 +36,5 @@ const mjs = [
 fs.writeFileSync(path.join(dist, 'index.mjs'), mjs);
 fs.writeFileSync(path.join(dist, 'index.d.mts'), "export * from './index.js';\nimport * as all from './index.js';\nexport default all;\n");
 
-const cli = path.join(dist, 'cli.js');
+const cli = path.join(dist, 'cli', 'main.js');
 if (fs.existsSync(cli)) fs.chmodSync(cli, 0o755);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# GPU check for a machine without Node (the device machine): builds the C++ core and
+# GPU check for a machine without Node or network: builds the C++ core and
 # paligemma-native with CUDA from device/llama.cpp, runs the parity cases of the tiny fixtures on
 # the GPU and on the CPU, and prints a table (max logits rel. error per case, greedy tokens, timings).
-# Prepare on a development machine first: node scripts/prepare-device.mjs  (then carry device/).
+# Prepare on a development machine first: node scripts/prepare-device.mjs, then copy the checkout
+# with its device/ folder to the GPU machine.
 #   scripts/gpu-check.sh            CUDA build, GPU vs CPU
 #   GPU=cpu scripts/gpu-check.sh    no CUDA (to try the script itself anywhere)
 set -euo pipefail
@@ -32,14 +33,14 @@ for fx in ['tiny-v1', 'tiny-v2']:
         for dev in ([gpu, 'cpu'] if gpu != 'cpu' else ['cpu']):
             force = ','.join(map(str, c['greedy_ids']))
             cmd = [tool, 'generate', f'device/models/{fx}-f32.gguf', f'device/models/{fx}-mmproj-f32.gguf',
-                   f'device/reference/{fx}/{c["image"]}.png', c['prompt'], str(c['logits_shape'][0]), '/tmp/pg-logits.f32', '--gpu', dev, '--force', force]
+                   f'device/reference/{fx}/{c["image"]}.png', c['prompt'], str(c['logits_shape'][0]), '--logits', '/tmp/pg-logits.f32', '--gpu', dev, '--force', force]
             out = subprocess.run(cmd, capture_output=True)
             if out.returncode:
                 print(out.stderr.decode(errors='replace')); sys.exit(1)
             text = out.stdout.decode(errors='replace')
             lg = np.fromfile('/tmp/pg-logits.f32', np.float32).reshape(-1, c['logits_shape'][1])
             err = max(float(np.linalg.norm(lg[i] - rl[i]) / np.linalg.norm(rl[i])) for i in range(len(rl)))
-            free = subprocess.run(cmd[:8] + ['--gpu', dev], capture_output=True).stdout.decode(errors='replace')
+            free = subprocess.run(cmd[:7] + ['--gpu', dev], capture_output=True).stdout.decode(errors='replace')
             toks = [int(x) for x in free.split('\n')[1].split()[1:]]
             flip = next((i for i, (a, b) in enumerate(zip(toks, c['greedy_ids'])) if a != b), None)
             gap = None if flip is None else float(np.diff(np.sort(rl[flip])[-2:])[0])

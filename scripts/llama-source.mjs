@@ -55,7 +55,10 @@ function fromNpmBundle(work) {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     shell: process.platform === 'win32',
-  }).trim().split('\n').pop();
+  })
+    .trim()
+    .split('\n')
+    .pop();
   const tgz = path.join(work, out);
   execFileSync('tar', ['-xzf', tgz, '-C', work, `package/${pin.npmBundlePath}`], { stdio: 'inherit' });
   const bundle = path.join(work, 'package', pin.npmBundlePath);
@@ -88,11 +91,18 @@ export function resolveLlamaSource() {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'paligemma-llama-'));
   const failures = [];
   try {
-    for (const [name, route] of [['npm bundle', fromNpmBundle], ['git clone', fromGit]]) {
+    for (const [name, route] of [
+      ['npm bundle', fromNpmBundle],
+      ['git clone', fromGit],
+    ]) {
       try {
         return route(work);
       } catch (err) {
-        const msg = String(err?.stderr || err?.message || err).trim().split('\n').slice(-3).join(' | ');
+        const msg = String(err?.stderr || err?.message || err)
+          .trim()
+          .split('\n')
+          .slice(-3)
+          .join(' | ');
         failures.push(`${name}: ${msg}`);
         log(`${name} failed: ${msg}`);
       }
@@ -109,7 +119,7 @@ export function resolveLlamaSource() {
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {
-    process.stdout.write(resolveLlamaSource() + '\n');
+    process.stdout.write(`${resolveLlamaSource()}\n`);
   } catch (err) {
     process.stderr.write(`error: ${err.message}\n`);
     process.exit(1);

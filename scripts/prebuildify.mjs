@@ -7,8 +7,8 @@
 // (used by the packaging test, to check the mechanism without a second llama.cpp build).
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildNative } from './build-native.mjs';
 
@@ -41,7 +41,12 @@ try {
       fs.mkdirSync(path.join(root, 'build', 'Release'), { recursive: true });
       fs.copyFileSync(path.join(dir, made), path.join(root, 'build', 'Release', 'paligemma.node'));
     }
-    console.error(`[prebuildify] ${fs.readdirSync(dir).map((f) => path.join('prebuilds', path.basename(dir), f)).join(', ')}`);
+    console.error(
+      `[prebuildify] ${fs
+        .readdirSync(dir)
+        .map((f) => path.join('prebuilds', path.basename(dir), f))
+        .join(', ')}`,
+    );
   }
 } catch (err) {
   console.error(`error: ${err.message}`);

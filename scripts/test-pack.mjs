@@ -38,15 +38,50 @@ try {
   const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
   const packed = run(npm, ['pack', '--silent', '--pack-destination', work], { cwd: root }).stdout.trim().split('\n').pop();
   const tarball = path.join(work, packed);
-  const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' });
-  for (const must of ['package/dist/index.js', 'package/dist/index.mjs', 'package/dist/index.d.ts', 'package/dist/index.d.mts', `package/prebuilds/${tuple}/`,
-    'package/test/fixtures/tiny-v1/tokenizer.model']) {
-    if (!listing.includes(must)) throw new Error(`tarball lacks ${must}`);
+  const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  const has = (p) => listing.some((f) => f === p || f.startsWith(p));
+  // What an installed package needs: the compiled API, the binary, the selftest model, and the
+  // sources of a source build; nothing of the checkout's tests, benchmark or tooling.
+  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'selftest', 'selftest.json'), 'utf8'));
+  const must = [
+    'package/dist/index.js',
+    'package/dist/index.mjs',
+    'package/dist/index.d.ts',
+    'package/dist/index.d.mts',
+    'package/dist/cli/main.js',
+    `package/prebuilds/${tuple}/`,
+    'package/native/core/pg_model.cpp',
+    'package/native/napi/addon.cpp',
+    'package/CMakeLists.txt',
+    'package/binding.gyp',
+    'package/scripts/install.mjs',
+    'package/scripts/build-native.mjs',
+    'package/scripts/llama-source.mjs',
+    'package/LICENSE',
+    'package/README.md',
+    'package/selftest/selftest.json',
+    `package/selftest/${manifest.model}`,
+    `package/selftest/${manifest.mmproj}`,
+    ...manifest.cases.flatMap((c) => [`package/selftest/${c.name}.logits.f32`, `package/selftest/${c.image}.png`]),
+  ];
+  for (const m of must) if (!has(m)) throw new Error(`tarball lacks ${m}`);
+  for (const mustNot of [
+    'package/deps/',
+    'package/native-build/',
+    'package/build/',
+    'package/test/',
+    'package/bench/',
+    'package/dist-bench/',
+    'package/native/tools/',
+    'package/native/fuzz/',
+    'package/scripts/test-pack.mjs',
+    'package/lib/',
+    '.map',
+  ]) {
+    if (listing.some((f) => f.startsWith(mustNot) || (mustNot.startsWith('.') && f.endsWith(mustNot))))
+      throw new Error(`tarball should not contain ${mustNot}`);
   }
-  for (const mustNot of ['package/deps/', 'package/native-build/', 'package/build/', '.test.ts', 'package/.bench-cache/']) {
-    if (listing.includes(mustNot)) throw new Error(`tarball should not contain ${mustNot}`);
-  }
-  log(`packed ${packed} (${(fs.statSync(tarball).size / 1e6).toFixed(1)} MB)`);
+  log(`packed ${packed}: ${listing.length} files, ${(fs.statSync(tarball).size / 1e6).toFixed(1)} MB`);
 
   // A PATH with node, npm and sh only: a source build could not even find cmake or a compiler.
   const bin = path.join(work, 'bin');
@@ -66,29 +101,48 @@ try {
   if (!/using the prebuilt native addon/.test(installLog)) throw new Error(`install did not use the prebuild:\n${installLog}`);
   log('installed without compiling');
 
-  const cjs = run(path.join(bin, 'node'), ['-e', `
+  const cjs = run(
+    path.join(bin, 'node'),
+    [
+      '-e',
+      `
     const pg = require('paligemma-node');
     pg.systemInfo().then((i) => console.log(JSON.stringify({ commit: i.llamaCppCommit, binary: i.binary.path, devices: i.backends.length })));
-  `], { cwd: app, env });
+  `,
+    ],
+    { cwd: app, env },
+  );
   const info = JSON.parse(cjs.stdout);
   if (!info.binary.includes(path.join('node_modules', 'paligemma-node', 'prebuilds', tuple))) {
     throw new Error(`require() loaded ${info.binary}, not the prebuild`);
   }
   log(`require(): ok, llama.cpp ${info.commit.slice(0, 8)}, ${info.devices} device(s), from ${path.relative(app, info.binary)}`);
 
-  const esm = run(path.join(bin, 'node'), ['--input-type=module', '-e', `
+  const esm = run(
+    path.join(bin, 'node'),
+    [
+      '--input-type=module',
+      '-e',
+      `
     import { systemInfo, readGGUF, PaliGemmaError } from 'paligemma-node';
     const i = await systemInfo();
     const err = await readGGUF('missing.gguf').catch((e) => e);
     console.log(JSON.stringify({ ok: i.backends.length > 0, typed: err instanceof PaliGemmaError, code: err.code }));
-  `], { cwd: app, env });
+  `,
+    ],
+    { cwd: app, env },
+  );
   const res = JSON.parse(esm.stdout);
   if (!res.ok || !res.typed || res.code !== 'ERR_FILE_NOT_FOUND') throw new Error(`import: unexpected ${esm.stdout}`);
   log('import: ok');
 
   // The smoke test a user runs after installing: the bundled tiny model, end to end.
-  const self = run(path.join(bin, 'node'), [path.join(app, 'node_modules', 'paligemma-node', 'dist', 'cli.js'), 'selftest', '--gpu', 'cpu'], { cwd: app, env });
-  if (!/selftest passed/.test(self.stdout)) throw new Error(`selftest: ${self.stdout}`);
+  const self = run(path.join(bin, 'node'), [path.join(app, 'node_modules', 'paligemma-node', 'dist', 'cli', 'main.js'), 'selftest', '--gpu', 'cpu'], {
+    cwd: app,
+    env,
+  });
+  if (!/selftest passed/.test(self.stdout) || (self.stdout.match(/^PASS /gm) ?? []).length !== manifest.cases.length)
+    throw new Error(`selftest: ${self.stdout}`);
   log('selftest from the installed package: passed');
   console.log('pack test passed');
 } finally {

@@ -2,8 +2,8 @@
 // timer to land inside them (896 px: 4096 image tokens).
 import path from 'node:path';
 import t from 'tap';
+import { writeSyntheticCheckpoint } from '../bench/synthetic';
 import { AbortError, convert, PaliGemma } from '../lib/index';
-import { writeSyntheticCheckpoint } from '../lib/bench';
 import { FIXTURES } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
 

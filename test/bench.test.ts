@@ -1,12 +1,12 @@
-import t from 'tap';
-import { textFlopsPerToken, visionFlops } from '../lib/bench';
-import { main } from '../lib/cli';
-import { Writable } from 'node:stream';
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeMtmdProjector } from '../lib/bench-mtmd';
+import { Writable } from 'node:stream';
+import t from 'tap';
+import { main } from '../bench/cli';
+import { writeMtmdProjector } from '../bench/mtmd';
+import { textFlopsPerToken, visionFlops } from '../bench/synthetic';
 import { convert } from '../lib/convert/index';
-import { readGGUF } from '../lib/gguf';
+import { readGGUF } from '../lib/gguf/read';
 import { FIXTURES } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
 
@@ -19,9 +19,13 @@ t.test('FLOP counts at PaliGemma-3B shapes', (t) => {
 });
 
 t.test('bench: bad usage exits 2', async (t) => {
-  const sink = new Writable({ write(_c, _e, cb) { cb(); } });
+  const sink = new Writable({
+    write(_c, _e, cb) {
+      cb();
+    },
+  });
   for (const args of [['--synthetic', '300'], ['--type', 'q9'], ['--vision-type', 'q4_k_m'], ['--reps', '0'], ['--threads', 'x'], ['--bogus']]) {
-    t.equal(await main(['bench', ...args], sink, sink), 2, args.join(' '));
+    t.equal(await main(args, sink, sink), 2, args.join(' '));
   }
 });
 
@@ -34,16 +38,28 @@ t.test('the mtmd projector for the comparison keeps our tower byte for byte', as
   const dst = await readGGUF(out);
   t.equal(dst.metadata['clip.projector_type'], 'gemma3');
   t.equal(dst.metadata['clip.use_gelu'], true, "SigLIP's tanh GELU");
-  for (const k of ['clip.vision.block_count', 'clip.vision.embedding_length', 'clip.vision.feed_forward_length', 'clip.vision.image_size', 'clip.vision.patch_size']) {
+  for (const k of [
+    'clip.vision.block_count',
+    'clip.vision.embedding_length',
+    'clip.vision.feed_forward_length',
+    'clip.vision.image_size',
+    'clip.vision.patch_size',
+  ]) {
     t.equal(dst.metadata[k], src.metadata[k], k);
   }
   const tower = src.tensors.filter((x) => x.name.startsWith('v.'));
-  t.ok(tower.some((x) => x.type === 'q8_0'), 'quantized tower');
+  t.ok(
+    tower.some((x) => x.type === 'q8_0'),
+    'quantized tower',
+  );
   const fs1 = fs.readFileSync(res.mmproj);
   const fs2 = fs.readFileSync(out);
   for (const a of tower) {
     const b = dst.tensors.find((x) => x.name === a.name);
-    if (!b) { t.fail(`missing ${a.name}`); continue; }
+    if (!b) {
+      t.fail(`missing ${a.name}`);
+      continue;
+    }
     t.same([b.type, b.shape], [a.type, a.shape], `${a.name} type and shape`);
     t.ok(fs1.subarray(a.offset, a.offset + a.size).equals(fs2.subarray(b.offset, b.offset + b.size)), `${a.name} bytes`);
   }
@@ -51,7 +67,10 @@ t.test('the mtmd projector for the comparison keeps our tower byte for byte', as
   const textWidth = src.metadata['clip.vision.projection_dim'] as number;
   t.same(dst.tensors.find((x) => x.name === 'mm.input_projection.weight')?.shape, [textWidth, width]);
   t.same(dst.tensors.find((x) => x.name === 'mm.soft_emb_norm.weight')?.shape, [width]);
-  t.notOk(dst.tensors.some((x) => x.name.startsWith('mm.0')), 'our projector is left out');
+  t.notOk(
+    dst.tensors.some((x) => x.name.startsWith('mm.0')),
+    'our projector is left out',
+  );
   await t.rejects(writeMtmdProjector(res.model, path.join(dir, 'x.gguf')), /not a paligemma mmproj/);
   t.notOk(fs.existsSync(path.join(dir, 'x.gguf')));
 });

@@ -2,29 +2,17 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { annotate } from '../lib/annotate';
-import { getBinding } from '../lib/binding';
-import { main } from '../lib/cli';
-import { encodePNG } from '../lib/png';
+import { annotate } from '../lib/image/annotate';
+import { encodePNG } from '../lib/image/png';
+import { getBinding } from '../lib/native/binding';
+import { runCli } from './helpers/cli';
 import { convertedFixture, FIXTURES } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
-import { Writable } from 'node:stream';
 
 const png = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png');
 const dir = tmpDir();
 
-function sink() {
-  let text = '';
-  const stream = new Writable({ write(c, _e, cb) { text += c; cb(); } });
-  return { stream, get text() { return text; } };
-}
-
-async function run(args: string[]) {
-  const out = sink();
-  const err = sink();
-  const code = await main(args, out.stream, err.stream);
-  return { code, out: out.text, err: err.text };
-}
+const run = runCli;
 
 t.test('task commands: text streams, --json prints the structured result, --model DIR', async (t) => {
   const files = await convertedFixture('tiny-v2', 'f32', true);
@@ -96,7 +84,7 @@ t.test('selftest runs the bundled tiny model and passes', async (t) => {
 });
 
 t.test('the installed program exits with the right codes', (t) => {
-  const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+  const cli = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
   t.equal(spawnSync(process.execPath, [cli, 'caption'], { encoding: 'utf8' }).status, 2);
   t.equal(spawnSync(process.execPath, [cli, 'info', path.join(dir, 'missing.gguf')], { encoding: 'utf8' }).status, 1);
   t.end();
@@ -107,7 +95,10 @@ t.test('annotate draws masks, boxes and labels without touching the input', (t) 
   const mask = { width: 40, height: 30, data: new Uint8Array(40 * 30) };
   mask.data[15 * 40 + 20] = 255;
   const out = annotate(base, [{ label: 'cat', box: { x1: 5, y1: 12, x2: 35, y2: 28 }, mask }]);
-  t.ok(base.data.every((v) => v === 100), 'input unchanged');
+  t.ok(
+    base.data.every((v) => v === 100),
+    'input unchanged',
+  );
   t.not(out.data[(15 * 40 + 20) * 3], 100, 'mask pixel tinted');
   t.not(out.data[(12 * 40 + 20) * 3 + 1], 100, 'box edge drawn');
   t.equal(out.data[(20 * 40 + 20) * 3], 100, 'box inside untouched');

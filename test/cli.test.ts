@@ -1,22 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import t from 'tap';
-import { main } from '../lib/cli';
-import { GGUFWriter } from '../lib/gguf-writer';
+import { main } from '../lib/cli/main';
+import { GGUFWriter } from '../lib/gguf/write';
+import { sink } from './helpers/cli';
 import { tmpDir } from './helpers/tmp';
-
-function sink() {
-  let text = '';
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      text += chunk;
-      cb();
-    },
-  });
-  return { stream, get text() { return text; } };
-}
 
 t.test('info prints metadata and tensors; bad usage exits 2; bad files exit 1', async (t) => {
   const dir = tmpDir();
@@ -53,7 +42,7 @@ t.test('info prints metadata and tensors; bad usage exits 2; bad files exit 1', 
 });
 
 t.test('the compiled CLI runs as a program', (t) => {
-  const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+  const cli = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
   const res = spawnSync(process.execPath, [cli, 'nope'], { encoding: 'utf8' });
   t.equal(res.status, 2);
   t.match(res.stderr, /unknown command 'nope'/);

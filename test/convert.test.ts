@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { AbortError, convert, PaliGemma, PaliGemmaError, readGGUF, type ConvertProgress } from '../lib/index';
-import { getBinding } from '../lib/binding';
-import { Checkpoint } from '../lib/convert/safetensors';
 import { toFloat32 } from '../lib/convert/dtype';
+import { Checkpoint } from '../lib/convert/safetensors';
 import { parseSentencePiece } from '../lib/convert/tokenizer';
+import { AbortError, type ConvertProgress, convert, PaliGemma, PaliGemmaError, readGGUF } from '../lib/index';
+import { getBinding } from '../lib/native/binding';
 import { copyCheckpoint, FIXTURES, readF32, reference, relError, rewriteSafetensors } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
 
@@ -35,13 +35,22 @@ for (const [fixture, arch, textPrefix] of [
 ] as const) {
   t.test(`${fixture} converts at f32 with llama.cpp's names and metadata`, async (t) => {
     const progress: ConvertProgress[] = [];
-    const res = await convert({ input: path.join(FIXTURES, fixture), outDir: path.join(out, fixture), type: 'f32', segDecoder: vae, onProgress: (p) => progress.push(p) });
+    const res = await convert({
+      input: path.join(FIXTURES, fixture),
+      outDir: path.join(out, fixture),
+      type: 'f32',
+      segDecoder: vae,
+      onProgress: (p) => progress.push(p),
+    });
     t.equal(path.basename(res.model), `${fixture}-f32.gguf`);
     t.equal(path.basename(res.mmproj), `${fixture}-mmproj-f32.gguf`);
     t.same(fs.readdirSync(path.join(out, fixture)).sort(), [path.basename(res.mmproj), path.basename(res.model)].sort(), 'no temporary files left');
 
     const fractions = progress.map((p) => p.fraction);
-    t.ok(fractions.every((f, i) => i === 0 || f >= fractions[i - 1]!), 'progress never goes back');
+    t.ok(
+      fractions.every((f, i) => i === 0 || f >= fractions[i - 1]!),
+      'progress never goes back',
+    );
     t.equal(progress.at(-1)!.phase, 'done');
     t.equal(progress.at(-1)!.fraction, 1);
 
@@ -67,7 +76,10 @@ for (const [fixture, arch, textPrefix] of [
       t.equal(m['gemma2.attn_logit_softcapping'], 50);
       t.equal(m['gemma2.final_logit_softcapping'], 30);
       t.ok((m['gemma2.attention.sliding_window'] as number) >= (m['gemma2.context_length'] as number), 'the window never masks inside the context');
-      t.ok(text.tensors.find((x) => x.name === 'blk.1.post_ffw_norm.weight'), 'Gemma 2 post norms');
+      t.ok(
+        text.tensors.find((x) => x.name === 'blk.1.post_ffw_norm.weight'),
+        'Gemma 2 post norms',
+      );
     }
     const names = text.tensors.map((x) => x.name);
     t.equal(names.length, arch === 'gemma' ? 2 + 2 * 9 : 2 + 2 * 11);
@@ -79,7 +91,10 @@ for (const [fixture, arch, textPrefix] of [
     const norm = text.tensors.find((x) => x.name === 'blk.0.attn_norm.weight')!;
     const src = await sourceTensor(fixture, `${textPrefix}layers.0.input_layernorm.weight`);
     const got = f32At(res.model, norm.offset, 64);
-    t.ok(got.every((v, i) => Math.abs(v - (src[i]! + 1)) < 1e-6), 'norm weights hold 1 + w');
+    t.ok(
+      got.every((v, i) => Math.abs(v - (src[i]! + 1)) < 1e-6),
+      'norm weights hold 1 + w',
+    );
     const srcEmbd = await sourceTensor(fixture, `${textPrefix}embed_tokens.weight`);
     const gotEmbd = f32At(res.model, embd.offset + 4 * 64 * 1572, 64);
     t.same(Array.from(gotEmbd), Array.from(srcEmbd.subarray(64 * 1572, 64 * 1573)), 'embedding rows copied exactly');
@@ -105,20 +120,29 @@ for (const [fixture, arch, textPrefix] of [
     t.ok(vt.get('v.post_ln.bias'));
     t.same(vt.get('seg.codebook')!.shape, [64, 128]);
     t.same(vt.get('seg.decoder.4.weight')!.shape, [4, 4, 128, 128]);
-    t.notOk([...vt.keys()].some((k) => k.includes('encoder')), 'VQ-VAE encoder skipped');
+    t.notOk(
+      [...vt.keys()].some((k) => k.includes('encoder')),
+      'VQ-VAE encoder skipped',
+    );
   });
 
   t.test(`${fixture}: llama.cpp's own loader and tokenizer read the converted file`, async (t) => {
     const ref = reference(fixture);
     const file = path.join(out, fixture, `${fixture}-f32.gguf`);
-    const info = await native.inspectTextModel(file, ref.tokenize.map((x) => x.text), false);
+    const info = await native.inspectTextModel(
+      file,
+      ref.tokenize.map((x) => x.text),
+      false,
+    );
     t.equal(info.architecture, arch);
     t.equal(info.nLayer, 2);
     t.equal(info.nEmbd, 64);
     t.equal(info.nVocab, 1600);
-    ref.tokenize.forEach((x, i) => t.same(Array.from(info.tokens[i]!), x.ids, `tokenize ${JSON.stringify(x.text)}`));
+    ref.tokenize.forEach((x, i) => {
+      t.same(Array.from(info.tokens[i]!), x.ids, `tokenize ${JSON.stringify(x.text)}`);
+    });
     for (const c of ref.cases.slice(0, 2)) {
-      const ids = await native.inspectTextModel(file, [c.prompt + '\n'], true);
+      const ids = await native.inspectTextModel(file, [`${c.prompt}\n`], true);
       t.same([2, ...ids.tokens[0]!], c.prefix_ids, `prefix of ${JSON.stringify(c.prompt)}`);
     }
   });
@@ -157,35 +181,76 @@ t.test('bad checkpoints fail with errors naming the file, leaving no output', as
   const cases: [string, (dir: string) => void, RegExp, string][] = [
     ['missing config', (d) => fs.rmSync(path.join(d, 'config.json')), /config\.json: missing/, 'ERR_FILE_NOT_FOUND'],
     ['broken config', (d) => fs.writeFileSync(path.join(d, 'config.json'), '{oops'), /config\.json: not valid JSON/, 'ERR_INVALID_FILE'],
-    ['unknown architecture', (d) => {
-      const c = JSON.parse(fs.readFileSync(path.join(d, 'config.json'), 'utf8'));
-      c.model_type = 'llava';
-      fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify(c));
-    }, /model_type is "llava"/, 'ERR_INVALID_FILE'],
-    ['unknown text architecture', (d) => {
-      const c = JSON.parse(fs.readFileSync(path.join(d, 'config.json'), 'utf8'));
-      c.text_config.model_type = 'llama';
-      fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify(c));
-    }, /text_config\.model_type "llama"/, 'ERR_INVALID_FILE'],
+    [
+      'unknown architecture',
+      (d) => {
+        const c = JSON.parse(fs.readFileSync(path.join(d, 'config.json'), 'utf8'));
+        c.model_type = 'llava';
+        fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify(c));
+      },
+      /model_type is "llava"/,
+      'ERR_INVALID_FILE',
+    ],
+    [
+      'unknown text architecture',
+      (d) => {
+        const c = JSON.parse(fs.readFileSync(path.join(d, 'config.json'), 'utf8'));
+        c.text_config.model_type = 'llama';
+        fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify(c));
+      },
+      /text_config\.model_type "llama"/,
+      'ERR_INVALID_FILE',
+    ],
     ['missing tokenizer', (d) => fs.rmSync(path.join(d, 'tokenizer.model')), /tokenizer\.model: missing/, 'ERR_FILE_NOT_FOUND'],
-    ['garbage tokenizer', (d) => fs.writeFileSync(path.join(d, 'tokenizer.model'), Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x0f])), /tokenizer\.model: not a valid SentencePiece/, 'ERR_INVALID_FILE'],
+    [
+      'garbage tokenizer',
+      (d) => fs.writeFileSync(path.join(d, 'tokenizer.model'), Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x0f])),
+      /tokenizer\.model: not a valid SentencePiece/,
+      'ERR_INVALID_FILE',
+    ],
     ['missing weights', (d) => fs.rmSync(path.join(d, 'model.safetensors')), /no model\.safetensors/, 'ERR_FILE_NOT_FOUND'],
-    ['missing shard', (d) => {
-      fs.rmSync(path.join(d, 'model.safetensors'));
-      fs.writeFileSync(path.join(d, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'a': 'model-00001-of-00002.safetensors' } }));
-    }, /model-00001-of-00002\.safetensors: shard named in model\.safetensors\.index\.json is missing/, 'ERR_FILE_NOT_FOUND'],
-    ['truncated weights', (d) => {
-      const f = path.join(d, 'model.safetensors');
-      fs.truncateSync(f, fs.statSync(f).size - 100);
-    }, /does not fit its data range/, 'ERR_INVALID_FILE'],
-    ['missing tensor', (d) => rewriteSafetensors(path.join(d, 'model.safetensors'), (n, e, data) => (n.endsWith('layers.1.mlp.up_proj.weight') ? null : { ...e, data })),
-      /tensor 'language_model\.model\.layers\.1\.mlp\.up_proj\.weight' is missing/, 'ERR_INVALID_FILE'],
-    ['wrong shape', (d) => rewriteSafetensors(path.join(d, 'model.safetensors'), (n, e, data) =>
-      n === 'language_model.model.layers.0.self_attn.q_proj.weight' ? { ...e, shape: [64, 128], data } : { ...e, data }),
-      /q_proj\.weight' has shape \[64, 128\], expected \[128, 64\]/, 'ERR_INVALID_FILE'],
-    ['unsupported dtype', (d) => rewriteSafetensors(path.join(d, 'model.safetensors'), (n, e, data) =>
-      n.endsWith('norm.weight') && n.startsWith('language_model.model.norm') ? { dtype: 'I32', shape: e.shape, data } : { ...e, data }),
-      /has dtype I32; supported: F32, F16, BF16/, 'ERR_INVALID_FILE'],
+    [
+      'missing shard',
+      (d) => {
+        fs.rmSync(path.join(d, 'model.safetensors'));
+        fs.writeFileSync(path.join(d, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: 'model-00001-of-00002.safetensors' } }));
+      },
+      /model-00001-of-00002\.safetensors: shard named in model\.safetensors\.index\.json is missing/,
+      'ERR_FILE_NOT_FOUND',
+    ],
+    [
+      'truncated weights',
+      (d) => {
+        const f = path.join(d, 'model.safetensors');
+        fs.truncateSync(f, fs.statSync(f).size - 100);
+      },
+      /does not fit its data range/,
+      'ERR_INVALID_FILE',
+    ],
+    [
+      'missing tensor',
+      (d) => rewriteSafetensors(path.join(d, 'model.safetensors'), (n, e, data) => (n.endsWith('layers.1.mlp.up_proj.weight') ? null : { ...e, data })),
+      /tensor 'language_model\.model\.layers\.1\.mlp\.up_proj\.weight' is missing/,
+      'ERR_INVALID_FILE',
+    ],
+    [
+      'wrong shape',
+      (d) =>
+        rewriteSafetensors(path.join(d, 'model.safetensors'), (n, e, data) =>
+          n === 'language_model.model.layers.0.self_attn.q_proj.weight' ? { ...e, shape: [64, 128], data } : { ...e, data },
+        ),
+      /q_proj\.weight' has shape \[64, 128\], expected \[128, 64\]/,
+      'ERR_INVALID_FILE',
+    ],
+    [
+      'unsupported dtype',
+      (d) =>
+        rewriteSafetensors(path.join(d, 'model.safetensors'), (n, e, data) =>
+          n.endsWith('norm.weight') && n.startsWith('language_model.model.norm') ? { dtype: 'I32', shape: e.shape, data } : { ...e, data },
+        ),
+      /has dtype I32; supported: F32, F16, BF16/,
+      'ERR_INVALID_FILE',
+    ],
   ];
   for (const [what, damage, pattern, code] of cases) {
     const input = copyCheckpoint('tiny-v1', path.join(out, 'bad', what.replace(/ /g, '-')));
@@ -244,12 +309,21 @@ t.test('tokenizer.json is used when tokenizer.model is absent', async (t) => {
     if (sp.types[id] === 3 || sp.types[id] === 4) added.push({ id, content: p, special: sp.types[id] === 3 });
     else vocab[p] = id;
   });
-  fs.writeFileSync(path.join(input, 'tokenizer.json'), JSON.stringify({ model: { type: 'BPE', vocab, unk_token: '<unk>', byte_fallback: true }, added_tokens: added }));
+  fs.writeFileSync(
+    path.join(input, 'tokenizer.json'),
+    JSON.stringify({ model: { type: 'BPE', vocab, unk_token: '<unk>', byte_fallback: true }, added_tokens: added }),
+  );
   fs.rmSync(path.join(input, 'tokenizer.model'));
   const res = await convert({ input, outDir: path.join(out, 'json-tokenizer-out'), type: 'f32' });
   const ref = reference('tiny-v1');
-  const info = await native.inspectTextModel(res.model, ref.tokenize.map((x) => x.text), true);
-  ref.tokenize.forEach((x, i) => t.same(Array.from(info.tokens[i]!), x.ids, `tokenize ${JSON.stringify(x.text)}`));
+  const info = await native.inspectTextModel(
+    res.model,
+    ref.tokenize.map((x) => x.text),
+    true,
+  );
+  ref.tokenize.forEach((x, i) => {
+    t.same(Array.from(info.tokens[i]!), x.ids, `tokenize ${JSON.stringify(x.text)}`);
+  });
 });
 
 t.test('quantized vision: the 4304-style MLP width is zero-padded to whole blocks, results unchanged', async (t) => {

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
+import { GGUFValueType, GGUFWriter } from '../lib/gguf/write';
 import { PaliGemmaError, readGGUF } from '../lib/index';
-import { GGUFValueType, GGUFWriter } from '../lib/gguf-writer';
 import { tmpDir } from './helpers/tmp';
 
 const dir = tmpDir();
@@ -65,11 +65,14 @@ t.test('reads metadata and tensors of a valid file', async (t) => {
   t.same(m['test.bools'], [true, false]);
   t.same(info.truncatedKeys, []);
 
-  t.same(info.tensors.map((x) => [x.name, x.type, x.shape, x.size]), [
-    ['a.weight', 'f32', [4, 3], 48],
-    ['b.weight', 'q8_0', [64, 2], 136],
-    ['c', 'f16', [5], 10],
-  ]);
+  t.same(
+    info.tensors.map((x) => [x.name, x.type, x.shape, x.size]),
+    [
+      ['a.weight', 'f32', [4, 3], 48],
+      ['b.weight', 'q8_0', [64, 2], 136],
+      ['c', 'f16', [5], 10],
+    ],
+  );
   const buf = fs.readFileSync(good);
   const a = info.tensors[0]!;
   t.equal(a.offset % 32, 0, 'data is aligned');
@@ -94,7 +97,6 @@ async function rejectsNaming(t: Test, file: string, code: string, pattern: RegEx
   t.match((err as Error).message, pattern);
   t.match((err as Error).stack ?? '', /gguf\.test\.ts/, "stack holds the caller's frames");
 }
-
 
 t.test('bad files reject with errors naming the file', async (t) => {
   await rejectsNaming(t, path.join(dir, 'missing.gguf'), 'ERR_FILE_NOT_FOUND', /no such file/);

@@ -50,7 +50,11 @@ for (const which of ['model', 'mmproj'] as const) {
       variants.push([`bit flip at ${pos}`, Buffer.concat([b, bytes.subarray(b.length)])]);
     }
     // Crafted counts: huge tensor count, kv count, first key length.
-    for (const [name, off, value] of [['tensor count', 8, 2n ** 40n], ['kv count', 16, 2n ** 40n], ['key length', 24, 2n ** 60n]] as const) {
+    for (const [name, off, value] of [
+      ['tensor count', 8, 2n ** 40n],
+      ['kv count', 16, 2n ** 40n],
+      ['key length', 24, 2n ** 60n],
+    ] as const) {
       const b = Buffer.from(bytes);
       b.writeBigUInt64LE(value, off);
       variants.push([`huge ${name}`, b]);

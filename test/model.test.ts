@@ -2,8 +2,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
+import { encodePNG } from '../lib/image/png';
 import { AbortError, ImageEmbedding, PaliGemma, PaliGemmaError } from '../lib/index';
-import { encodePNG } from '../lib/png';
+import type { NativeModelHandle } from '../lib/native/contract';
 import { convertedFixture, FIXTURES } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
 
@@ -19,7 +20,10 @@ t.before(async () => {
 t.teardown(() => model?.dispose());
 
 async function rejectsWith(t: Test, p: Promise<unknown>, code: string, pattern: RegExp, what: string) {
-  const err = await p.then(() => null, (e: unknown) => e);
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
   t.ok(err instanceof PaliGemmaError, `${what}: rejects with PaliGemmaError`);
   t.equal((err as PaliGemmaError)?.code, code, `${what}: ${code}`);
   t.match((err as Error)?.message ?? '', pattern, `${what}: ${(err as Error)?.message}`);
@@ -43,7 +47,8 @@ t.test('every image input form gives the same pixels', async (t) => {
   t.same(await model.preprocess(ab.buffer.slice(ab.byteOffset, ab.byteOffset + ab.byteLength)), fromPath, 'ArrayBuffer');
 
   // Raw pixels: an image we make ourselves, as RGB, RGBA (alpha dropped) and through PNG.
-  const w = 37, h = 23;
+  const w = 37,
+    h = 23;
   const rgb = new Uint8Array(w * h * 3).map((_, i) => (i * 7919) % 256);
   const rgba = new Uint8Array(w * h * 4);
   for (let i = 0; i < w * h; i++) rgba.set([rgb[i * 3]!, rgb[i * 3 + 1]!, rgb[i * 3 + 2]!, i % 256], i * 4);
@@ -53,7 +58,11 @@ t.test('every image input form gives the same pixels', async (t) => {
   t.same(await model.preprocess(encodePNG(rgba, w, h, 4)), viaPng, 'RGBA PNG, alpha dropped');
   const gray = new Uint8Array(w * h).map((_, i) => i % 251);
   const grayRgb = new Uint8Array(w * h * 3).map((_, i) => gray[Math.floor(i / 3)]!);
-  t.same(await model.preprocess({ data: gray, width: w, height: h, channels: 1 }), await model.preprocess({ data: grayRgb, width: w, height: h, channels: 3 }), 'gray');
+  t.same(
+    await model.preprocess({ data: gray, width: w, height: h, channels: 1 }),
+    await model.preprocess({ data: grayRgb, width: w, height: h, channels: 3 }),
+    'gray',
+  );
   t.same(await model.preprocess(encodePNG(gray, w, h, 1)), await model.preprocess({ data: gray, width: w, height: h, channels: 1 }), 'gray PNG');
   t.equal(fromPath.length, 3 * 56 * 56);
 });
@@ -70,7 +79,13 @@ t.test('an ImageEmbedding skips the vision tower and gives the same answer', asy
   t.equal(a.timings.generatedTokens, 6);
   const plain = { data: embd.data, tokens: embd.tokens, dim: embd.dim };
   t.same((await model.generate({ image: plain, prompt: 'caption en', maxTokens: 6 })).tokens, a.tokens, 'plain object embedding');
-  await rejectsWith(t, model.generate({ image: new ImageEmbedding(new Float32Array(8 * 64), 8, 64), prompt: 'x' }), 'ERR_INVALID_ARGUMENT', /needs 16 x 64/, 'wrong embedding shape');
+  await rejectsWith(
+    t,
+    model.generate({ image: new ImageEmbedding(new Float32Array(8 * 64), 8, 64), prompt: 'x' }),
+    'ERR_INVALID_ARGUMENT',
+    /needs 16 x 64/,
+    'wrong embedding shape',
+  );
   const nan = new Float32Array(embd.data);
   nan[3] = NaN;
   await rejectsWith(t, model.generate({ image: new ImageEmbedding(nan, 16, 64), prompt: 'x' }), 'ERR_INVALID_ARGUMENT', /NaN/, 'NaN embedding');
@@ -123,15 +138,39 @@ t.test('stop strings, grammar, logits flag, sampling', async (t) => {
   t.equal(g.stopReason, 'eos', 'the grammar ends the output');
   await rejectsWith(t, model.generate({ image: png, prompt: 'x', grammar: 'root ::= (' }), 'ERR_INVALID_ARGUMENT', /grammar/, 'bad grammar');
 
-  const s1 = await model.generate({ image: png, prompt: 'caption en', maxTokens: 8, temperature: 1.5, seed: 42, topK: 50, topP: 0.95, minP: 0.01, repeatPenalty: 1.1 });
-  const s2 = await model.generate({ image: png, prompt: 'caption en', maxTokens: 8, temperature: 1.5, seed: 42, topK: 50, topP: 0.95, minP: 0.01, repeatPenalty: 1.1 });
+  const s1 = await model.generate({
+    image: png,
+    prompt: 'caption en',
+    maxTokens: 8,
+    temperature: 1.5,
+    seed: 42,
+    topK: 50,
+    topP: 0.95,
+    minP: 0.01,
+    repeatPenalty: 1.1,
+  });
+  const s2 = await model.generate({
+    image: png,
+    prompt: 'caption en',
+    maxTokens: 8,
+    temperature: 1.5,
+    seed: 42,
+    topK: 50,
+    topP: 0.95,
+    minP: 0.01,
+    repeatPenalty: 1.1,
+  });
   t.same(s1.tokens, s2.tokens, 'a seed makes sampling repeatable');
   const zero = await model.generate({ image: png, prompt: 'caption en', maxTokens: 0 });
   t.same(zero.tokens, []);
 });
 
 t.test('prompts are plain text unless specialTokens is set', async (t) => {
-  t.same(Array.from(await model.tokenize('<bos>')), Array.from(await model.tokenize('<bos>')).filter((x) => x !== 2), 'no control token');
+  t.same(
+    Array.from(await model.tokenize('<bos>')),
+    Array.from(await model.tokenize('<bos>')).filter((x) => x !== 2),
+    'no control token',
+  );
   t.notOk(Array.from(await model.tokenize('<eos><image>')).includes(1));
   t.same(Array.from(await model.tokenize('<bos>', { special: true })), [2]);
   const loc = Array.from(await model.tokenize('<loc0001>'));
@@ -152,8 +191,15 @@ t.test('16 concurrent calls give the same results as sequential ones, in call or
   const concurrent = await Promise.all(
     prompts.map((prompt, i) => model.generate({ image: inputs[i]!, prompt, maxTokens: 8, onToken: () => void (started.includes(i) || started.push(i)) })),
   );
-  t.same(concurrent.map((r) => r.tokens), sequential);
-  t.same(started, prompts.map((_, i) => i), 'calls run in the order they were made');
+  t.same(
+    concurrent.map((r) => r.tokens),
+    sequential,
+  );
+  t.same(
+    started,
+    prompts.map((_, i) => i),
+    'calls run in the order they were made',
+  );
 });
 
 t.test('abort rejects with AbortError and the model stays usable', async (t) => {
@@ -172,10 +218,29 @@ t.test('abort rejects with AbortError and the model stays usable', async (t) => 
 t.test('a throwing callback stops the generation and rejects with its error', async (t) => {
   const boom = new Error('boom');
   let calls = 0;
-  const err = await model.generate({ image: png, prompt: 'caption en', maxTokens: 100, onToken: () => { calls++; throw boom; } }).catch((e) => e);
+  const err = await model
+    .generate({
+      image: png,
+      prompt: 'caption en',
+      maxTokens: 100,
+      onToken: () => {
+        calls++;
+        throw boom;
+      },
+    })
+    .catch((e) => e);
   t.equal(err, boom);
   t.equal(calls, 1, 'no more callbacks after the throw');
-  const err2 = await model.generate({ image: png, prompt: 'caption en', maxTokens: 100, onText: () => { throw boom; } }).catch((e) => e);
+  const err2 = await model
+    .generate({
+      image: png,
+      prompt: 'caption en',
+      maxTokens: 100,
+      onText: () => {
+        throw boom;
+      },
+    })
+    .catch((e) => e);
   t.equal(err2, boom);
   t.equal((await model.generate({ image: png, prompt: 'caption en', maxTokens: 2 })).tokens.length, 2);
 });
@@ -191,7 +256,13 @@ t.test('bad input rejects with clear errors; the model stays usable', async (t) 
   await rejectsWith(t, model.preprocess({ data: new Uint8Array(10), width: 4, height: 4, channels: 3 }), 'ERR_INVALID_ARGUMENT', /48 bytes/, 'raw length');
   // @ts-expect-error: invalid on purpose
   await rejectsWith(t, model.preprocess({ data: new Uint8Array(32), width: 4, height: 4, channels: 2 }), 'ERR_INVALID_ARGUMENT', /channels/, 'raw channels');
-  await rejectsWith(t, model.preprocess({ data: new Uint8Array(3), width: 100000, height: 100000, channels: 3 }), 'ERR_INVALID_IMAGE', /megapixels/, 'huge raw');
+  await rejectsWith(
+    t,
+    model.preprocess({ data: new Uint8Array(3), width: 100000, height: 100000, channels: 3 }),
+    'ERR_INVALID_IMAGE',
+    /megapixels/,
+    'huge raw',
+  );
   // A PNG header claiming 100000 x 100000 pixels.
   const huge = encodePNG(new Uint8Array(3), 1, 1, 3);
   huge.writeUInt32BE(100000, 16);
@@ -199,7 +270,13 @@ t.test('bad input rejects with clear errors; the model stays usable', async (t) 
   await rejectsWith(t, model.preprocess(huge), 'ERR_INVALID_IMAGE', /./, 'PNG claiming 10 gigapixels');
   // @ts-expect-error: invalid on purpose
   await rejectsWith(t, model.generate({ image: 42, prompt: 'x' }), 'ERR_INVALID_ARGUMENT', /image/, 'image type');
-  await rejectsWith(t, model.generate({ image: png, prompt: 'word '.repeat(2000) }), 'ERR_CONTEXT_FULL', /more than the context/, 'prompt longer than the context');
+  await rejectsWith(
+    t,
+    model.generate({ image: png, prompt: 'word '.repeat(2000) }),
+    'ERR_CONTEXT_FULL',
+    /more than the context/,
+    'prompt longer than the context',
+  );
   await rejectsWith(t, model.generate({ image: png, prompt: 'x', maxTokens: -1 }), 'ERR_INVALID_ARGUMENT', /maxTokens/, 'negative maxTokens');
   await rejectsWith(t, model.generate({ image: png, prompt: 'x', maxTokens: 1.5 }), 'ERR_INVALID_ARGUMENT', /maxTokens/, 'fractional maxTokens');
   await rejectsWith(t, model.generate({ image: png, prompt: 'x', temperature: NaN }), 'ERR_INVALID_ARGUMENT', /temperature/, 'NaN temperature');
@@ -232,7 +309,10 @@ t.test('load: bad files and options', async (t) => {
   const progress: number[] = [];
   const m = await PaliGemma.load({ ...v2, gpu: 'cpu', onProgress: (f) => progress.push(f) });
   t.ok(progress.length > 2 && progress.at(-1) === 1, 'progress reaches 1');
-  t.ok(progress.every((f, i) => i === 0 || f >= progress[i - 1]!), 'progress never goes back');
+  t.ok(
+    progress.every((f, i) => i === 0 || f >= progress[i - 1]!),
+    'progress never goes back',
+  );
   await m.dispose();
   const ac = new AbortController();
   const aborted = PaliGemma.load({ ...v2, gpu: 'cpu', signal: ac.signal, onProgress: (f) => f > 0.05 && ac.abort() });
@@ -247,7 +327,7 @@ t.test('dispose: waits for running work, then every call rejects', async (t) => 
   const queued = m.generate({ image: png, prompt: 'caption en', maxTokens: 3 }).catch((e) => e);
   await firstToken;
   await m.dispose();
-  t.ok((await running) instanceof AbortError, 'running generation is aborted');
+  t.equal((await running).code, 'ERR_DISPOSED', 'the running generation stops and rejects: the model was disposed');
   t.equal((await queued).code, 'ERR_DISPOSED', 'queued generation rejects');
   await t.rejects(m.generate({ image: png, prompt: 'x' }), { code: 'ERR_DISPOSED' });
   await t.rejects(m.tokenize('x'), { code: 'ERR_DISPOSED' });
@@ -278,6 +358,36 @@ t.test('a second question about the same image skips the vision tower; the cache
   t.ok(first.timings.encodeMs > 0, 'first question encodes');
   t.equal(second.timings.encodeMs, 0, 'same bytes, other prompt: no encoding');
   t.same(again.tokens, first.tokens, 'same answer from the cached embedding');
+  t.same([first.timings.imageCached, second.timings.imageCached, again.timings.imageCached], [false, true, true], 'imageCached says so');
+
+  // The cache lives in the native model: a cached image is ONE native generate call, and the
+  // embedding never crosses into JavaScript (no encodeImage call, no embedding in the arguments).
+  const holder = cached as unknown as { native: NativeModelHandle };
+  const handle = holder.native;
+  const calls: { name: string; image?: unknown }[] = [];
+  holder.native = new Proxy(handle, {
+    get(target, name) {
+      const value = Reflect.get(target, name) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        calls.push({ name: String(name), image: (args[0] as { image?: unknown })?.image });
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  try {
+    await cached.generate({ image: png, prompt: 'answer en what is it?', maxTokens: 2 });
+  } finally {
+    holder.native = handle;
+  }
+  t.same(
+    calls.map((c) => c.name),
+    ['generate'],
+    'one native call',
+  );
+  const sent = calls[0]!.image as Record<string, unknown>;
+  t.notOk('embedding' in sent, 'no embedding is sent');
+  t.match(sent.cacheKey, /^enc:[0-9a-f]{64}$/, 'the image goes with its SHA-256 key');
   await cached.dispose();
 
   const off = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0 });

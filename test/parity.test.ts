@@ -28,7 +28,7 @@ for (const fixture of ['tiny-v1', 'tiny-v2'] as const) {
     }
     for (const { text, ids } of ref.tokenize) t.same(Array.from(await model.tokenize(text)), ids, `tokenize ${JSON.stringify(text)}`);
     for (const c of ref.cases) {
-      t.same([ref.cases[0]!.prefix_ids[0], ...(await model.tokenize(c.prompt + '\n'))], c.prefix_ids, `prefix of ${JSON.stringify(c.prompt)}`);
+      t.same([ref.cases[0]!.prefix_ids[0], ...(await model.tokenize(`${c.prompt}\n`))], c.prefix_ids, `prefix of ${JSON.stringify(c.prompt)}`);
     }
   });
 
@@ -91,8 +91,12 @@ t.test("flashAttention 'off': the vision tower's separate attention ops are clos
   const files = await convertedFixture('tiny-v2');
   const fused = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0 });
   const separate = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, flashAttention: 'off' });
-  t.teardown(async () => { await fused.dispose(); await separate.dispose(); });
-  let worstFused = 0, worstSeparate = 0;
+  t.teardown(async () => {
+    await fused.dispose();
+    await separate.dispose();
+  });
+  let worstFused = 0,
+    worstSeparate = 0;
   for (const image of Object.keys(ref.images)) {
     const want = readF32(path.join(refDir, `${image}.embd.f32`));
     const a = relError((await fused.encodeImage(path.join(refDir, `${image}.png`))).data, want);

@@ -2,20 +2,24 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { PaliGemma, parseLocations } from '../lib/index';
-import { pasteMask, resizeBilinear } from '../lib/tasks';
+import { pasteMask, resizeBilinear } from '../lib/tasks/masks';
 import { convertedFixture, FIXTURES, relError } from './helpers/fixtures';
 
-const W = 640, H = 480;
+const W = 640,
+  H = 480;
 
 t.test('parseLocations: objects, labels, segments', (t) => {
   const two = parseLocations('<loc0000><loc0000><loc0512><loc1023> cat ; <loc0256><loc0512><loc0768><loc1023> dog', { width: W, height: H });
   t.same(two, [
-    { label: 'cat', box: { x1: 0, y1: 0, x2: 1023 / 1024 * W, y2: 240 } },
-    { label: 'dog', box: { x1: 320, y1: 120, x2: 1023 / 1024 * W, y2: 360 } },
+    { label: 'cat', box: { x1: 0, y1: 0, x2: (1023 / 1024) * W, y2: 240 } },
+    { label: 'dog', box: { x1: 320, y1: 120, x2: (1023 / 1024) * W, y2: 360 } },
   ]);
   const seg = Array.from({ length: 16 }, (_, i) => `<seg${String(i * 7).padStart(3, '0')}>`).join('');
   const withSeg = parseLocations(`<loc0100><loc0200><loc0300><loc0400> ${seg} wall`, { width: 1024, height: 1024 });
-  t.same(withSeg[0]!.seg, Array.from({ length: 16 }, (_, i) => i * 7));
+  t.same(
+    withSeg[0]!.seg,
+    Array.from({ length: 16 }, (_, i) => i * 7),
+  );
   t.equal(withSeg[0]!.label, 'wall');
   t.same(withSeg[0]!.box, { x1: 200, y1: 100, x2: 400, y2: 300 });
   t.equal(parseLocations('<loc0100><loc0200><loc0300><loc0400>', { width: 10, height: 10 })[0]!.label, '', 'missing label');
@@ -33,8 +37,12 @@ t.test('parseLocations: junk, partial groups and broken tokens are skipped, boxe
   const inverted = parseLocations('<loc0512><loc0768><loc0256><loc0128> x', size);
   t.same(inverted[0]!.box, { x1: 12.5, y1: 25, x2: 75, y2: 50 }, 'inverted corners are ordered');
   const mixed = parseLocations('garbage <loc0001> ; <loc0000><loc0000><loc1023><loc1023> a ; junk ; <loc0512><loc0512><loc0600><loc0600>b', size);
-  t.same(mixed.map((m) => m.label), ['a', 'b'], 'good groups survive around junk');
-  const badSeg = parseLocations('<loc0000><loc0000><loc0100><loc0100>' + '<seg200>'.repeat(16) + ' x', size);
+  t.same(
+    mixed.map((m) => m.label),
+    ['a', 'b'],
+    'good groups survive around junk',
+  );
+  const badSeg = parseLocations(`<loc0000><loc0000><loc0100><loc0100>${'<seg200>'.repeat(16)} x`, size);
   t.equal(badSeg.length, 1);
   t.equal(badSeg[0]!.seg, undefined, 'out-of-range seg codes are dropped');
   // @ts-expect-error: not a string on purpose
@@ -44,7 +52,10 @@ t.test('parseLocations: junk, partial groups and broken tokens are skipped, boxe
 
 t.test('masks: bilinear resize and paste', (t) => {
   const flat = new Float32Array(64 * 64).fill(0.5);
-  t.ok(resizeBilinear(flat, 64, 64, 10, 7).every((v) => Math.abs(v - 0.5) < 1e-6), 'a constant map stays constant');
+  t.ok(
+    resizeBilinear(flat, 64, 64, 10, 7).every((v) => Math.abs(v - 0.5) < 1e-6),
+    'a constant map stays constant',
+  );
   const half = new Float32Array(64 * 64).map((_, i) => (i % 64 < 32 ? 1 : -1));
   const m = pasteMask(half, { x1: 10, y1: 20, x2: 30, y2: 40 }, 50, 60);
   t.equal(m.width, 50);
@@ -84,16 +95,18 @@ t.test('tasks on the tiny model: prompts, boxes in source pixels, masks', async 
   t.type(await model.ocr(png, { maxTokens: 3 }), 'string');
   await t.rejects(model.answer(png, '  '), { code: 'ERR_INVALID_ARGUMENT' });
   await t.rejects(model.caption(png, { lang: 'not a lang' }), { code: 'ERR_INVALID_ARGUMENT' });
-  await t.rejects(model.detect(png, 'a;b'), { code: 'ERR_INVALID_ARGUMENT' });
+  await t.rejects(model.detect(png, 'a<b'), { code: 'ERR_INVALID_ARGUMENT', message: /detect labels/ });
+  await t.rejects(model.detect(png, 'a ; '), { code: 'ERR_INVALID_ARGUMENT' });
+  await t.rejects(model.segment(png, 'a ; b'), { code: 'ERR_INVALID_ARGUMENT', message: /one label/ });
 
   // Teacher-force a known answer to check the parsing and placement end to end.
   const det = Array.from(await model.tokenize('<loc0256><loc0512><loc0768><loc1023> cat'));
   const boxes = await model.detect(png, ['cat', 'dog'], { forceTokens: det, maxTokens: det.length });
-  t.same(boxes, [{ label: 'cat', box: { x1: 75, y1: 50, x2: 1023 / 1024 * 150, y2: 150 } }]);
+  t.same(boxes, [{ label: 'cat', box: { x1: 75, y1: 50, x2: (1023 / 1024) * 150, y2: 150 } }]);
   const unlabeled = Array.from(await model.tokenize('<loc0000><loc0000><loc0512><loc0512>'));
   t.same((await model.detect(png, 'bird', { forceTokens: unlabeled, maxTokens: unlabeled.length }))[0]!.label, 'bird', 'one label fills in');
 
-  const seg = Array.from(await model.tokenize('<loc0000><loc0000><loc0512><loc0512>' + '<seg010>'.repeat(16) + ' cat'));
+  const seg = Array.from(await model.tokenize(`<loc0000><loc0000><loc0512><loc0512>${'<seg010>'.repeat(16)} cat`));
   const masks = await model.segment(png, 'cat', { forceTokens: seg, maxTokens: seg.length });
   t.equal(masks.length, 1);
   t.same(masks[0]!.box, { x1: 0, y1: 0, x2: 75, y2: 100 });

@@ -8,17 +8,33 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { getBinding } from '../binding';
 import { AbortError, callNative, invalidArgument, PaliGemmaError } from '../errors';
-import { GGML_TYPES, type GGMLTypeName } from '../ggml-types';
-import { GGUFValueType, GGUFWriter } from '../gguf-writer';
-import { readPaliGemmaConfig, type PaliGemmaConfig } from './config';
-import { toFloat32, DTYPE_BYTES } from './dtype';
+import { GGML_TYPES, type GGMLTypeName } from '../gguf/types';
+import { GGUFValueType, GGUFWriter } from '../gguf/write';
+import { getBinding } from '../native/binding';
+import { type PaliGemmaConfig, readPaliGemmaConfig } from './config';
+import { DTYPE_BYTES, toFloat32 } from './dtype';
 import { readNpz } from './npz';
 import { Checkpoint, type SafeTensor } from './safetensors';
 import { PieceType, readVocabulary, type Vocabulary } from './tokenizer';
 
-export const TEXT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'q6_k', 'q3_k_m', 'q2_k'] as const;
+export const TEXT_TYPES = [
+  'f32',
+  'f16',
+  'bf16',
+  'q8_0',
+  'q4_0',
+  'q4_1',
+  'q5_0',
+  'q5_1',
+  'q4_k_s',
+  'q4_k_m',
+  'q5_k_s',
+  'q5_k_m',
+  'q6_k',
+  'q3_k_m',
+  'q2_k',
+] as const;
 export type TextType = (typeof TEXT_TYPES)[number];
 export const VISION_TYPES = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'] as const;
 export type VisionType = (typeof VISION_TYPES)[number];
@@ -81,9 +97,12 @@ function validate(o: ConvertOptions) {
   if (o.visionType !== undefined && !VISION_TYPES.includes(o.visionType)) {
     throw invalidArgument('convert options.visionType', `one of ${VISION_TYPES.join(', ')}`, o.visionType);
   }
-  if (o.segDecoder !== undefined && (typeof o.segDecoder !== 'string' || !o.segDecoder)) throw invalidArgument('convert options.segDecoder', 'a .npz path', o.segDecoder);
-  if (o.name !== undefined && (typeof o.name !== 'string' || !/^[^/\\]+$/.test(o.name))) throw invalidArgument('convert options.name', 'a file name without slashes', o.name);
-  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads > 0)) throw invalidArgument('convert options.threads', 'a positive integer', o.threads);
+  if (o.segDecoder !== undefined && (typeof o.segDecoder !== 'string' || !o.segDecoder))
+    throw invalidArgument('convert options.segDecoder', 'a .npz path', o.segDecoder);
+  if (o.name !== undefined && (typeof o.name !== 'string' || !/^[^/\\]+$/.test(o.name)))
+    throw invalidArgument('convert options.name', 'a file name without slashes', o.name);
+  if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads > 0))
+    throw invalidArgument('convert options.threads', 'a positive integer', o.threads);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalidArgument('convert options.onProgress', 'a function', o.onProgress);
 }
 
@@ -95,7 +114,10 @@ function detectLayout(ckpt: Checkpoint, dir: string) {
   if (ckpt.get('language_model.model.embed_tokens.weight')) {
     return { text: 'language_model.model.', vision: 'vision_tower.vision_model.', proj: 'multi_modal_projector.' };
   }
-  throw new PaliGemmaError('ERR_INVALID_FILE', `${dir}: no language model embedding (neither 'language_model.model.embed_tokens.weight' nor 'model.language_model.embed_tokens.weight'): not a PaliGemma checkpoint`);
+  throw new PaliGemmaError(
+    'ERR_INVALID_FILE',
+    `${dir}: no language model embedding (neither 'language_model.model.embed_tokens.weight' nor 'model.language_model.embed_tokens.weight'): not a PaliGemma checkpoint`,
+  );
 }
 
 function planTensor(ckpt: Checkpoint, dir: string, src: string, dst: string, expect: number[], type: GGMLTypeName, addOne = false): Planned {
@@ -182,7 +204,12 @@ function planVision(ckpt: Checkpoint, dir: string, cfg: PaliGemmaConfig, vp: str
   for (let i = 0; i < layers; i++) {
     const p = `${vp}encoder.layers.${i}.`;
     const b = `v.blk.${i}.`;
-    for (const [hf, ours] of [['q_proj', 'attn_q'], ['k_proj', 'attn_k'], ['v_proj', 'attn_v'], ['out_proj', 'attn_out']]) {
+    for (const [hf, ours] of [
+      ['q_proj', 'attn_q'],
+      ['k_proj', 'attn_k'],
+      ['v_proj', 'attn_v'],
+      ['out_proj', 'attn_out'],
+    ]) {
       mat(`${p}self_attn.${hf}.weight`, `${b}${ours}.weight`, C, C);
       vec(`${p}self_attn.${hf}.bias`, `${b}${ours}.bias`, C);
     }
@@ -218,7 +245,10 @@ function padVocabulary(vocab: Vocabulary, rows: number, imageTokenId: number, fi
   if (n > rows) throw new PaliGemmaError('ERR_INVALID_FILE', `${file}: the tokenizer has ${n} pieces but the embedding only ${rows} rows`);
   if (imageTokenId < n || imageTokenId >= rows) {
     if (!(imageTokenId < n && vocab.pieces[imageTokenId] === '<image>')) {
-      throw new PaliGemmaError('ERR_INVALID_FILE', `${file}: image_token_index ${imageTokenId} must lie between the tokenizer's ${n} pieces and the ${rows} embedding rows`);
+      throw new PaliGemmaError(
+        'ERR_INVALID_FILE',
+        `${file}: image_token_index ${imageTokenId} must lie between the tokenizer's ${n} pieces and the ${rows} embedding rows`,
+      );
     }
   }
   const pieces = [...vocab.pieces];
@@ -309,11 +339,22 @@ function writeVisionMetadata(w: GGUFWriter, cfg: PaliGemmaConfig, name: string, 
 async function planSegDecoder(file: string) {
   const arrays = await readNpz(file);
   const codebook = arrays.get('_vq_vae._embedding');
-  if (!codebook || codebook.shape.length !== 2) throw new PaliGemmaError('ERR_INVALID_FILE', `${file}: no '_vq_vae._embedding' [codebook, dim] array: not a vae-oid.npz`);
+  if (!codebook || codebook.shape.length !== 2)
+    throw new PaliGemmaError('ERR_INVALID_FILE', `${file}: no '_vq_vae._embedding' [codebook, dim] array: not a vae-oid.npz`);
   const out: { name: string; shape: number[]; data: Float32Array }[] = [{ name: 'seg.codebook', shape: [...codebook.shape].reverse(), data: codebook.data }];
   const expected = [
-    'decoder.0', 'decoder.2.net.0', 'decoder.2.net.2', 'decoder.2.net.4', 'decoder.3.net.0', 'decoder.3.net.2', 'decoder.3.net.4',
-    'decoder.4', 'decoder.6', 'decoder.8', 'decoder.10', 'decoder.12',
+    'decoder.0',
+    'decoder.2.net.0',
+    'decoder.2.net.2',
+    'decoder.2.net.4',
+    'decoder.3.net.0',
+    'decoder.3.net.2',
+    'decoder.3.net.4',
+    'decoder.4',
+    'decoder.6',
+    'decoder.8',
+    'decoder.10',
+    'decoder.12',
   ];
   for (const layer of expected) {
     for (const part of ['weight', 'bias']) {
@@ -348,7 +389,7 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
   const input = path.resolve(options.input);
   const outDir = path.resolve(options.outDir ?? input);
   const name = options.name ?? path.basename(input);
-  const threads = options.threads ?? (os.availableParallelism?.() ?? os.cpus().length);
+  const threads = options.threads ?? os.availableParallelism?.() ?? os.cpus().length;
   const checkAbort = () => {
     if (signal?.aborted) throw new AbortError('convert: aborted', { cause: signal.reason });
   };
@@ -386,7 +427,13 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
     let bytesDone = 0;
     const readShare = quantized ? 0.6 : 1; // llama.cpp's quantizer reports no progress: give it the rest
     const report = (phase: ConvertProgress['phase'], tensor?: string) => {
-      options.onProgress?.({ phase, bytesDone, bytesTotal, fraction: phase === 'done' ? 1 : phase === 'quantize' ? readShare : (bytesDone / bytesTotal) * readShare, tensor });
+      options.onProgress?.({
+        phase,
+        bytesDone,
+        bytesTotal,
+        fraction: phase === 'done' ? 1 : phase === 'quantize' ? readShare : (bytesDone / bytesTotal) * readShare,
+        tensor,
+      });
     };
 
     const encode = async (p: Planned, f32: Float32Array, cols: number) =>

@@ -25,7 +25,11 @@ function parseNpy(buf: Buffer, file: string, name: string): NpyArray {
   const fortran = /'fortran_order':\s*True/.test(header);
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (descr !== '<f4' || fortran || shapeText === undefined) throw bad(file, `${name}: only little-endian float32 C-order arrays are supported (${descr})`);
-  const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const shape = shapeText
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
   const n = shape.reduce((a, b) => a * b, 1);
   const dataStart = start + headerLen;
   if (buf.length - dataStart !== n * 4) throw bad(file, `${name}: data length does not match shape [${shape.join(', ')}]`);

@@ -34,7 +34,10 @@ export interface Vocabulary {
 class ProtoReader {
   pos = 0;
   readonly end: number;
-  constructor(readonly buf: Uint8Array, readonly file: string) {
+  constructor(
+    readonly buf: Uint8Array,
+    readonly file: string,
+  ) {
     this.end = buf.length;
   }
 
@@ -93,7 +96,10 @@ export function parseSentencePiece(buf: Uint8Array, file: string): Vocabulary {
   const types: number[] = [];
   let modelType = 1;
   let byteFallback = false;
-  let unkId = 0, bosId = 1, eosId = 2, padId = -1;
+  let unkId = 0,
+    bosId = 1,
+    eosId = 2,
+    padId = -1;
   let addDummyPrefix = true; // proto2 default
   while (r.pos < r.end) {
     const key = r.varint();

@@ -1,5 +1,6 @@
 // One PaliGemma generation: the prefix (image rows + BOS + prompt + "\n") decoded as ONE non-causal
-// batch, then causal token-by-token decoding with llama.cpp's sampler chain.
+// batch, then causal token-by-token decoding with llama.cpp's sampler chain. pg_model builds the
+// prefix and calls this; other callers use pg_model_generate.
 #pragma once
 #include "pg_error.h"
 #include "pg_text.h"
@@ -18,23 +19,31 @@ struct pg_sampling {
     uint32_t    seed           = 0xFFFFFFFF;
     float       repeat_penalty = 1.0f;  // 1: off
     int         repeat_last_n  = 64;
-    std::string grammar;                // GBNF, root rule "root"; empty: none
+    std::string grammar;  // GBNF, root rule "root"; empty: none
+};
+
+// What to generate once the prefix is known; shared by pg_model_generate's request.
+struct pg_decoding {
+    int                      max_tokens = 32;
+    pg_sampling              sampling;
+    std::vector<std::string> stop;                 // stop strings, excluded from the text
+    bool                     want_logits = false;  // keep every step's full-vocabulary logits
+    // Teacher forcing: step i emits forced[i] whatever the sampler says (to score a given answer, or
+    // to compare every step's logits with a reference past a near-tie).
+    std::vector<int32_t> forced;
 };
 
 struct pg_generate_params {
-    const float *            image_embd = nullptr;  // n_image rows of n_embd: projector output, unscaled
-    int                      n_image    = 0;
-    std::vector<int32_t>     prefix_ids;            // BOS + prompt + "\n"
-    int                      max_tokens = 32;
-    pg_sampling              sampling;
-    std::vector<std::string> stop;                  // stop strings, excluded from the text
-    bool                     want_logits = false;   // keep every step's full-vocabulary logits
-    // Teacher forcing: step i emits forced[i] whatever the sampler says (to score a given answer, or
-    // to compare every step's logits with a reference past a near-tie).
-    std::vector<int32_t>     forced;
+    const float *        image_embd = nullptr;  // n_image rows of n_embd: projector output, unscaled
+    int                  n_image    = 0;
+    std::vector<int32_t> prefix_ids;  // BOS + prompt + "\n"
+    pg_decoding          decoding;
 };
 
 enum pg_stop_reason { PG_STOP_EOS, PG_STOP_MAX_TOKENS, PG_STOP_STRING, PG_STOP_ABORT };
+
+// Names as the JavaScript side spells them, indexed by pg_stop_reason.
+extern const char * const PG_STOP_REASON_NAMES[4];
 
 struct pg_generate_result {
     std::vector<int32_t> tokens;
@@ -42,12 +51,15 @@ struct pg_generate_result {
     pg_stop_reason       reason = PG_STOP_MAX_TOKENS;
     std::vector<float>   logits;  // tokens.size() (or one more on abort) x n_vocab when asked for
     int                  prompt_tokens = 0;
+    double               preprocess_ms = 0, encode_ms = 0;  // the image's share (0 when it came from the cache)
+    bool                 image_cached = false;
     double               prefill_ms = 0, decode_ms = 0;
-    double               first_token_ms = 0;  // from the start of pg_generate to the first token
+    double               first_token_ms = 0;  // from the start of the call (image work included) to the first token
 };
 
 // Called after each token with its id, its piece, and the newly completed text (whole UTF-8
-// characters only, held back while it could still be the start of a stop string).
+// characters only, held back while it could still be the start of a stop string). A last call with
+// id -1 hands over whatever was held back.
 using pg_token_fn = std::function<void(int32_t id, const std::string & piece, const std::string & text)>;
 
 bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token_fn & on_token, const std::atomic<bool> * abort,

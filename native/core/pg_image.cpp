@@ -22,33 +22,45 @@
 #include <cstring>
 #include <string>
 
-bool pg_image_size(const uint8_t * data, size_t size, int & w, int & h, pg_error & err) {
-    if (!data || size == 0) return err.set(PG_ERR_INVALID_IMAGE, "image is empty");
-    if (size > (size_t) INT32_MAX) return err.set(PG_ERR_INVALID_IMAGE, "image data is larger than 2 GiB");
+namespace {
+
+// stb_image's failure reasons are terse words ("outofdata"); say what they mean.
+std::string decode_failure(const std::string & label) {
+    const char * why    = stbi_failure_reason();
+    std::string  reason = why ? why : "corrupt data";
+    if (reason == "outofdata" || reason == "bad zlib header" || reason == "no IDAT")
+        reason = "the data ends early (a truncated file?)";
+    else if (reason == "unknown image type")
+        reason = "not a PNG, JPEG, BMP or GIF image";
+    else
+        reason = "corrupt data (" + reason + ")";
+    return "cannot decode image" + (label.empty() ? std::string() : " " + label) + ": " + reason;
+}
+
+}  // namespace
+
+bool pg_image_size(const uint8_t * data, size_t size, const std::string & label, int & w, int & h, pg_error & err) {
+    const std::string name = label.empty() ? "image" : "image " + label;
+    if (!data || size == 0) return err.set(PG_ERR_INVALID_IMAGE, name + " is empty");
+    if (size > (size_t) INT32_MAX) return err.set(PG_ERR_INVALID_IMAGE, name + ": data is larger than 2 GiB");
     int comp = 0;
-    if (!stbi_info_from_memory(data, (int) size, &w, &h, &comp)) {
-        const char * why = stbi_failure_reason();
-        return err.set(PG_ERR_INVALID_IMAGE, std::string("cannot decode image: ") + (why ? why : "unknown format") +
-                                                 " (supported: PNG, JPEG, BMP, GIF)");
-    }
+    if (!stbi_info_from_memory(data, (int) size, &w, &h, &comp)) return err.set(PG_ERR_INVALID_IMAGE, decode_failure(label));
     return true;
 }
 
-bool pg_image_decode(const uint8_t * data, size_t size, pg_image_rgb & out, pg_error & err) {
+bool pg_image_decode(const uint8_t * data, size_t size, const std::string & label, pg_image_rgb & out, pg_error & err) {
     int w = 0, h = 0;
     // Dimensions first, from the header alone: a crafted header must not make us allocate gigabytes.
-    if (!pg_image_size(data, size, w, h, err)) return false;
-    if (w <= 0 || h <= 0) return err.set(PG_ERR_INVALID_IMAGE, "image has no pixels");
+    if (!pg_image_size(data, size, label, w, h, err)) return false;
+    const std::string name = label.empty() ? "image" : "image " + label;
+    if (w <= 0 || h <= 0) return err.set(PG_ERR_INVALID_IMAGE, name + " has no pixels");
     if ((uint64_t) w * (uint64_t) h > PG_MAX_IMAGE_PIXELS) {
-        return err.set(PG_ERR_INVALID_IMAGE, "image is " + std::to_string(w) + "x" + std::to_string(h) + ", over the limit of " +
+        return err.set(PG_ERR_INVALID_IMAGE, name + " is " + std::to_string(w) + "x" + std::to_string(h) + ", over the limit of " +
                                                  std::to_string(PG_MAX_IMAGE_PIXELS / 1000000) + " megapixels");
     }
     int       got_w = 0, got_h = 0, got_comp = 0;
     stbi_uc * px = stbi_load_from_memory(data, (int) size, &got_w, &got_h, &got_comp, 3);
-    if (!px) {
-        const char * why = stbi_failure_reason();
-        return err.set(PG_ERR_INVALID_IMAGE, std::string("cannot decode image: ") + (why ? why : "corrupt data"));
-    }
+    if (!px) return err.set(PG_ERR_INVALID_IMAGE, decode_failure(label));
     out.width  = got_w;
     out.height = got_h;
     out.rgb.assign(px, px + (size_t) got_w * got_h * 3);
@@ -56,8 +68,7 @@ bool pg_image_decode(const uint8_t * data, size_t size, pg_image_rgb & out, pg_e
     return true;
 }
 
-bool pg_image_from_pixels(const uint8_t * data, size_t size, int width, int height, int channels, pg_image_rgb & out,
-                          pg_error & err) {
+bool pg_image_from_pixels(const uint8_t * data, size_t size, int width, int height, int channels, pg_image_rgb & out, pg_error & err) {
     if (width <= 0 || height <= 0) return err.set(PG_ERR_INVALID_ARGUMENT, "raw image: width and height must be positive");
     if ((uint64_t) width * (uint64_t) height > PG_MAX_IMAGE_PIXELS) {
         return err.set(PG_ERR_INVALID_IMAGE, "raw image is over the limit of " + std::to_string(PG_MAX_IMAGE_PIXELS / 1000000) + " megapixels");
@@ -67,9 +78,8 @@ bool pg_image_from_pixels(const uint8_t * data, size_t size, int width, int heig
     }
     const size_t n = (size_t) width * height;
     if (size != n * channels) {
-        return err.set(PG_ERR_INVALID_ARGUMENT, "raw image: data has " + std::to_string(size) + " bytes, expected " +
-                                                    std::to_string(width) + "*" + std::to_string(height) + "*" +
-                                                    std::to_string(channels) + " = " + std::to_string(n * channels));
+        return err.set(PG_ERR_INVALID_ARGUMENT, "raw image: data has " + std::to_string(size) + " bytes, expected " + std::to_string(width) + "*" +
+                                                    std::to_string(height) + "*" + std::to_string(channels) + " = " + std::to_string(n * channels));
     }
     out.width  = width;
     out.height = height;
@@ -125,7 +135,7 @@ coeffs precompute_coeffs(int in_size, int out_size) {
             ww += w[x];
         }
         for (int x = 0; x < xmax; ++x) {
-            double v = ww != 0.0 ? w[x] / ww : w[x];
+            double v                       = ww != 0.0 ? w[x] / ww : w[x];
             c.k[(size_t) xx * c.ksize + x] = v < 0 ? (int) (-0.5 + v * (1 << PRECISION_BITS)) : (int) (0.5 + v * (1 << PRECISION_BITS));
         }
         c.bounds[xx * 2 + 0] = xmin;
@@ -149,10 +159,10 @@ void pg_image_resize_bicubic(const pg_image_rgb & in, int out_w, int out_h, pg_i
     coeffs     cv     = precompute_coeffs(in.height, out_h);
 
     // Horizontal pass over the rows the vertical pass will read.
-    const int y_first = cv.bounds[0];
-    const int y_last  = cv.bounds[out_h * 2 - 2] + cv.bounds[out_h * 2 - 1];
-    pg_image_rgb tmp;
-    const pg_image_rgb * src = &in;
+    const int            y_first = cv.bounds[0];
+    const int            y_last  = cv.bounds[out_h * 2 - 2] + cv.bounds[out_h * 2 - 1];
+    pg_image_rgb         tmp;
+    const pg_image_rgb * src        = &in;
     int                  row_offset = 0;
     if (need_h) {
         tmp.width  = out_w;
@@ -163,7 +173,7 @@ void pg_image_resize_bicubic(const pg_image_rgb & in, int out_w, int out_h, pg_i
             uint8_t *       dst = &tmp.rgb[(size_t) y * out_w * 3];
             for (int xx = 0; xx < out_w; ++xx) {
                 const int   xmin = ch.bounds[xx * 2], xmax = ch.bounds[xx * 2 + 1];
-                const int * k    = &ch.k[(size_t) xx * ch.ksize];
+                const int * k  = &ch.k[(size_t) xx * ch.ksize];
                 int64_t     s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
                 for (int x = 0; x < xmax; ++x) {
                     const uint8_t * p = row + (size_t) (x + xmin) * 3;
@@ -180,8 +190,10 @@ void pg_image_resize_bicubic(const pg_image_rgb & in, int out_w, int out_h, pg_i
         row_offset = y_first;
     }
     if (!need_v) {
-        if (src == &tmp) out = std::move(tmp);
-        else out = in;
+        if (src == &tmp)
+            out = std::move(tmp);
+        else
+            out = in;
         return;
     }
     out.width  = src->width;
@@ -189,8 +201,8 @@ void pg_image_resize_bicubic(const pg_image_rgb & in, int out_w, int out_h, pg_i
     out.rgb.resize((size_t) out.width * out_h * 3);
     for (int yy = 0; yy < out_h; ++yy) {
         const int   ymin = cv.bounds[yy * 2] - row_offset, ymax = cv.bounds[yy * 2 + 1];
-        const int * k    = &cv.k[(size_t) yy * cv.ksize];
-        uint8_t *   dst  = &out.rgb[(size_t) yy * out.width * 3];
+        const int * k   = &cv.k[(size_t) yy * cv.ksize];
+        uint8_t *   dst = &out.rgb[(size_t) yy * out.width * 3];
         for (int x = 0; x < out.width; ++x) {
             int64_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
             for (int y = 0; y < ymax; ++y) {
@@ -207,7 +219,7 @@ void pg_image_resize_bicubic(const pg_image_rgb & in, int out_w, int out_h, pg_i
 }
 
 void pg_image_preprocess(const pg_image_rgb & in, int size, const float mean[3], const float std[3], std::vector<float> & out) {
-    pg_image_rgb resized;
+    pg_image_rgb         resized;
     const pg_image_rgb * img = &in;
     if (in.width != size || in.height != size) {
         pg_image_resize_bicubic(in, size, size, resized);

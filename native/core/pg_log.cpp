@@ -11,16 +11,16 @@
 
 const char * pg_error_code_name(pg_error_code code) {
     switch (code) {
-        case PG_OK:                   return "OK";
+        case PG_OK: return "OK";
         case PG_ERR_INVALID_ARGUMENT: return "ERR_INVALID_ARGUMENT";
-        case PG_ERR_FILE_NOT_FOUND:   return "ERR_FILE_NOT_FOUND";
-        case PG_ERR_INVALID_FILE:     return "ERR_INVALID_FILE";
-        case PG_ERR_INVALID_IMAGE:    return "ERR_INVALID_IMAGE";
-        case PG_ERR_CONTEXT_FULL:     return "ERR_CONTEXT_FULL";
-        case PG_ERR_ABORTED:          return "ERR_ABORTED";
-        case PG_ERR_OUT_OF_MEMORY:    return "ERR_OUT_OF_MEMORY";
-        case PG_ERR_BACKEND:          return "ERR_BACKEND";
-        case PG_ERR_INTERNAL:         return "ERR_INTERNAL";
+        case PG_ERR_FILE_NOT_FOUND: return "ERR_FILE_NOT_FOUND";
+        case PG_ERR_INVALID_FILE: return "ERR_INVALID_FILE";
+        case PG_ERR_INVALID_IMAGE: return "ERR_INVALID_IMAGE";
+        case PG_ERR_CONTEXT_FULL: return "ERR_CONTEXT_FULL";
+        case PG_ERR_ABORTED: return "ERR_ABORTED";
+        case PG_ERR_OUT_OF_MEMORY: return "ERR_OUT_OF_MEMORY";
+        case PG_ERR_BACKEND: return "ERR_BACKEND";
+        case PG_ERR_INTERNAL: return "ERR_INTERNAL";
     }
     return "ERR_INTERNAL";
 }
@@ -29,13 +29,13 @@ namespace {
 
 thread_local std::string t_errors;
 thread_local std::string t_partial;  // ggml may log one line in several calls
-int g_stderr_level = GGML_LOG_LEVEL_NONE + 100;
+int                      g_stderr_level = GGML_LOG_LEVEL_NONE + 100;
 
 int parse_level(const char * s) {
     if (!s) return GGML_LOG_LEVEL_NONE + 100;
     if (!strcmp(s, "debug")) return GGML_LOG_LEVEL_DEBUG;
-    if (!strcmp(s, "info"))  return GGML_LOG_LEVEL_INFO;
-    if (!strcmp(s, "warn"))  return GGML_LOG_LEVEL_WARN;
+    if (!strcmp(s, "info")) return GGML_LOG_LEVEL_INFO;
+    if (!strcmp(s, "warn")) return GGML_LOG_LEVEL_WARN;
     if (!strcmp(s, "error")) return GGML_LOG_LEVEL_ERROR;
     return GGML_LOG_LEVEL_NONE + 100;
 }

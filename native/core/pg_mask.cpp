@@ -6,7 +6,7 @@
 namespace {
 
 bool read_tensor(const pg_vision_model & v, const std::string & name, std::vector<int64_t> torch_shape, std::vector<float> & out, pg_error & err) {
-    ggml_tensor * t = ggml_get_tensor(v.ctx_w, name.c_str());
+    ggml_tensor * t = pg_vision_tensor(v, name.c_str());
     if (!t) return err.set(PG_ERR_INVALID_FILE, v.path + ": segmentation decoder tensor '" + name + "' is missing");
     if (t->type != GGML_TYPE_F32) return err.set(PG_ERR_INVALID_FILE, v.path + ": '" + name + "' must be f32");
     // ggml order is the reversed PyTorch shape.
@@ -21,10 +21,10 @@ bool read_tensor(const pg_vision_model & v, const std::string & name, std::vecto
 }
 
 bool read_conv(const pg_vision_model & v, const std::string & name, int in, int out_ch, int k, bool transposed, pg_conv & c, pg_error & err) {
-    c.in = in;
-    c.out = out_ch;
-    c.k = k;
-    c.transposed = transposed;
+    c.in                       = in;
+    c.out                      = out_ch;
+    c.k                        = k;
+    c.transposed               = transposed;
     std::vector<int64_t> shape = transposed ? std::vector<int64_t>{ in, out_ch, k, k } : std::vector<int64_t>{ out_ch, in, k, k };
     return read_tensor(v, "seg." + name + ".weight", shape, c.w, err) && read_tensor(v, "seg." + name + ".bias", { out_ch }, c.b, err);
 }
@@ -92,7 +92,8 @@ void relu(std::vector<float> & x) {
 
 bool pg_mask_decoder_init(const pg_vision_model & v, pg_mask_decoder & d, pg_error & err) {
     if (!v.hp.has_seg_decoder) {
-        return err.set(PG_ERR_INVALID_ARGUMENT, v.path + " has no segmentation decoder: reconvert with `paligemma convert <hf-dir> --seg-decoder vae-oid.npz`");
+        return err.set(PG_ERR_INVALID_ARGUMENT,
+                       v.path + " has no segmentation decoder: reconvert with `paligemma convert <hf-dir> --seg-decoder vae-oid.npz`");
     }
     d.codebook = v.hp.seg_codebook;
     d.dim      = v.hp.seg_dim;
@@ -118,12 +119,13 @@ bool pg_mask_decode(const pg_mask_decoder & d, const int codes[16], std::vector<
     std::vector<float> x((size_t) d.dim * 16);
     for (int p = 0; p < 16; ++p) {
         if (codes[p] < 0 || codes[p] >= d.codebook) {
-            return err.set(PG_ERR_INVALID_ARGUMENT, "mask code " + std::to_string(codes[p]) + " is out of range (0.." + std::to_string(d.codebook - 1) + ")");
+            return err.set(PG_ERR_INVALID_ARGUMENT,
+                           "mask code " + std::to_string(codes[p]) + " is out of range (0.." + std::to_string(d.codebook - 1) + ")");
         }
         for (int c = 0; c < d.dim; ++c) x[(size_t) c * 16 + p] = d.embeddings[(size_t) codes[p] * d.dim + c];
     }
     int H = 4, W = 4;
-    x     = conv2d(d.first, x, H, W);
+    x = conv2d(d.first, x, H, W);
     relu(x);
     for (const auto & block : d.res) {
         std::vector<float> h = conv2d(block[0], x, H, W);

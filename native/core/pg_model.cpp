@@ -1,9 +1,42 @@
 #include "pg_model.h"
+#include "pg_executor.h"
+#include "pg_image.h"
+#include "pg_mask.h"
 #include "pg_system.h"
+#include "pg_text.h"
 
+#include <chrono>
+#include <cmath>
 #include <cstring>
 
+struct pg_model {
+    pg_vision_model vision;
+    pg_text_model   text;
+    pg_model_info   info;
+    pg_embed_cache  cache;
+    pg_mask_decoder mask;  // filled on first use (segmentation)
+    bool            mask_ready = false;
+};
+
+void pg_model_deleter::operator()(pg_model * m) const {
+    delete m;
+}
+
 namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double ms_since(clock_type::time_point t0) {
+    return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+// Runs fn on the compute thread and returns its result.
+template <typename F>
+bool on_compute_thread(F && fn) {
+    bool ok = false;
+    pg_run_on_compute_thread([&] { ok = fn(); });
+    return ok;
+}
 
 bool pick_device(const std::string & gpu, ggml_backend_dev_t & out, pg_error & err) {
     out = nullptr;
@@ -21,26 +54,72 @@ bool pick_device(const std::string & gpu, ggml_backend_dev_t & out, pg_error & e
         }
     }
     if (gpu == "auto") return true;
+    const std::string flag = gpu == "cuda" ? "CUDA" : gpu == "metal" ? "METAL" : "VULKAN";
     return err.set(PG_ERR_BACKEND, "gpu: '" + gpu + "' was asked for, but this build of paligemma-node has no " + gpu +
-                                       " device (build with `npm run build -- --CDGGML_" +
-                                       (gpu == "cuda" ? std::string("CUDA") : gpu == "metal" ? std::string("METAL") : std::string("VULKAN")) +
-                                       "=ON`, or use gpu: 'cpu')");
+                                       " device (build with `npm run build -- --CDGGML_" + flag + "=ON`, or use gpu: 'cpu')");
 }
 
-}  // namespace
+// The two files must come from one checkpoint.
+bool check_pair(const pg_model_params & params, const pg_model & m, pg_error & err) {
+    const pg_vision_hparams & hp   = m.vision.hp;
+    const std::string         pair = params.model_path + " and " + params.mmproj_path + " do not belong together: ";
+    if (hp.proj_dim != m.text.n_embd) {
+        return err.set(PG_ERR_INVALID_FILE, pair + "the projector outputs " + std::to_string(hp.proj_dim) +
+                                                " values per image token, the text model is " + std::to_string(m.text.n_embd) + " wide");
+    }
+    if (hp.text_vocab_size != m.text.n_vocab) {
+        return err.set(PG_ERR_INVALID_FILE,
+                       pair + "vocabulary sizes differ (" + std::to_string(hp.text_vocab_size) + " vs " + std::to_string(m.text.n_vocab) + ")");
+    }
+    const char * image_piece = hp.image_token_id < m.text.n_vocab ? llama_vocab_get_text(m.text.vocab, hp.image_token_id) : nullptr;
+    if (!image_piece || strcmp(image_piece, "<image>") != 0) {
+        return err.set(PG_ERR_INVALID_FILE, pair + "token " + std::to_string(hp.image_token_id) + " of the text model is not <image>");
+    }
+    if ((hp.family == "paligemma2") != (m.text.arch == "gemma2")) {
+        return err.set(PG_ERR_INVALID_FILE, pair + "a " + hp.family + " vision file with a " + m.text.arch + " text model");
+    }
+    return true;
+}
 
-bool pg_model_load(const pg_model_params & params, pg_model & m, const pg_progress_fn & progress, pg_error & err) {
+void fill_info(pg_model & m, const std::string & backend, int threads) {
+    const pg_vision_hparams & hp = m.vision.hp;
+    pg_model_info &           i  = m.info;
+    i.family                     = hp.family;
+    i.image_size                 = hp.image_size;
+    i.patch_size                 = hp.patch_size;
+    i.image_tokens               = hp.image_tokens;
+    i.image_token_id             = hp.image_token_id;
+    i.vision_width               = hp.hidden;
+    i.vision_layers              = hp.layers;
+    i.has_seg_decoder            = hp.has_seg_decoder;
+    i.text_arch                  = m.text.arch;
+    char desc[256];
+    llama_model_desc(m.text.model.get(), desc, sizeof(desc));
+    i.text_description     = desc;
+    i.text_params          = llama_model_n_params(m.text.model.get());
+    i.text_width           = m.text.n_embd;
+    i.text_layers          = llama_model_n_layer(m.text.model.get());
+    i.vocab_size           = m.text.n_vocab;
+    i.context_size         = m.text.n_ctx;
+    i.trained_context_size = m.text.n_ctx_train;
+    i.backend              = backend;
+    i.threads              = threads;
+    i.bos_id               = llama_vocab_bos(m.text.vocab);
+    i.eos_id               = llama_vocab_eos(m.text.vocab);
+}
+
+bool load(const pg_model_params & params, const pg_progress_fn & progress, pg_model & m, pg_error & err) {
     ggml_backend_dev_t dev = nullptr;
     if (!pick_device(params.gpu, dev, err)) return false;
-    m.threads = params.threads > 0 ? params.threads : pg_physical_cores();
-    m.backend = dev ? ggml_backend_dev_name(dev) : "CPU";
+    const int threads = params.threads > 0 ? params.threads : pg_physical_cores();
 
     // The vision file is small next to the text model: give it a tenth of the progress bar.
     pg_vision_params vp;
-    vp.device     = dev;
-    vp.n_threads  = m.threads;
-    // flashAttention 'off' (the precise setting) applies to the vision tower's attention too.
-    vp.flash_attn = params.flash_attn != LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    vp.device    = dev;
+    vp.n_threads = threads;
+    vp.attention = params.vision_attention;
+    if (vp.attention == PG_VISION_ATTENTION_AUTO && params.flash_attn == LLAMA_FLASH_ATTN_TYPE_DISABLED) vp.attention = PG_VISION_ATTENTION_SEPARATE;
+    vp.repack                      = params.vision_repack;
     pg_progress_fn vision_progress = [&](float f) { return !progress || progress(0.1f * f); };
     if (!pg_vision_load(params.mmproj_path, vp, m.vision, vision_progress, err)) return false;
 
@@ -49,43 +128,169 @@ bool pg_model_load(const pg_model_params & params, pg_model & m, const pg_progre
         tp.devices.push_back(dev);
         tp.n_gpu_layers = params.gpu_layers < 0 ? 999 : params.gpu_layers;
     }
-    tp.n_ctx      = params.n_ctx;
-    tp.n_threads  = m.threads;
-    tp.flash_attn = params.flash_attn;
-    tp.kv_type    = params.kv_type;
-    tp.min_ctx    = m.vision.hp.image_tokens;
-    tp.use_mmap   = params.mmap < 0 ? dev != nullptr : params.mmap != 0;
+    tp.n_ctx                     = params.n_ctx;
+    tp.n_threads                 = threads;
+    tp.flash_attn                = params.flash_attn;
+    tp.kv_type                   = params.kv_type;
+    tp.min_ctx                   = m.vision.hp.image_tokens;
+    tp.use_mmap                  = params.mmap < 0 ? dev != nullptr : params.mmap != 0;
     pg_progress_fn text_progress = [&](float f) { return !progress || progress(0.1f + 0.9f * f); };
-    if (!pg_text_load(params.model_path, tp, m.text, text_progress, err)) return false;
+    if (!pg_text_load(params.model_path, tp, m.text, text_progress, err) || !check_pair(params, m, err)) return false;
 
-    // The two files must come from one checkpoint.
-    const pg_vision_hparams & hp = m.vision.hp;
-    const std::string pair = params.model_path + " and " + params.mmproj_path;
-    if (hp.proj_dim != m.text.n_embd) {
-        return err.set(PG_ERR_INVALID_FILE, pair + " do not belong together: the projector outputs " + std::to_string(hp.proj_dim) +
-                                                " values per image token, the text model is " + std::to_string(m.text.n_embd) + " wide");
+    fill_info(m, dev ? ggml_backend_dev_name(dev) : "CPU", threads);
+    m.cache = pg_embed_cache(params.image_cache_bytes);
+    return true;
+}
+
+bool decode_pixels(const pg_image_input & in, pg_image_rgb & img, pg_error & err) {
+    if (in.kind == PG_IMAGE_ENCODED) return pg_image_decode(in.data, in.size, in.label, img, err);
+    if (in.kind == PG_IMAGE_PIXELS) return pg_image_from_pixels(in.data, in.size, in.width, in.height, in.channels, img, err);
+    return err.set(PG_ERR_INVALID_ARGUMENT, "no image given (encoded bytes or raw pixels)");
+}
+
+bool preprocess(const pg_model & m, const pg_image_input & in, std::vector<float> & pixels, pg_error & err) {
+    pg_image_rgb img;
+    if (!decode_pixels(in, img, err)) return false;
+    pg_image_preprocess(img, m.vision.hp.image_size, m.vision.hp.mean, m.vision.hp.std, pixels);
+    return true;
+}
+
+// A caller's embedding must have this model's shape and finite values.
+bool check_embedding(const pg_model & m, const pg_image_input & in, pg_error & err) {
+    const int want_tokens = m.vision.hp.image_tokens, want_dim = m.text.n_embd;
+    if (in.tokens != want_tokens || in.dim != want_dim || !in.embedding) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, "image embedding is " + std::to_string(in.tokens) + " x " + std::to_string(in.dim) +
+                                                    ", this model needs " + std::to_string(want_tokens) + " x " + std::to_string(want_dim));
     }
-    if (hp.text_vocab_size != m.text.n_vocab) {
-        return err.set(PG_ERR_INVALID_FILE, pair + " do not belong together: vocabulary sizes differ (" + std::to_string(hp.text_vocab_size) +
-                                                " vs " + std::to_string(m.text.n_vocab) + ")");
-    }
-    const char * image_piece = hp.image_token_id < m.text.n_vocab ? llama_vocab_get_text(m.text.vocab, hp.image_token_id) : nullptr;
-    if (!image_piece || strcmp(image_piece, "<image>") != 0) {
-        return err.set(PG_ERR_INVALID_FILE, pair + " do not belong together: token " + std::to_string(hp.image_token_id) +
-                                                " of the text model is not <image>");
-    }
-    const bool v2 = hp.family == "paligemma2";
-    if (v2 != (m.text.arch == "gemma2")) {
-        return err.set(PG_ERR_INVALID_FILE, pair + " do not belong together: a " + hp.family + " vision file with a " + m.text.arch + " text model");
+    for (size_t i = 0; i < (size_t) in.tokens * in.dim; ++i) {
+        if (!std::isfinite(in.embedding[i])) return err.set(PG_ERR_INVALID_ARGUMENT, "image embedding holds NaN or infinite values");
     }
     return true;
 }
 
-bool pg_model_prefix_ids(pg_model & m, const std::string & prompt, std::vector<int32_t> & out, pg_error & err) {
+// Decoded, preprocessed and run through the tower, or taken from the cache. Compute thread only.
+bool encode(pg_model & m, const pg_image_input & in, const std::atomic<bool> * abort, pg_encode_result & out, pg_error & err) {
+    if (!in.cache_key.empty() && (out.embedding = m.cache.get(in.cache_key))) {
+        out.cached = true;
+        return true;
+    }
+    auto               t0 = clock_type::now();
+    std::vector<float> pixels;
+    if (!preprocess(m, in, pixels, err)) return false;
+    out.preprocess_ms = ms_since(t0);
+    auto t1           = clock_type::now();
+    auto e            = std::make_shared<pg_image_embedding>();
+    if (!pg_vision_encode(m.vision, pixels.data(), e->data, abort, err)) return false;
+    out.encode_ms = ms_since(t1);
+    e->tokens     = m.vision.hp.image_tokens;
+    e->dim        = m.vision.hp.proj_dim;
+    out.embedding = e;
+    m.cache.put(in.cache_key, out.embedding);
+    return true;
+}
+
+// BOS + tokens of prompt + "\n", as PaliGemma's processor builds the text part of the prefix.
+bool prefix_ids(const pg_model & m, const std::string & prompt, bool special, std::vector<int32_t> & out, pg_error & err) {
     std::vector<int32_t> ids;
-    if (!pg_text_tokenize(m.text, prompt + "\n", false, ids, err)) return false;
+    if (!pg_text_tokenize(m.text, prompt + "\n", special, ids, err)) return false;
     out.clear();
     out.push_back(llama_vocab_bos(m.text.vocab));
     out.insert(out.end(), ids.begin(), ids.end());
     return true;
+}
+
+bool generate(pg_model & m, const pg_generate_request & req, const pg_token_fn & on_token, const std::atomic<bool> * abort, pg_generate_result & out,
+              pg_error & err) {
+    out = pg_generate_result();
+    if (abort && abort->load()) {
+        out.reason = PG_STOP_ABORT;
+        return true;
+    }
+    pg_generate_params gp;
+    gp.decoding = req.decoding;
+    gp.n_image  = m.vision.hp.image_tokens;
+    pg_encode_result image;
+    if (req.image.kind == PG_IMAGE_EMBEDDING) {
+        if (!check_embedding(m, req.image, err)) return false;
+        gp.image_embd = req.image.embedding;
+    } else {
+        if (!encode(m, req.image, abort, image, err)) {
+            if (err.code != PG_ERR_ABORTED) return false;
+            err        = pg_error();
+            out.reason = PG_STOP_ABORT;
+            return true;
+        }
+        gp.image_embd = image.embedding->data.data();
+    }
+    if (!prefix_ids(m, req.prompt, req.special_tokens, gp.prefix_ids, err)) return false;
+    if (!pg_generate(m.text, gp, on_token, abort, out, err)) return false;
+    out.preprocess_ms = image.preprocess_ms;
+    out.encode_ms     = image.encode_ms;
+    out.image_cached  = image.cached;
+    if (!out.tokens.empty()) out.first_token_ms += image.preprocess_ms + image.encode_ms;
+    return true;
+}
+
+}  // namespace
+
+bool pg_model_load(const pg_model_params & params, const pg_progress_fn & progress, pg_model_ptr & out, pg_error & err) {
+    pg_model_ptr m(new pg_model());
+    if (!on_compute_thread([&] { return load(params, progress, *m, err); })) return false;
+    out = std::move(m);
+    return true;
+}
+
+const pg_model_info & pg_model_get_info(const pg_model & m) {
+    return m.info;
+}
+
+bool pg_model_tokenize(const pg_model & m, const std::string & text, bool special, std::vector<int32_t> & out, pg_error & err) {
+    return pg_text_tokenize(m.text, text, special, out, err);
+}
+
+bool pg_model_detokenize(const pg_model & m, const int32_t * ids, size_t n, std::string & out, pg_error & err) {
+    out.clear();
+    for (size_t i = 0; i < n; ++i) {
+        if (ids[i] < 0 || ids[i] >= m.text.n_vocab)
+            return err.set(PG_ERR_INVALID_ARGUMENT, "detokenize: token id " + std::to_string(ids[i]) + " is out of range");
+        out += pg_text_piece(m.text, ids[i]);
+    }
+    return true;
+}
+
+bool pg_model_preprocess(const pg_model & m, const pg_image_input & image, std::vector<float> & pixels, pg_error & err) {
+    if (image.kind == PG_IMAGE_EMBEDDING) return err.set(PG_ERR_INVALID_ARGUMENT, "preprocess: expected an image, not an embedding");
+    return preprocess(m, image, pixels, err);
+}
+
+bool pg_model_encode(pg_model & m, const pg_image_input & image, const std::atomic<bool> * abort, pg_encode_result & out, pg_error & err) {
+    out = pg_encode_result();
+    if (image.kind == PG_IMAGE_EMBEDDING) {
+        if (!check_embedding(m, image, err)) return false;
+        auto e = std::make_shared<pg_image_embedding>();
+        e->data.assign(image.embedding, image.embedding + (size_t) image.tokens * image.dim);
+        e->tokens     = image.tokens;
+        e->dim        = image.dim;
+        out.embedding = e;
+        return true;
+    }
+    return on_compute_thread([&] {
+        if (abort && abort->load()) return err.set(PG_ERR_ABORTED, "image encoding aborted");
+        return encode(m, image, abort, out, err);
+    });
+}
+
+bool pg_model_generate(pg_model & m, const pg_generate_request & req, const pg_token_fn & on_token, const std::atomic<bool> * abort,
+                       pg_generate_result & out, pg_error & err) {
+    return on_compute_thread([&] { return generate(m, req, on_token, abort, out, err); });
+}
+
+bool pg_model_decode_mask(pg_model & m, const int32_t codes[16], std::vector<float> & out, pg_error & err) {
+    return on_compute_thread([&] {
+        if (!m.mask_ready) {
+            if (!pg_mask_decoder_init(m.vision, m.mask, err)) return false;
+            m.mask_ready = true;
+        }
+        return pg_mask_decode(m.mask, codes, out, err);
+    });
 }

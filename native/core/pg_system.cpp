@@ -24,11 +24,11 @@ namespace {
 
 const char * device_type_name(enum ggml_backend_dev_type t) {
     switch (t) {
-        case GGML_BACKEND_DEVICE_TYPE_CPU:   return "cpu";
-        case GGML_BACKEND_DEVICE_TYPE_GPU:   return "gpu";
-        case GGML_BACKEND_DEVICE_TYPE_IGPU:  return "igpu";
+        case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
+        case GGML_BACKEND_DEVICE_TYPE_GPU: return "gpu";
+        case GGML_BACKEND_DEVICE_TYPE_IGPU: return "igpu";
         case GGML_BACKEND_DEVICE_TYPE_ACCEL: return "accel";
-        default:                             break;
+        default: break;
     }
     return "unknown";
 }
@@ -43,7 +43,7 @@ int pg_physical_cores() {
     std::set<std::string> cores;
     for (int cpu = 0; cpu < logical; ++cpu) {
         std::ifstream f("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings");
-        std::string line;
+        std::string   line;
         if (f && std::getline(f, line) && !line.empty()) cores.insert(line);
     }
     if (!cores.empty()) return (int) cores.size();
@@ -74,11 +74,11 @@ pg_system_info pg_get_system_info() {
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);
         pg_device_info     d;
-        d.name        = ggml_backend_dev_name(dev);
-        d.description = ggml_backend_dev_description(dev);
-        d.type        = device_type_name(ggml_backend_dev_type(dev));
+        d.name                 = ggml_backend_dev_name(dev);
+        d.description          = ggml_backend_dev_description(dev);
+        d.type                 = device_type_name(ggml_backend_dev_type(dev));
         ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
-        d.backend     = reg ? ggml_backend_reg_name(reg) : "";
+        d.backend              = reg ? ggml_backend_reg_name(reg) : "";
         size_t free_b = 0, total_b = 0;
         ggml_backend_dev_memory(dev, &free_b, &total_b);
         d.memory_free  = free_b;

@@ -3,17 +3,12 @@
 #include "pg_gguf.h"
 #include "pg_log.h"
 
-#include <cstdio>
 #include <algorithm>
-#include <string_view>
-#include <unordered_set>
+#include <cstdio>
 #include <cstring>
 #include <memory>
-
-pg_text_model::~pg_text_model() {
-    if (ctx) llama_free(ctx);
-    if (model) llama_model_free(model);
-}
+#include <string_view>
+#include <unordered_set>
 
 namespace {
 
@@ -31,23 +26,10 @@ bool on_abort(void * data) {
     return src && src->load(std::memory_order_relaxed);
 }
 
-// Integer metadata value of any integer type, or -1 when missing or not an integer.
+// An integer metadata value, or -1 when missing or not an integer.
 int64_t get_int(const gguf_context * g, const std::string & key) {
-    int64_t id = gguf_find_key(g, key.c_str());
-    if (id < 0) return -1;
-    switch (gguf_get_kv_type(g, id)) {
-        case GGUF_TYPE_UINT32: return gguf_get_val_u32(g, id);
-        case GGUF_TYPE_INT32:  return gguf_get_val_i32(g, id);
-        case GGUF_TYPE_UINT64: return (int64_t) std::min<uint64_t>(gguf_get_val_u64(g, id), INT64_MAX);
-        case GGUF_TYPE_INT64:  return gguf_get_val_i64(g, id);
-        case GGUF_TYPE_UINT16: return gguf_get_val_u16(g, id);
-        case GGUF_TYPE_UINT8:  return gguf_get_val_u8(g, id);
-        default:               return -1;
-    }
-}
-
-bool matrix_type_ok(ggml_type t) {
-    return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16 || ggml_get_type_traits(t)->is_quantized;
+    int64_t v = -1;
+    return pg_gguf_get_int(g, key.c_str(), v) ? v : -1;
 }
 
 // Everything llama.cpp's loader would otherwise meet with an assertion (process abort) instead of an
@@ -56,13 +38,13 @@ bool matrix_type_ok(ggml_type t) {
 bool validate_text_file(const pg_gguf_file & f, const std::string & arch, pg_error & err) {
     const gguf_context * g    = f.ctx.get();
     const std::string &  path = f.path;
-    auto bad = [&](const std::string & what) { return err.set(PG_ERR_INVALID_FILE, path + ": " + what); };
-    const int64_t L  = get_int(g, arch + ".block_count");
-    const int64_t D  = get_int(g, arch + ".embedding_length");
-    const int64_t F  = get_int(g, arch + ".feed_forward_length");
-    const int64_t H  = get_int(g, arch + ".attention.head_count");
-    const int64_t KV = get_int(g, arch + ".attention.head_count_kv") < 0 ? H : get_int(g, arch + ".attention.head_count_kv");
-    int64_t       HD = get_int(g, arch + ".attention.key_length");
+    auto                 bad  = [&](const std::string & what) { return err.set(PG_ERR_INVALID_FILE, path + ": " + what); };
+    const int64_t        L    = get_int(g, arch + ".block_count");
+    const int64_t        D    = get_int(g, arch + ".embedding_length");
+    const int64_t        F    = get_int(g, arch + ".feed_forward_length");
+    const int64_t        H    = get_int(g, arch + ".attention.head_count");
+    const int64_t        KV   = get_int(g, arch + ".attention.head_count_kv") < 0 ? H : get_int(g, arch + ".attention.head_count_kv");
+    int64_t              HD   = get_int(g, arch + ".attention.key_length");
     if (HD < 0 && H > 0) HD = D / H;
     const int64_t HDV = get_int(g, arch + ".attention.value_length") < 0 ? HD : get_int(g, arch + ".attention.value_length");
     if (L < 1 || L > 512) return bad(arch + ".block_count is missing or out of range (1..512)");
@@ -74,7 +56,8 @@ bool validate_text_file(const pg_gguf_file & f, const std::string & arch, pg_err
     if (ctx_len < 1 || ctx_len > (1 << 24)) return bad(arch + ".context_length is missing or out of range");
     if (arch == "gemma2") {
         const int64_t swa = get_int(g, "gemma2.attention.sliding_window");
-        if (gguf_find_key(g, "gemma2.attention.sliding_window") >= 0 && (swa < 1 || swa > (1 << 24))) return bad("gemma2.attention.sliding_window is out of range");
+        if (gguf_find_key(g, "gemma2.attention.sliding_window") >= 0 && (swa < 1 || swa > (1 << 24)))
+            return bad("gemma2.attention.sliding_window is out of range");
     }
     int64_t eps = gguf_find_key(g, (arch + ".attention.layer_norm_rms_epsilon").c_str());
     if (eps < 0 || gguf_get_kv_type(g, eps) != GGUF_TYPE_FLOAT32 || !(gguf_get_val_f32(g, eps) > 0.0f && gguf_get_val_f32(g, eps) < 1.0f)) {
@@ -82,7 +65,8 @@ bool validate_text_file(const pg_gguf_file & f, const std::string & arch, pg_err
     }
 
     int64_t toks = gguf_find_key(g, "tokenizer.ggml.tokens");
-    if (toks < 0 || gguf_get_kv_type(g, toks) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, toks) != GGUF_TYPE_STRING) return bad("no tokenizer.ggml.tokens");
+    if (toks < 0 || gguf_get_kv_type(g, toks) != GGUF_TYPE_ARRAY || gguf_get_arr_type(g, toks) != GGUF_TYPE_STRING)
+        return bad("no tokenizer.ggml.tokens");
     const int64_t V = (int64_t) gguf_get_arr_n(g, toks);
     if (V < 4 || V > (1 << 24)) return bad("tokenizer.ggml.tokens has an implausible size");
     {
@@ -97,7 +81,8 @@ bool validate_text_file(const pg_gguf_file & f, const std::string & arch, pg_err
     }
     for (const char * k : { "tokenizer.ggml.scores", "tokenizer.ggml.token_type" }) {
         int64_t id = gguf_find_key(g, k);
-        if (id >= 0 && (gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY || (int64_t) gguf_get_arr_n(g, id) != V)) return bad(std::string(k) + " does not match the vocabulary");
+        if (id >= 0 && (gguf_get_kv_type(g, id) != GGUF_TYPE_ARRAY || (int64_t) gguf_get_arr_n(g, id) != V))
+            return bad(std::string(k) + " does not match the vocabulary");
     }
     int64_t tt = gguf_find_key(g, "tokenizer.ggml.token_type");
     if (tt >= 0) {
@@ -107,7 +92,8 @@ bool validate_text_file(const pg_gguf_file & f, const std::string & arch, pg_err
             if (types[i] < 0 || types[i] > 6) return bad("tokenizer.ggml.token_type holds an unknown type");
         }
     }
-    for (const char * k : { "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id" }) {
+    for (const char * k :
+         { "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id" }) {
         if (gguf_find_key(g, k) >= 0 && (get_int(g, k) < 0 || get_int(g, k) >= V)) return bad(std::string(k) + " is out of range");
     }
     int64_t model = gguf_find_key(g, "tokenizer.ggml.model");
@@ -140,11 +126,10 @@ bool validate_text_file(const pg_gguf_file & f, const std::string & arch, pg_err
     for (const want & w : wants) {
         int64_t id = gguf_find_tensor(g, w.name.c_str());
         if (id < 0) return bad("tensor '" + w.name + "' is missing");
-        const int64_t * ne = gguf_get_tensor_ne(g, id);
-        if (ne[0] != w.ne0 || ne[1] != w.ne1 || ne[2] != 1 || ne[3] != 1) return bad("tensor '" + w.name + "' has the wrong shape");
-        ggml_type t = gguf_get_tensor_type(g, id);
-        if (w.matrix ? !matrix_type_ok(t) : t != GGML_TYPE_F32) return bad("tensor '" + w.name + "' has an unusable type " + ggml_type_name(t));
-        if (w.matrix && ne[0] % ggml_blck_size(t) != 0) return bad("tensor '" + w.name + "' rows do not divide into " + ggml_type_name(t) + " blocks");
+        if (!pg_check_tensor(path, w.name.c_str(), gguf_get_tensor_type(g, id), gguf_get_tensor_ne(g, id), { w.ne0, w.ne1 },
+                             w.matrix ? PG_TENSOR_MATRIX : PG_TENSOR_F32, err)) {
+            return false;
+        }
     }
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
         const int64_t * ne = gguf_get_tensor_ne(g, i);
@@ -155,20 +140,129 @@ bool validate_text_file(const pg_gguf_file & f, const std::string & arch, pg_err
     return true;
 }
 
-}  // namespace
-
-namespace {
-
 // Opens and checks a text GGUF; `arch` receives its architecture.
 bool open_text_file(const std::string & path, pg_gguf_file & f, std::string & arch, pg_error & err) {
     if (!pg_gguf_open(path, f, err) || !pg_gguf_check_data_bounds(f, err)) return false;
-    const gguf_context * g  = f.ctx.get();
-    int64_t              id = gguf_find_key(g, "general.architecture");
-    arch = id >= 0 && gguf_get_kv_type(g, id) == GGUF_TYPE_STRING ? gguf_get_val_str(g, id) : "";
+    arch = pg_gguf_get_string(f.ctx.get(), "general.architecture");
     if (arch != "gemma" && arch != "gemma2") {
         return err.set(PG_ERR_INVALID_FILE, path + ": architecture is '" + arch + "', expected a PaliGemma text model ('gemma' or 'gemma2')" +
                                                 (arch == "clip" ? "; the text model and mmproj look swapped" : ""));
     }
+    return true;
+}
+
+// llama.cpp's gemma2 asserts (aborting the process) when no layer uses a sliding window.
+bool check_gemma2_window(const pg_gguf_file & f, pg_error & err) {
+    const gguf_context * g   = f.ctx.get();
+    const int64_t        pat = gguf_find_key(g, "gemma2.attention.sliding_window_pattern");
+    bool                 any = true;
+    if (pat >= 0 && gguf_get_kv_type(g, pat) == GGUF_TYPE_UINT32) any = gguf_get_val_u32(g, pat) != 1;
+    if (pat >= 0 && gguf_get_kv_type(g, pat) == GGUF_TYPE_ARRAY) {
+        any                = false;
+        const gguf_type at = gguf_get_arr_type(g, pat);
+        const size_t    n  = gguf_get_arr_n(g, pat);
+        if (at == GGUF_TYPE_BOOL || at == GGUF_TYPE_INT8 || at == GGUF_TYPE_UINT8) {
+            for (size_t i = 0; i < n; ++i) any |= ((const int8_t *) gguf_get_arr_data(g, pat))[i] != 0;
+        } else if (at == GGUF_TYPE_UINT32 || at == GGUF_TYPE_INT32) {
+            for (size_t i = 0; i < n; ++i) any |= ((const int32_t *) gguf_get_arr_data(g, pat))[i] != 0;
+        } else {
+            any = true;
+        }
+    }
+    if (any) return true;
+    return err.set(PG_ERR_INVALID_FILE, f.path +
+                                            ": gemma2.attention.sliding_window_pattern leaves no sliding-window layer, "
+                                            "which llama.cpp cannot run; reconvert with this version's converter");
+}
+
+// Where token_embd.weight's rows are in the file: the prefix is built from them directly.
+bool locate_token_embd(const pg_gguf_file & f, pg_text_model & m, pg_error & err) {
+    const gguf_context * g  = f.ctx.get();
+    const int64_t        te = gguf_find_tensor(g, "token_embd.weight");
+    m.tok_embd_type         = gguf_get_tensor_type(g, te);
+    m.tok_embd_offset       = gguf_get_data_offset(g) + gguf_get_tensor_offset(g, te);
+    m.tok_embd_row          = ggml_row_size(m.tok_embd_type, gguf_get_tensor_ne(g, te)[0]);
+    if (!ggml_get_type_traits(m.tok_embd_type)->to_float && m.tok_embd_type != GGML_TYPE_F32) {
+        return err.set(PG_ERR_INVALID_FILE, f.path + ": token_embd.weight has a type that cannot be dequantized");
+    }
+    return true;
+}
+
+bool load_llama_model(const std::string & path, const pg_text_params & params, pg_text_model & m, const pg_progress_fn & progress, pg_error & err) {
+    llama_model_params mp                = llama_model_default_params();
+    mp.n_gpu_layers                      = params.n_gpu_layers;
+    mp.load_mode                         = params.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+    std::vector<ggml_backend_dev_t> devs = params.devices;
+    if (!devs.empty()) {
+        devs.push_back(nullptr);
+        mp.devices = devs.data();
+    }
+    load_progress lp               = { &progress };
+    mp.progress_callback           = on_load_progress;
+    mp.progress_callback_user_data = &lp;
+    pg_log_clear();
+    m.model.reset(llama_model_load_from_file(path.c_str(), mp));
+    if (!m.model) {
+        std::string why = pg_log_last_errors();
+        if (progress && why.find("cancelled") != std::string::npos) return err.set(PG_ERR_ABORTED, "loading aborted");
+        return err.set(PG_ERR_INVALID_FILE, path + ": llama.cpp could not load the model" + (why.empty() ? "" : " (" + why + ")"));
+    }
+    m.path        = path;
+    m.vocab       = llama_model_get_vocab(m.model.get());
+    m.n_embd      = llama_model_n_embd(m.model.get());
+    m.n_vocab     = llama_vocab_n_tokens(m.vocab);
+    m.n_ctx_train = llama_model_n_ctx_train(m.model.get());
+    if (m.tok_embd_row != ggml_row_size(m.tok_embd_type, m.n_embd)) {
+        return err.set(PG_ERR_INVALID_FILE, path + ": token_embd.weight does not match the vocabulary");
+    }
+    return true;
+}
+
+// The context size: what the caller asked for, else image tokens + 512 rounded up to 256, within
+// what the model was trained on.
+bool choose_context_size(const pg_text_params & params, const pg_text_model & m, int & n_ctx, pg_error & err) {
+    n_ctx = params.n_ctx > 0 ? params.n_ctx : (params.min_ctx + 512 + 255) / 256 * 256;
+    if (params.n_ctx > 0 && m.n_ctx_train > 0 && n_ctx > m.n_ctx_train) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, "contextSize " + std::to_string(n_ctx) + " is larger than the " + std::to_string(m.n_ctx_train) +
+                                                    " tokens this model supports");
+    }
+    if (m.n_ctx_train > 0 && n_ctx > m.n_ctx_train) n_ctx = m.n_ctx_train;
+    if (n_ctx < params.min_ctx + 1) {
+        return err.set(PG_ERR_INVALID_ARGUMENT,
+                       "contextSize " + std::to_string(n_ctx) + " cannot hold the " + std::to_string(params.min_ctx) + " image tokens and a prompt");
+    }
+    return true;
+}
+
+bool create_context(const pg_text_params & params, pg_text_model & m, pg_error & err) {
+    int n_ctx = 0;
+    if (!choose_context_size(params, m, n_ctx, err)) return false;
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx                = (uint32_t) n_ctx;
+    // The prefix (image + prompt) is decoded non-causally in ONE micro-batch: llama.cpp aborts the
+    // process if it does not fit, so the micro-batch spans the whole context.
+    cp.n_batch   = (uint32_t) n_ctx;
+    cp.n_ubatch  = (uint32_t) n_ctx;
+    cp.n_seq_max = 1;
+    // Only the last position's logits are ever read: a vocabulary-sized output row per batch position
+    // (257216 x n_ubatch floats, 790 MB at 768) would be wasted memory.
+    cp.n_outputs_max       = 1;
+    cp.n_threads           = params.n_threads;
+    cp.n_threads_batch     = params.n_threads;
+    cp.flash_attn_type     = params.flash_attn;
+    cp.type_k              = params.kv_type;
+    cp.type_v              = params.kv_type;
+    cp.no_perf             = true;
+    cp.abort_callback      = on_abort;
+    cp.abort_callback_data = &m;
+    pg_log_clear();
+    m.ctx.reset(llama_init_from_model(m.model.get(), cp));
+    if (!m.ctx) {
+        std::string why = pg_log_last_errors();
+        return err.set(PG_ERR_BACKEND,
+                       "llama.cpp could not create a context of " + std::to_string(n_ctx) + " tokens" + (why.empty() ? "" : " (" + why + ")"));
+    }
+    m.n_ctx = (int) llama_n_ctx(m.ctx.get());
     return true;
 }
 
@@ -180,106 +274,14 @@ bool pg_text_check_file(const std::string & path, pg_error & err) {
     return open_text_file(path, f, arch, err) && validate_text_file(f, arch, err);
 }
 
-bool pg_text_load(const std::string & path, const pg_text_params & params, pg_text_model & m, const pg_progress_fn & progress,
-                  pg_error & err) {
+bool pg_text_load(const std::string & path, const pg_text_params & params, pg_text_model & m, const pg_progress_fn & progress, pg_error & err) {
     pg_backend_init_once();
     // Our own checks first: llama.cpp's loader would accept files we cannot use, and says less.
     pg_gguf_file f;
     if (!open_text_file(path, f, m.arch, err)) return false;
-    const gguf_context * g = f.ctx.get();
-    if (m.arch == "gemma2") {
-        // llama.cpp's gemma2 asserts (aborting the process) when no layer uses a sliding window.
-        int64_t pat = gguf_find_key(g, "gemma2.attention.sliding_window_pattern");
-        bool    any_swa = true;
-        if (pat >= 0 && gguf_get_kv_type(g, pat) == GGUF_TYPE_UINT32) any_swa = gguf_get_val_u32(g, pat) != 1;
-        if (pat >= 0 && gguf_get_kv_type(g, pat) == GGUF_TYPE_ARRAY) {
-            any_swa = false;
-            const gguf_type at = gguf_get_arr_type(g, pat);
-            const size_t    n  = gguf_get_arr_n(g, pat);
-            if (at == GGUF_TYPE_BOOL || at == GGUF_TYPE_INT8 || at == GGUF_TYPE_UINT8) {
-                for (size_t i = 0; i < n; ++i) any_swa |= ((const int8_t *) gguf_get_arr_data(g, pat))[i] != 0;
-            } else if (at == GGUF_TYPE_UINT32 || at == GGUF_TYPE_INT32) {
-                for (size_t i = 0; i < n; ++i) any_swa |= ((const int32_t *) gguf_get_arr_data(g, pat))[i] != 0;
-            } else {
-                any_swa = true;
-            }
-        }
-        if (!any_swa) {
-            return err.set(PG_ERR_INVALID_FILE, path + ": gemma2.attention.sliding_window_pattern leaves no sliding-window layer, "
-                                                       "which llama.cpp cannot run; reconvert with this version's converter");
-        }
-    }
-    if (!validate_text_file(f, m.arch, err)) return false;
-    int64_t te = gguf_find_tensor(g, "token_embd.weight");
-    const int64_t * ne = gguf_get_tensor_ne(g, te);
-    m.tok_embd_type    = gguf_get_tensor_type(g, te);
-    m.tok_embd_offset  = gguf_get_data_offset(g) + gguf_get_tensor_offset(g, te);
-    m.tok_embd_row     = ggml_row_size(m.tok_embd_type, ne[0]);
-    if (!ggml_get_type_traits(m.tok_embd_type)->to_float && m.tok_embd_type != GGML_TYPE_F32) {
-        return err.set(PG_ERR_INVALID_FILE, path + ": token_embd.weight has a type that cannot be dequantized");
-    }
-
-    llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers       = params.n_gpu_layers;
-    mp.load_mode          = params.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
-    std::vector<ggml_backend_dev_t> devs = params.devices;
-    if (!devs.empty()) {
-        devs.push_back(nullptr);
-        mp.devices = devs.data();
-    }
-    load_progress lp               = { &progress };
-    mp.progress_callback           = on_load_progress;
-    mp.progress_callback_user_data = &lp;
-    pg_log_clear();
-    m.model = llama_model_load_from_file(path.c_str(), mp);
-    if (!m.model) {
-        std::string why = pg_log_last_errors();
-        if (progress && why.find("cancelled") != std::string::npos) return err.set(PG_ERR_ABORTED, "loading aborted");
-        return err.set(PG_ERR_INVALID_FILE, path + ": llama.cpp could not load the model" + (why.empty() ? "" : " (" + why + ")"));
-    }
-    m.path        = path;
-    m.vocab       = llama_model_get_vocab(m.model);
-    m.n_embd      = llama_model_n_embd(m.model);
-    m.n_vocab     = llama_vocab_n_tokens(m.vocab);
-    m.n_ctx_train = llama_model_n_ctx_train(m.model);
-    if (ne[0] != m.n_embd || ne[1] != m.n_vocab) return err.set(PG_ERR_INVALID_FILE, path + ": token_embd.weight does not match the vocabulary");
-
-    int n_ctx = params.n_ctx > 0 ? params.n_ctx : (params.min_ctx + 512 + 255) / 256 * 256;
-    if (params.n_ctx > 0 && m.n_ctx_train > 0 && n_ctx > m.n_ctx_train) {
-        return err.set(PG_ERR_INVALID_ARGUMENT, "contextSize " + std::to_string(n_ctx) + " is larger than the " + std::to_string(m.n_ctx_train) +
-                                                    " tokens this model supports");
-    }
-    if (m.n_ctx_train > 0 && n_ctx > m.n_ctx_train) n_ctx = m.n_ctx_train;
-    if (n_ctx < params.min_ctx + 1) {
-        return err.set(PG_ERR_INVALID_ARGUMENT, "contextSize " + std::to_string(n_ctx) + " cannot hold the " + std::to_string(params.min_ctx) +
-                                                    " image tokens and a prompt");
-    }
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx           = (uint32_t) n_ctx;
-    // The prefix (image + prompt) is decoded non-causally in ONE micro-batch: llama.cpp aborts the
-    // process if it does not fit, so the micro-batch spans the whole context.
-    cp.n_batch         = (uint32_t) n_ctx;
-    cp.n_ubatch        = (uint32_t) n_ctx;
-    cp.n_seq_max       = 1;
-    // Only the last position's logits are ever read: a vocabulary-sized output row per batch position
-    // (257216 x n_ubatch floats, 790 MB at 768) would be wasted memory.
-    cp.n_outputs_max   = 1;
-    cp.n_threads       = params.n_threads;
-    cp.n_threads_batch = params.n_threads;
-    cp.flash_attn_type = params.flash_attn;
-    cp.type_k          = params.kv_type;
-    cp.type_v          = params.kv_type;
-    cp.no_perf         = true;
-    cp.abort_callback      = on_abort;
-    cp.abort_callback_data = &m;
-    pg_log_clear();
-    m.ctx = llama_init_from_model(m.model, cp);
-    if (!m.ctx) {
-        std::string why = pg_log_last_errors();
-        return err.set(PG_ERR_BACKEND, "llama.cpp could not create a context of " + std::to_string(n_ctx) + " tokens" + (why.empty() ? "" : " (" + why + ")"));
-    }
-    m.n_ctx = (int) llama_n_ctx(m.ctx);
-    return true;
+    if (m.arch == "gemma2" && !check_gemma2_window(f, err)) return false;
+    return validate_text_file(f, m.arch, err) && locate_token_embd(f, m, err) && load_llama_model(path, params, m, progress, err) &&
+           create_context(params, m, err);
 }
 
 bool pg_text_tokenize(const pg_text_model & m, const std::string & text, bool parse_special, std::vector<int32_t> & out, pg_error & err) {
@@ -308,16 +310,18 @@ bool pg_text_embed_rows(const pg_text_model & m, const int32_t * ids, size_t n, 
     FILE * f = fopen(m.path.c_str(), "rb");
     if (!f) return err.set(PG_ERR_FILE_NOT_FOUND, m.path + ": cannot reopen");
     std::unique_ptr<FILE, int (*)(FILE *)> guard(f, fclose);
-    std::vector<uint8_t> row(m.tok_embd_row);
-    const auto *         traits = ggml_get_type_traits(m.tok_embd_type);
+    std::vector<uint8_t>                   row(m.tok_embd_row);
+    const auto *                           traits = ggml_get_type_traits(m.tok_embd_type);
     for (size_t i = 0; i < n; ++i) {
         if (ids[i] < 0 || ids[i] >= m.n_vocab) return err.set(PG_ERR_INVALID_ARGUMENT, "token id " + std::to_string(ids[i]) + " is out of range");
         if (pg_fseek64(f, m.tok_embd_offset + (uint64_t) ids[i] * m.tok_embd_row) != 0 || fread(row.data(), 1, row.size(), f) != row.size()) {
             return err.set(PG_ERR_INVALID_FILE, m.path + ": cannot read token embedding row");
         }
         float * dst = out + i * (size_t) m.n_embd;
-        if (m.tok_embd_type == GGML_TYPE_F32) memcpy(dst, row.data(), row.size());
-        else traits->to_float(row.data(), dst, m.n_embd);
+        if (m.tok_embd_type == GGML_TYPE_F32)
+            memcpy(dst, row.data(), row.size());
+        else
+            traits->to_float(row.data(), dst, m.n_embd);
     }
     return true;
 }

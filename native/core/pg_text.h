@@ -4,6 +4,7 @@
 #include "pg_error.h"
 #include "pg_vision.h"
 
+#include "llama-cpp.h"
 #include "llama.h"
 
 #include <atomic>
@@ -12,7 +13,7 @@
 #include <vector>
 
 struct pg_text_params {
-    std::vector<ggml_backend_dev_t> devices;        // empty: CPU only
+    std::vector<ggml_backend_dev_t> devices;  // empty: CPU only
     int                             n_gpu_layers = 0;
     int                             n_ctx        = 0;  // 0: image tokens + 512, capped by the model
     int                             n_threads    = 1;
@@ -23,37 +24,30 @@ struct pg_text_params {
 };
 
 struct pg_text_model {
-    llama_model *       model = nullptr;
-    llama_context *     ctx   = nullptr;
+    llama_model_ptr     model;
+    llama_context_ptr   ctx;
     const llama_vocab * vocab = nullptr;
     std::string         path;
     std::string         arch;
-    int                 n_embd  = 0;
-    int                 n_vocab = 0;
-    int                 n_ctx   = 0;
+    int                 n_embd      = 0;
+    int                 n_vocab     = 0;
+    int                 n_ctx       = 0;
     int                 n_ctx_train = 0;
     // token_embd.weight in the file, for reading rows without touching llama.cpp internals
-    uint64_t            tok_embd_offset = 0;
-    ggml_type           tok_embd_type   = GGML_TYPE_F32;
-    size_t              tok_embd_row    = 0;
+    uint64_t  tok_embd_offset = 0;
+    ggml_type tok_embd_type   = GGML_TYPE_F32;
+    size_t    tok_embd_row    = 0;
     // The running operation's abort flag, read by llama.cpp's abort callback during decode.
     std::atomic<const std::atomic<bool> *> abort_source{ nullptr };
-
-    pg_text_model() = default;
-    pg_text_model(const pg_text_model &) = delete;
-    pg_text_model & operator=(const pg_text_model &) = delete;
-    ~pg_text_model();
 };
 
 // Our checks of a text GGUF (everything llama.cpp's loader would assert on), without loading it.
 bool pg_text_check_file(const std::string & path, pg_error & err);
 
-bool pg_text_load(const std::string & path, const pg_text_params & params, pg_text_model & out,
-                  const pg_progress_fn & progress, pg_error & err);
+bool pg_text_load(const std::string & path, const pg_text_params & params, pg_text_model & out, const pg_progress_fn & progress, pg_error & err);
 
 // Plain text to ids: no BOS; control pieces (<bos>, <eos>, <image>) only when parse_special.
-bool pg_text_tokenize(const pg_text_model & m, const std::string & text, bool parse_special, std::vector<int32_t> & out,
-                      pg_error & err);
+bool pg_text_tokenize(const pg_text_model & m, const std::string & text, bool parse_special, std::vector<int32_t> & out, pg_error & err);
 
 // The bytes of one token's piece (<loc>/<seg> pieces included; control tokens empty).
 std::string pg_text_piece(const pg_text_model & m, int32_t id);

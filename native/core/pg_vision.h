@@ -4,6 +4,7 @@
 #include "pg_error.h"
 
 #include "ggml-backend.h"
+#include "ggml-cpp.h"
 #include "ggml.h"
 
 #include <atomic>
@@ -12,24 +13,27 @@
 #include <string>
 #include <vector>
 
+// Progress: fraction of weight bytes loaded; return false to abort.
+using pg_progress_fn = std::function<bool(float)>;
+
 struct pg_vision_hparams {
     std::string family;  // "paligemma" or "paligemma2"
-    int         image_size   = 0;
-    int         patch_size   = 0;
-    int         image_tokens = 0;
-    int         hidden       = 0;
-    int         ffn          = 0;
-    int         layers       = 0;
-    int         heads        = 0;
-    float       eps          = 1e-6f;
-    int         proj_dim     = 0;  // = text model width
+    int         image_size      = 0;
+    int         patch_size      = 0;
+    int         image_tokens    = 0;
+    int         hidden          = 0;
+    int         ffn             = 0;
+    int         layers          = 0;
+    int         heads           = 0;
+    float       eps             = 1e-6f;
+    int         proj_dim        = 0;  // = text model width
     int         image_token_id  = 0;
     int         text_vocab_size = 0;
-    float       mean[3] = { 0.5f, 0.5f, 0.5f };
-    float       std[3]  = { 0.5f, 0.5f, 0.5f };
+    float       mean[3]         = { 0.5f, 0.5f, 0.5f };
+    float       std[3]          = { 0.5f, 0.5f, 0.5f };
     bool        has_seg_decoder = false;
-    int         seg_codebook = 0;
-    int         seg_dim      = 0;
+    int         seg_codebook    = 0;
+    int         seg_dim         = 0;
 };
 
 struct pg_vision_layer {
@@ -38,41 +42,45 @@ struct pg_vision_layer {
     ggml_tensor *up_w, *up_b, *down_w, *down_b;
 };
 
+// How the tower computes attention.
+enum pg_vision_attention {
+    PG_VISION_ATTENTION_AUTO,      // the loader chooses
+    PG_VISION_ATTENTION_FUSED,     // ggml_flash_attn_ext: the N x N scores never materialize; K, V in f16
+    PG_VISION_ATTENTION_SEPARATE,  // QK^T, softmax, AV as separate ops in f32
+};
+
 struct pg_vision_params {
-    ggml_backend_dev_t device    = nullptr;  // nullptr: CPU
-    int                n_threads = 1;
-    bool               flash_attn = true;    // fused attention (faster at every size; K, V in f16); false: separate ops in f32
+    ggml_backend_dev_t  device    = nullptr;  // nullptr: CPU
+    int                 n_threads = 1;
+    pg_vision_attention attention = PG_VISION_ATTENTION_AUTO;
+    // CPU: matrix weights in ggml's repacking buffer (the layout llama.cpp's own CPU matrix kernels
+    // are fastest with); false keeps them in the plain buffer, for A/B measurements.
+    bool repack = true;
 };
 
 struct pg_vision_model {
     pg_vision_hparams            hp;
     std::string                  path;
-    ggml_context *               ctx_w   = nullptr;  // weight tensors in the device's default buffer
-    ggml_backend_buffer_t        buf_w   = nullptr;
-    ggml_context *               ctx_r   = nullptr;  // CPU: matrix weights in a repacking buffer (as llama.cpp does)
-    ggml_backend_buffer_t        buf_r   = nullptr;
-    ggml_backend_t               backend = nullptr;
-    bool                         is_cpu  = true;
+    ggml_backend_ptr             backend;
+    ggml_context_ptr             ctx_w;  // weight tensors in the device's default buffer
+    ggml_context_ptr             ctx_r;  // CPU: matrix weights in a repacking buffer (as llama.cpp does)
+    ggml_backend_buffer_ptr      buf_w;
+    ggml_backend_buffer_ptr      buf_r;
+    ggml_gallocr_ptr             galloc;  // compute buffer, reused across encodes
+    bool                         is_cpu    = true;
     int                          n_threads = 1;
-    bool                         flash_attn = true;
+    pg_vision_attention          attention = PG_VISION_ATTENTION_FUSED;
     ggml_tensor *                patch_w = nullptr, *patch_b = nullptr, *pos = nullptr;
     ggml_tensor *                post_w = nullptr, *post_b = nullptr, *mm_w = nullptr, *mm_b = nullptr;
     std::vector<pg_vision_layer> blocks;
     std::vector<uint8_t>         graph_meta;  // scratch for graph metadata
-    void *                       galloc = nullptr;  // ggml_gallocr_t, reused across encodes
-
-    pg_vision_model() = default;
-    pg_vision_model(const pg_vision_model &) = delete;
-    pg_vision_model & operator=(const pg_vision_model &) = delete;
-    ~pg_vision_model();
 };
 
-// Progress: fraction of weight bytes loaded; return false to abort.
-using pg_progress_fn = std::function<bool(float)>;
+bool pg_vision_load(const std::string & path, const pg_vision_params & params, pg_vision_model & out, const pg_progress_fn & progress,
+                    pg_error & err);
 
-bool pg_vision_load(const std::string & path, const pg_vision_params & params, pg_vision_model & out,
-                    const pg_progress_fn & progress, pg_error & err);
+// A weight tensor of the loaded model by name (nullptr when absent).
+ggml_tensor * pg_vision_tensor(const pg_vision_model & m, const char * name);
 
 // pixels: 3 x S x S planar, normalized. out: image_tokens x proj_dim (projector output, unscaled).
-bool pg_vision_encode(pg_vision_model & m, const float * pixels, std::vector<float> & out,
-                      const std::atomic<bool> * abort_flag, pg_error & err);
+bool pg_vision_encode(pg_vision_model & m, const float * pixels, std::vector<float> & out, const std::atomic<bool> * abort_flag, pg_error & err);

@@ -4,13 +4,13 @@
 #include "pg_text.h"
 #include "pg_vision.h"
 
+#include <unistd.h>
 #include <cstdio>
 #include <string>
-#include <unistd.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     static const std::string path = "/tmp/pg-fuzz-" + std::to_string(getpid()) + ".gguf";
-    FILE * f = fopen(path.c_str(), "wb");
+    FILE *                   f    = fopen(path.c_str(), "wb");
     if (!f) return 0;
     fwrite(data, 1, size, f);
     fclose(f);

@@ -4,7 +4,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
     pg_image_rgb img;
     pg_error     err;
-    if (pg_image_decode(data, size, img, err) && (uint64_t) img.width * img.height <= 4u * 1000 * 1000) {
+    if (pg_image_decode(data, size, std::string(), img, err) && (uint64_t) img.width * img.height <= 4u * 1000 * 1000) {
         const float        mean[3] = { 0.5f, 0.5f, 0.5f }, std[3] = { 0.5f, 0.5f, 0.5f };
         std::vector<float> out;
         pg_image_preprocess(img, 56, mean, std, out);

@@ -15,7 +15,7 @@ class QuantizeModelWorker : public PgPromiseWorker {
         : PgPromiseWorker(env, "paligemma:quantizeModel"), in_(std::move(in)), out_(std::move(out)), type_(std::move(type)), threads_(threads) {}
 
   protected:
-    bool Run() override { return pg_quantize_model(in_, out_, type_, threads_, err_); }
+    bool        Run() override { return pg_quantize_model(in_, out_, type_, threads_, err_); }
     Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
 
   private:
@@ -29,15 +29,20 @@ Napi::Value QuantizeModel(const Napi::CallbackInfo & info) {
         throw pg_make_error(env, PG_ERR_INVALID_ARGUMENT, "quantizeModel(in, out, type, threads)");
     }
     return (new QuantizeModelWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), info[2].As<Napi::String>(),
-                                    info[3].As<Napi::Number>().Int32Value()))->Start();
+                                    info[3].As<Napi::Number>().Int32Value()))
+        ->Start();
 }
 
 // Reads the caller's Float32Array in place on the worker thread; a reference keeps it alive.
 class QuantizeRowsWorker : public PgPromiseWorker {
   public:
     QuantizeRowsWorker(Napi::Env env, Napi::Float32Array src, int64_t cols, ggml_type type)
-        : PgPromiseWorker(env, "paligemma:quantizeRows"), src_ref_(Napi::Persistent(src.As<Napi::Object>())),
-          data_(src.Data()), n_(src.ElementLength()), cols_(cols), type_(type) {}
+        : PgPromiseWorker(env, "paligemma:quantizeRows"),
+          src_ref_(Napi::Persistent(src.As<Napi::Object>())),
+          data_(src.Data()),
+          n_(src.ElementLength()),
+          cols_(cols),
+          type_(type) {}
 
   protected:
     bool Run() override {
@@ -77,7 +82,7 @@ class InspectTextWorker : public PgPromiseWorker {
         : PgPromiseWorker(env, "paligemma:inspectTextModel"), path_(std::move(path)), texts_(std::move(texts)), vocab_only_(vocab_only) {}
 
   protected:
-    bool Run() override { return pg_text_inspect(path_, texts_, vocab_only_, out_, err_); }
+    bool        Run() override { return pg_text_inspect(path_, texts_, vocab_only_, out_, err_); }
     Napi::Value Result(Napi::Env env) override {
         Napi::Object o = Napi::Object::New(env);
         o.Set("description", out_.description);

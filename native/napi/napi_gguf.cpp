@@ -33,16 +33,16 @@ Napi::Value array_value(Napi::Env env, const gguf_context * ctx, int64_t key, si
     const gguf_type t    = gguf_get_arr_type(ctx, key);
     const void *    data = t == GGUF_TYPE_STRING ? nullptr : gguf_get_arr_data(ctx, key);
     switch (t) {
-        case GGUF_TYPE_UINT8:   return typed_copy<uint8_t, Napi::Uint8Array>(env, data, n);
-        case GGUF_TYPE_INT8:    return typed_copy<int8_t, Napi::Int8Array>(env, data, n);
-        case GGUF_TYPE_UINT16:  return typed_copy<uint16_t, Napi::Uint16Array>(env, data, n);
-        case GGUF_TYPE_INT16:   return typed_copy<int16_t, Napi::Int16Array>(env, data, n);
-        case GGUF_TYPE_UINT32:  return typed_copy<uint32_t, Napi::Uint32Array>(env, data, n);
-        case GGUF_TYPE_INT32:   return typed_copy<int32_t, Napi::Int32Array>(env, data, n);
+        case GGUF_TYPE_UINT8: return typed_copy<uint8_t, Napi::Uint8Array>(env, data, n);
+        case GGUF_TYPE_INT8: return typed_copy<int8_t, Napi::Int8Array>(env, data, n);
+        case GGUF_TYPE_UINT16: return typed_copy<uint16_t, Napi::Uint16Array>(env, data, n);
+        case GGUF_TYPE_INT16: return typed_copy<int16_t, Napi::Int16Array>(env, data, n);
+        case GGUF_TYPE_UINT32: return typed_copy<uint32_t, Napi::Uint32Array>(env, data, n);
+        case GGUF_TYPE_INT32: return typed_copy<int32_t, Napi::Int32Array>(env, data, n);
         case GGUF_TYPE_FLOAT32: return typed_copy<float, Napi::Float32Array>(env, data, n);
         case GGUF_TYPE_FLOAT64: return typed_copy<double, Napi::Float64Array>(env, data, n);
-        case GGUF_TYPE_UINT64:  return typed_copy<uint64_t, Napi::TypedArrayOf<uint64_t>>(env, data, n);
-        case GGUF_TYPE_INT64:   return typed_copy<int64_t, Napi::TypedArrayOf<int64_t>>(env, data, n);
+        case GGUF_TYPE_UINT64: return typed_copy<uint64_t, Napi::TypedArrayOf<uint64_t>>(env, data, n);
+        case GGUF_TYPE_INT64: return typed_copy<int64_t, Napi::TypedArrayOf<int64_t>>(env, data, n);
         case GGUF_TYPE_BOOL: {
             Napi::Array arr = Napi::Array::New(env, n);
             for (size_t i = 0; i < n; ++i) arr.Set(i, Napi::Boolean::New(env, ((const int8_t *) data)[i] != 0));
@@ -59,20 +59,20 @@ Napi::Value array_value(Napi::Env env, const gguf_context * ctx, int64_t key, si
 
 Napi::Value kv_value(Napi::Env env, const gguf_context * ctx, int64_t key, size_t max_array, bool & truncated) {
     switch (gguf_get_kv_type(ctx, key)) {
-        case GGUF_TYPE_UINT8:   return Napi::Number::New(env, gguf_get_val_u8(ctx, key));
-        case GGUF_TYPE_INT8:    return Napi::Number::New(env, gguf_get_val_i8(ctx, key));
-        case GGUF_TYPE_UINT16:  return Napi::Number::New(env, gguf_get_val_u16(ctx, key));
-        case GGUF_TYPE_INT16:   return Napi::Number::New(env, gguf_get_val_i16(ctx, key));
-        case GGUF_TYPE_UINT32:  return Napi::Number::New(env, gguf_get_val_u32(ctx, key));
-        case GGUF_TYPE_INT32:   return Napi::Number::New(env, gguf_get_val_i32(ctx, key));
+        case GGUF_TYPE_UINT8: return Napi::Number::New(env, gguf_get_val_u8(ctx, key));
+        case GGUF_TYPE_INT8: return Napi::Number::New(env, gguf_get_val_i8(ctx, key));
+        case GGUF_TYPE_UINT16: return Napi::Number::New(env, gguf_get_val_u16(ctx, key));
+        case GGUF_TYPE_INT16: return Napi::Number::New(env, gguf_get_val_i16(ctx, key));
+        case GGUF_TYPE_UINT32: return Napi::Number::New(env, gguf_get_val_u32(ctx, key));
+        case GGUF_TYPE_INT32: return Napi::Number::New(env, gguf_get_val_i32(ctx, key));
         case GGUF_TYPE_FLOAT32: return Napi::Number::New(env, gguf_get_val_f32(ctx, key));
         case GGUF_TYPE_FLOAT64: return Napi::Number::New(env, gguf_get_val_f64(ctx, key));
-        case GGUF_TYPE_UINT64:  return uint64_value(env, gguf_get_val_u64(ctx, key));
-        case GGUF_TYPE_INT64:   return int64_value(env, gguf_get_val_i64(ctx, key));
-        case GGUF_TYPE_BOOL:    return Napi::Boolean::New(env, gguf_get_val_bool(ctx, key));
-        case GGUF_TYPE_STRING:  return Napi::String::New(env, gguf_get_val_str(ctx, key));
+        case GGUF_TYPE_UINT64: return uint64_value(env, gguf_get_val_u64(ctx, key));
+        case GGUF_TYPE_INT64: return int64_value(env, gguf_get_val_i64(ctx, key));
+        case GGUF_TYPE_BOOL: return Napi::Boolean::New(env, gguf_get_val_bool(ctx, key));
+        case GGUF_TYPE_STRING: return Napi::String::New(env, gguf_get_val_str(ctx, key));
         case GGUF_TYPE_ARRAY: {
-            size_t n = gguf_get_arr_n(ctx, key);
+            size_t n  = gguf_get_arr_n(ctx, key);
             truncated = n > max_array;
             return array_value(env, ctx, key, truncated ? max_array : n);
         }
@@ -90,7 +90,7 @@ class ReadGgufWorker : public PgPromiseWorker {
 
     Napi::Value Result(Napi::Env env) override {
         const gguf_context * ctx = file_.ctx.get();
-        Napi::Object out = Napi::Object::New(env);
+        Napi::Object         out = Napi::Object::New(env);
         out.Set("version", gguf_get_version(ctx));
         out.Set("alignment", Napi::Number::New(env, (double) gguf_get_alignment(ctx)));
         out.Set("dataOffset", Napi::Number::New(env, (double) gguf_get_data_offset(ctx)));
@@ -106,9 +106,9 @@ class ReadGgufWorker : public PgPromiseWorker {
         out.Set("metadata", metadata);
         out.Set("truncatedKeys", truncated);
 
-        const size_t  base = gguf_get_data_offset(ctx);
-        const int64_t n    = gguf_get_n_tensors(ctx);
-        Napi::Array tensors = Napi::Array::New(env, n);
+        const size_t  base    = gguf_get_data_offset(ctx);
+        const int64_t n       = gguf_get_n_tensors(ctx);
+        Napi::Array   tensors = Napi::Array::New(env, n);
         for (int64_t i = 0; i < n; ++i) {
             const int64_t * ne     = gguf_get_tensor_ne(ctx, i);
             int             n_dims = GGML_MAX_DIMS;

@@ -28,7 +28,9 @@ class PgProgressWorker : public Napi::AsyncProgressQueueWorker<Event> {
     pg_error err_;
 
   private:
-    void Execute(const Progress & progress) final { pg_run_guarded(err_, [&] { return Run(progress); }); }
+    void Execute(const Progress & progress) final {
+        pg_run_guarded(err_, [&] { return Run(progress); });
+    }
 
     // Raw napi_call_function: when the environment is going away (a worker thread exiting), calling
     // JS fails, and node-addon-api's exception path would itself fail fatally. Here a failed call
@@ -45,7 +47,7 @@ class PgProgressWorker : public Napi::AsyncProgressQueueWorker<Event> {
         for (size_t i = 0; i < count && !js_gone_; ++i) {
             std::vector<napi_value> args = EventArgs(env, events[i]);
             napi_value              result;
-            napi_status st = napi_call_function(env, env.Undefined(), on_event_.Value(), args.size(), args.data(), &result);
+            napi_status             st = napi_call_function(env, env.Undefined(), on_event_.Value(), args.size(), args.data(), &result);
             if (st != napi_ok) {
                 bool pending = false;
                 if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
@@ -61,7 +63,9 @@ class PgProgressWorker : public Napi::AsyncProgressQueueWorker<Event> {
     // The JS callback can no longer be called: stop early.
     virtual void OnJsGone() {}
 
-    void OnOK() final { pg_settle(this->Env(), deferred_, err_, [this] { return Result(this->Env()); }); }
+    void OnOK() final {
+        pg_settle(this->Env(), deferred_, err_, [this] { return Result(this->Env()); });
+    }
 
     void OnError(const Napi::Error & e) final {
         if (pg_env_can_run_js(this->Env())) deferred_.Reject(e.Value());

@@ -20,7 +20,7 @@ class SystemInfoWorker : public PgPromiseWorker {
         Napi::Array devices = Napi::Array::New(env, info_.devices.size());
         for (size_t i = 0; i < info_.devices.size(); ++i) {
             const pg_device_info & d = info_.devices[i];
-            Napi::Object o = Napi::Object::New(env);
+            Napi::Object           o = Napi::Object::New(env);
             o.Set("name", d.name);
             o.Set("description", d.description);
             o.Set("type", d.type);

@@ -63,8 +63,7 @@ void pg_settle(Napi::Env env, Napi::Promise::Deferred & deferred, const pg_error
 
 class PgPromiseWorker : public Napi::AsyncWorker {
   public:
-    explicit PgPromiseWorker(Napi::Env env, const char * name)
-        : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+    explicit PgPromiseWorker(Napi::Env env, const char * name) : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
 
     // Queues the worker and returns its promise.
     Napi::Promise Start() {
@@ -82,8 +81,12 @@ class PgPromiseWorker : public Napi::AsyncWorker {
     pg_error err_;
 
   private:
-    void Execute() final { pg_run_guarded(err_, [this] { return Run(); }); }
-    void OnOK() final { pg_settle(Env(), deferred_, err_, [this] { return Result(Env()); }); }
+    void Execute() final {
+        pg_run_guarded(err_, [this] { return Run(); });
+    }
+    void OnOK() final {
+        pg_settle(Env(), deferred_, err_, [this] { return Result(Env()); });
+    }
     void OnError(const Napi::Error & e) final {
         if (pg_env_can_run_js(Env())) deferred_.Reject(e.Value());
     }

@@ -18,7 +18,7 @@ export function reference(fixture: 'tiny-v1' | 'tiny-v2'): Reference {
   return JSON.parse(fs.readFileSync(path.join(FIXTURES, fixture, 'reference', 'reference.json'), 'utf8'));
 }
 
-export { readF32File as readF32 } from '../../lib/cli-tasks';
+export { readF32File as readF32 } from '../../lib/util/f32';
 
 /** Copies a fixture checkpoint folder (without its reference outputs) so a test may damage it. */
 export function copyCheckpoint(fixture: string, dest: string): string {
@@ -58,16 +58,29 @@ export function rewriteSafetensors(
 
 /** Converts a fixture checkpoint once per test process and returns the GGUF pair. */
 const converted = new Map<string, Promise<{ model: string; mmproj: string }>>();
-export function convertedFixture(fixture: 'tiny-v1' | 'tiny-v2', type: 'f32' | 'q8_0' | 'f16' = 'f32', seg = false): Promise<{ model: string; mmproj: string }> {
+export function convertedFixture(
+  fixture: 'tiny-v1' | 'tiny-v2',
+  type: 'f32' | 'q8_0' | 'f16' = 'f32',
+  seg = false,
+): Promise<{ model: string; mmproj: string }> {
   const key = `${fixture}-${type}-${seg}`;
   if (!converted.has(key)) {
     // Imported lazily so that tests without models never load the converter.
     const { convert } = require('../../lib/index') as typeof import('../../lib/index');
     const { tmpDir } = require('./tmp') as typeof import('./tmp');
-    converted.set(key, convert({ input: path.join(FIXTURES, fixture), outDir: tmpDir('pg-model-'), type, visionType: type === 'q8_0' ? 'f16' : type, segDecoder: seg ? path.join(FIXTURES, 'vae', 'vae.npz') : undefined }));
+    converted.set(
+      key,
+      convert({
+        input: path.join(FIXTURES, fixture),
+        outDir: tmpDir('pg-model-'),
+        type,
+        visionType: type === 'q8_0' ? 'f16' : type,
+        segDecoder: seg ? path.join(FIXTURES, 'vae', 'vae.npz') : undefined,
+      }),
+    );
   }
   return converted.get(key)!;
 }
 
 // The same measure the CLI's selftest uses.
-export { relError } from '../../lib/cli-tasks';
+export { relError } from '../../lib/util/f32';

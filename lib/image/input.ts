@@ -3,7 +3,10 @@
  * encodeImage() returned. Resolved here into what the addon takes.
  */
 import fs from 'node:fs';
-import { invalidArgument, PaliGemmaError } from './errors';
+import { invalidArgument, PaliGemmaError } from '../errors';
+import type { NativeImage } from '../native/contract';
+
+export type { NativeImage };
 
 /** Raw 8-bit pixels, row major: from sharp (`.raw()`), canvas `ImageData`, Electron `nativeImage`... */
 export interface RawImage {
@@ -33,12 +36,6 @@ export class ImageEmbedding {
 
 export type ImageInput = string | Uint8Array | ArrayBuffer | RawImage | ImageEmbedding;
 
-/** @internal What the addon takes. */
-export type NativeImage =
-  | { bytes: Uint8Array }
-  | { pixels: Uint8Array; width: number; height: number; channels: number }
-  | { embedding: Float32Array; tokens: number; dim: number };
-
 /** Pixels of a decoded image are limited to this many (checked before decoding). */
 export const MAX_IMAGE_PIXELS = 100_000_000;
 
@@ -51,7 +48,7 @@ export async function resolveImage(image: unknown, name = 'image'): Promise<Nati
   if (typeof image === 'string') {
     if (!image) throw invalidArgument(name, 'a file path, image bytes, raw pixels or an ImageEmbedding', image);
     try {
-      return { bytes: await fs.promises.readFile(image) };
+      return { bytes: await fs.promises.readFile(image), label: image };
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${image}: ${code === 'ENOENT' ? 'no such file' : `cannot read (${code})`}`, { cause: err });
@@ -83,5 +80,9 @@ export async function resolveImage(image: unknown, name = 'image'): Promise<Nati
       return { pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width, height, channels };
     }
   }
-  throw invalidArgument(name, 'a file path, a Buffer/Uint8Array of JPEG/PNG/BMP/GIF bytes, raw pixels { data, width, height, channels } or an ImageEmbedding', image);
+  throw invalidArgument(
+    name,
+    'a file path, a Buffer/Uint8Array of JPEG/PNG/BMP/GIF bytes, raw pixels { data, width, height, channels } or an ImageEmbedding',
+    image,
+  );
 }

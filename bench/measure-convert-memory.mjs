@@ -2,7 +2,7 @@
 // Measures the converter's peak memory on a synthetic checkpoint with PaliGemma-3B's largest tensor
 // (the 257216 x 2048 BF16 token embedding, 1.05 GB) plus two full-size Gemma-2B layers and two
 // SigLIP-So400m layers. Prints checkpoint size, largest tensor and peak RSS per output type.
-//   node scripts/measure-convert-memory.mjs [types...]     (default: f16 q8_0)
+//   npm run bench:convert-memory -- [types...]     (default: f16 q8_0)
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { writeSyntheticCheckpoint } = await import(path.join(root, 'dist', 'bench.js'));
+const { writeSyntheticCheckpoint } = await import(path.join(root, 'dist-bench', 'bench', 'synthetic.js'));
 const types = process.argv.slice(2).length ? process.argv.slice(2) : ['f16', 'q8_0'];
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-convmem-'));
 const ckpt = path.join(work, 'ckpt');
@@ -18,7 +18,9 @@ try {
   writeSyntheticCheckpoint(ckpt, 224, (line) => console.error(line), { text: { layers: 2 }, vision: { layers: 2 } });
   const size = fs.statSync(path.join(ckpt, 'model.safetensors')).size;
   const embd = 257216 * 2048;
-  console.log(`checkpoint: ${(size / 1e9).toFixed(2)} GB BF16; largest tensor: token embedding 257216x2048 = ${((embd * 2) / 1e9).toFixed(2)} GB BF16 (${((embd * 4) / 1e9).toFixed(2)} GB as f32)`);
+  console.log(
+    `checkpoint: ${(size / 1e9).toFixed(2)} GB BF16; largest tensor: token embedding 257216x2048 = ${((embd * 2) / 1e9).toFixed(2)} GB BF16 (${((embd * 4) / 1e9).toFixed(2)} GB as f32)`,
+  );
   for (const type of types) {
     const script = `
       const { convert } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});

@@ -9,19 +9,19 @@
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
-import { packageRoot } from './binding';
-import { readGGUF, type GGUFValue } from './gguf';
-import { GGUFValueType, GGUFWriter } from './gguf-writer';
-import type { GGMLTypeName } from './ggml-types';
-
-export function mtmdCliPath(): string {
-  return path.join(packageRoot, 'native-build', 'llama-tools', 'bin', process.platform === 'win32' ? 'llama-mtmd-cli.exe' : 'llama-mtmd-cli');
-}
+import { type GGUFValue, readGGUF } from '../lib/gguf/read';
+import type { GGMLTypeName } from '../lib/gguf/types';
+import { GGUFValueType, GGUFWriter } from '../lib/gguf/write';
+import { llamaToolPath } from './paths';
 
 const COPIED_KEYS = [
-  'clip.vision.image_size', 'clip.vision.patch_size', 'clip.vision.embedding_length', 'clip.vision.feed_forward_length',
-  'clip.vision.block_count', 'clip.vision.attention.head_count', 'clip.vision.attention.layer_norm_epsilon',
+  'clip.vision.image_size',
+  'clip.vision.patch_size',
+  'clip.vision.embedding_length',
+  'clip.vision.feed_forward_length',
+  'clip.vision.block_count',
+  'clip.vision.attention.head_count',
+  'clip.vision.attention.layer_norm_epsilon',
 ];
 
 function num(meta: Record<string, GGUFValue>, key: string, file: string): number {
@@ -89,9 +89,29 @@ export interface MtmdRun {
  * asked for explicitly (its CPU default too), as our tower uses it.
  */
 export function runMtmdEncode(textModel: string, projector: string, image: string, threads: number): MtmdRun {
-  const args = ['-m', textModel, '--mmproj', projector, '--image', image, '-p', 'caption en', '-n', '1',
-    '-t', String(threads), '--temp', '0', '-c', '512', '--chat-template', 'gemma', '-fa', 'on'];
-  const res = spawnSync(mtmdCliPath(), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const args = [
+    '-m',
+    textModel,
+    '--mmproj',
+    projector,
+    '--image',
+    image,
+    '-p',
+    'caption en',
+    '-n',
+    '1',
+    '-t',
+    String(threads),
+    '--temp',
+    '0',
+    '-c',
+    '512',
+    '--chat-template',
+    'gemma',
+    '-fa',
+    'on',
+  ];
+  const res = spawnSync(llamaToolPath('llama-mtmd-cli'), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
   const log = `${res.stderr ?? ''}${res.stdout ?? ''}`;
   // Recent mtmd-cli logs the batch (one image here); older ones the slice.
   const m = /mtmd batch encoding done in (\d+) ms|image slice encoded in (\d+) ms/.exec(log);

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { GGML_TYPES, tensorBytes, type GGMLTypeName } from './ggml-types';
+import { GGML_TYPES, type GGMLTypeName, tensorBytes } from './types';
 
 export enum GGUFValueType {
   UINT8 = 0,
@@ -54,16 +54,56 @@ class ByteSink {
     this.buf.copy(next, 0, 0, this.length);
     this.buf = next;
   }
-  u8(v: number) { this.reserve(1); this.buf.writeUInt8(v, this.length); this.length += 1; }
-  i8(v: number) { this.reserve(1); this.buf.writeInt8(v, this.length); this.length += 1; }
-  u16(v: number) { this.reserve(2); this.buf.writeUInt16LE(v, this.length); this.length += 2; }
-  i16(v: number) { this.reserve(2); this.buf.writeInt16LE(v, this.length); this.length += 2; }
-  u32(v: number) { this.reserve(4); this.buf.writeUInt32LE(v, this.length); this.length += 4; }
-  i32(v: number) { this.reserve(4); this.buf.writeInt32LE(v, this.length); this.length += 4; }
-  f32(v: number) { this.reserve(4); this.buf.writeFloatLE(v, this.length); this.length += 4; }
-  f64(v: number) { this.reserve(8); this.buf.writeDoubleLE(v, this.length); this.length += 8; }
-  u64(v: number | bigint) { this.reserve(8); this.buf.writeBigUInt64LE(BigInt(v), this.length); this.length += 8; }
-  i64(v: number | bigint) { this.reserve(8); this.buf.writeBigInt64LE(BigInt(v), this.length); this.length += 8; }
+  u8(v: number) {
+    this.reserve(1);
+    this.buf.writeUInt8(v, this.length);
+    this.length += 1;
+  }
+  i8(v: number) {
+    this.reserve(1);
+    this.buf.writeInt8(v, this.length);
+    this.length += 1;
+  }
+  u16(v: number) {
+    this.reserve(2);
+    this.buf.writeUInt16LE(v, this.length);
+    this.length += 2;
+  }
+  i16(v: number) {
+    this.reserve(2);
+    this.buf.writeInt16LE(v, this.length);
+    this.length += 2;
+  }
+  u32(v: number) {
+    this.reserve(4);
+    this.buf.writeUInt32LE(v, this.length);
+    this.length += 4;
+  }
+  i32(v: number) {
+    this.reserve(4);
+    this.buf.writeInt32LE(v, this.length);
+    this.length += 4;
+  }
+  f32(v: number) {
+    this.reserve(4);
+    this.buf.writeFloatLE(v, this.length);
+    this.length += 4;
+  }
+  f64(v: number) {
+    this.reserve(8);
+    this.buf.writeDoubleLE(v, this.length);
+    this.length += 8;
+  }
+  u64(v: number | bigint) {
+    this.reserve(8);
+    this.buf.writeBigUInt64LE(BigInt(v), this.length);
+    this.length += 8;
+  }
+  i64(v: number | bigint) {
+    this.reserve(8);
+    this.buf.writeBigInt64LE(BigInt(v), this.length);
+    this.length += 8;
+  }
   str(s: string) {
     const b = Buffer.from(s, 'utf8');
     this.u64(b.length);
@@ -71,25 +111,45 @@ class ByteSink {
     b.copy(this.buf, this.length);
     this.length += b.length;
   }
-  pad(to: number) { const n = align(this.length, to) - this.length; this.reserve(n); this.buf.fill(0, this.length, this.length + n); this.length += n; }
-  bytes(): Buffer { return this.buf.subarray(0, this.length); }
+  pad(to: number) {
+    const n = align(this.length, to) - this.length;
+    this.reserve(n);
+    this.buf.fill(0, this.length, this.length + n);
+    this.length += n;
+  }
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
 }
 
 function writeScalar(sink: ByteSink, type: GGUFValueType, v: number | bigint | string | boolean) {
   switch (type) {
-    case GGUFValueType.UINT8: return sink.u8(Number(v));
-    case GGUFValueType.INT8: return sink.i8(Number(v));
-    case GGUFValueType.UINT16: return sink.u16(Number(v));
-    case GGUFValueType.INT16: return sink.i16(Number(v));
-    case GGUFValueType.UINT32: return sink.u32(Number(v));
-    case GGUFValueType.INT32: return sink.i32(Number(v));
-    case GGUFValueType.FLOAT32: return sink.f32(Number(v));
-    case GGUFValueType.FLOAT64: return sink.f64(Number(v));
-    case GGUFValueType.UINT64: return sink.u64(v as number | bigint);
-    case GGUFValueType.INT64: return sink.i64(v as number | bigint);
-    case GGUFValueType.BOOL: return sink.u8(v ? 1 : 0);
-    case GGUFValueType.STRING: return sink.str(String(v));
-    default: throw new Error(`GGUF: cannot write a scalar of type ${type}`);
+    case GGUFValueType.UINT8:
+      return sink.u8(Number(v));
+    case GGUFValueType.INT8:
+      return sink.i8(Number(v));
+    case GGUFValueType.UINT16:
+      return sink.u16(Number(v));
+    case GGUFValueType.INT16:
+      return sink.i16(Number(v));
+    case GGUFValueType.UINT32:
+      return sink.u32(Number(v));
+    case GGUFValueType.INT32:
+      return sink.i32(Number(v));
+    case GGUFValueType.FLOAT32:
+      return sink.f32(Number(v));
+    case GGUFValueType.FLOAT64:
+      return sink.f64(Number(v));
+    case GGUFValueType.UINT64:
+      return sink.u64(v as number | bigint);
+    case GGUFValueType.INT64:
+      return sink.i64(v as number | bigint);
+    case GGUFValueType.BOOL:
+      return sink.u8(v ? 1 : 0);
+    case GGUFValueType.STRING:
+      return sink.str(String(v));
+    default:
+      throw new Error(`GGUF: cannot write a scalar of type ${type}`);
   }
 }
 
@@ -116,11 +176,21 @@ export class GGUFWriter {
     this.kv.set(key, value);
     return this;
   }
-  setString(key: string, value: string) { return this.set(key, { type: GGUFValueType.STRING, value }); }
-  setU32(key: string, value: number) { return this.set(key, { type: GGUFValueType.UINT32, value }); }
-  setI32(key: string, value: number) { return this.set(key, { type: GGUFValueType.INT32, value }); }
-  setF32(key: string, value: number) { return this.set(key, { type: GGUFValueType.FLOAT32, value }); }
-  setBool(key: string, value: boolean) { return this.set(key, { type: GGUFValueType.BOOL, value }); }
+  setString(key: string, value: string) {
+    return this.set(key, { type: GGUFValueType.STRING, value });
+  }
+  setU32(key: string, value: number) {
+    return this.set(key, { type: GGUFValueType.UINT32, value });
+  }
+  setI32(key: string, value: number) {
+    return this.set(key, { type: GGUFValueType.INT32, value });
+  }
+  setF32(key: string, value: number) {
+    return this.set(key, { type: GGUFValueType.FLOAT32, value });
+  }
+  setBool(key: string, value: boolean) {
+    return this.set(key, { type: GGUFValueType.BOOL, value });
+  }
   setArray(key: string, itemType: GGUFValueType, value: ArrayLike<number | bigint | string | boolean>) {
     return this.set(key, { type: GGUFValueType.ARRAY, itemType, value });
   }

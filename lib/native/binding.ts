@@ -11,20 +11,21 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { PaliGemmaError } from './errors';
-import type { NativeBinding } from './native-types';
+import { PaliGemmaError } from '../errors';
+import { GPU_VARIANTS, type GpuChoice, type GpuVariant, type NativeBinding } from './contract';
 
-export type GpuChoice = 'auto' | 'cpu' | 'cuda' | 'metal' | 'vulkan';
-export const GPU_CHOICES: readonly GpuChoice[] = ['auto', 'cpu', 'cuda', 'metal', 'vulkan'];
-const GPU_VARIANTS = ['cuda', 'vulkan', 'metal'] as const;
-
-/** The package root: lib/.. when run from source, dist/.. when installed. */
-export const packageRoot = path.resolve(__dirname, '..');
+/** The package root: the nearest folder above this file that holds our package.json. */
+export const packageRoot = (() => {
+  for (let dir = path.dirname(__dirname); ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'binding.gyp'))) return dir;
+    if (path.dirname(dir) === dir) return path.resolve(__dirname, '..', '..');
+  }
+})();
 
 interface Loaded {
   binding: NativeBinding;
   file: string;
-  variant: 'cpu' | (typeof GPU_VARIANTS)[number];
+  variant: 'cpu' | GpuVariant;
 }
 
 let loaded: Loaded | undefined;

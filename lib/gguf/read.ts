@@ -1,7 +1,7 @@
 import fs from 'node:fs';
-import { getBinding } from './binding';
-import { callNative, invalidArgument, PaliGemmaError } from './errors';
-import type { GGUFValue, NativeGGUFTensor } from './native-types';
+import { callNative, invalidArgument, PaliGemmaError } from '../errors';
+import { getBinding } from '../native/binding';
+import type { GGUFValue, NativeGGUFTensor } from '../native/contract';
 
 export type { GGUFValue };
 
@@ -48,11 +48,7 @@ export async function readGGUF(path: string, options: ReadGGUFOptions = {}): Pro
     await fs.promises.access(path, fs.constants.R_OK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new PaliGemmaError(
-      'ERR_FILE_NOT_FOUND',
-      `${path}: ${code === 'ENOENT' ? 'no such file' : `cannot read (${code})`}`,
-      { cause: err },
-    );
+    throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${path}: ${code === 'ENOENT' ? 'no such file' : `cannot read (${code})`}`, { cause: err });
   }
   const { binding } = getBinding();
   const info = await callNative(() => binding.readGGUF(path, max ?? Infinity));

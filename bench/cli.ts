@@ -1,0 +1,120 @@
+/**
+ * `npm run bench -- [options]` from a checkout: see USAGE. `child` is internal (one measurement in
+ * a fresh process).
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { TEXT_TYPES, type TextType, VISION_TYPES, type VisionType } from '../lib/convert/index';
+import { systemInfo } from '../lib/system';
+import { measureOnce, runBench } from './bench';
+import { defaultBenchCache } from './paths';
+
+const USAGE = `usage: npm run bench -- [options]
+
+PaliGemma at real shapes (random weights) side by side with llama.cpp's llama-bench on the same
+text GGUF and threads, and llama.cpp's own SigLIP (llama-mtmd-cli) on the same vision tower.
+
+options:
+  --synthetic 224|448|896   image size (default 224)
+  --type <t>                text type (default q4_0): ${TEXT_TYPES.join(' ')}
+  --vision-type <t>         vision type (default q8_0): ${VISION_TYPES.join(' ')}
+  --threads <n>             default: physical cores
+  --reps <n>                interleaved runs, medians reported (default 3)
+  --cache <dir>             where models are kept (default ${defaultBenchCache()})
+  --no-llama-bench          skip llama-bench
+  --no-mtmd                 skip llama.cpp's SigLIP
+  --json                    one JSON object
+  -h, --help                this text
+`;
+
+export async function main(argv: string[], stdout: NodeJS.WritableStream = process.stdout, stderr: NodeJS.WritableStream = process.stderr): Promise<number> {
+  if (argv[0] === 'child') {
+    const { files, threads } = JSON.parse(argv[1] ?? '{}');
+    stdout.write(`${JSON.stringify(await measureOnce(files, threads))}\n`);
+    return 0;
+  }
+  let v: Record<string, string | boolean | undefined>;
+  try {
+    v = parseArgs({
+      args: argv,
+      options: {
+        synthetic: { type: 'string', default: '224' },
+        type: { type: 'string', default: 'q4_0' },
+        'vision-type': { type: 'string', default: 'q8_0' },
+        threads: { type: 'string' },
+        reps: { type: 'string', default: '3' },
+        cache: { type: 'string' },
+        'no-llama-bench': { type: 'boolean' },
+        'no-mtmd': { type: 'boolean' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
+  } catch (e) {
+    stderr.write(`bench: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (v.help) {
+    stdout.write(USAGE);
+    return 0;
+  }
+  const fail = (m: string) => {
+    stderr.write(`bench: ${m}\n\n${USAGE}`);
+    return 2;
+  };
+  const synthetic = Number(v.synthetic);
+  if (![224, 448, 896].includes(synthetic)) return fail('--synthetic must be 224, 448 or 896');
+  if (!TEXT_TYPES.includes(v.type as TextType)) return fail(`--type must be one of ${TEXT_TYPES.join(', ')}`);
+  if (!VISION_TYPES.includes(v['vision-type'] as VisionType)) return fail(`--vision-type must be one of ${VISION_TYPES.join(', ')}`);
+  const reps = Number(v.reps);
+  if (!Number.isInteger(reps) || reps < 1) return fail('--reps must be a positive integer');
+  const threads = v.threads === undefined ? (await systemInfo()).defaultThreads : Number(v.threads);
+  if (!Number.isInteger(threads) || threads < 1) return fail('--threads must be a positive integer');
+  const result = await runBench({
+    synthetic: synthetic as 224 | 448 | 896,
+    type: v.type as TextType,
+    visionType: v['vision-type'] as VisionType,
+    threads,
+    reps,
+    cacheDir: path.resolve((v.cache as string | undefined) ?? defaultBenchCache()),
+    llamaBench: !v['no-llama-bench'],
+    mtmd: !v['no-mtmd'],
+    log: (line) => stderr.write(`${line}\n`),
+  });
+  if (v.json) {
+    stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    return 0;
+  }
+  const f = (x: unknown, d = 1) => (typeof x === 'number' ? x.toFixed(d) : String(x));
+  const cpu = result.cpu as { model: string; features: string[] };
+  const lb = result.llama_bench as { pp_tok_s: number; tg_tok_s: number } | undefined;
+  const out = (s: string) => stdout.write(`${s}\n`);
+  out(`PaliGemma ${synthetic}px, text ${v.type}, vision ${v['vision-type']}, ${threads} threads, median of ${reps}`);
+  out(`  cpu ${cpu.model} (${cpu.features.join(' ')})`);
+  out(`  preprocess ${f(result.preprocess_ms)} ms | vision encode ${f(result.encode_ms, 0)} ms (${f(result.vision_gflop_s, 0)} GFLOP/s)`);
+  out(`  prefill ${f(result.prefill_tok_s)} tok/s (${result.prompt_tokens} tokens) | decode ${f(result.decode_tok_s, 2)} tok/s`);
+  out(
+    `  time to first token ${f(result.ttft_ms, 0)} ms (${f(result.ttft_cached_ms, 0)} ms with a cached image) | peak RSS ${f(result.peak_rss_mb, 0)} MB (weights ${f(result.weights_mb, 0)} MB)`,
+  );
+  if (lb) {
+    out(`  llama-bench: pp ${f(lb.pp_tok_s)} tok/s, tg ${f(lb.tg_tok_s, 2)} tok/s`);
+    out(
+      `  ratios: prefill ${f(result.prefill_ratio, 2)}x, decode ${f(result.decode_ratio, 2)}x, vision GFLOP/s vs llama prefill ${f(result.vision_vs_prefill_gflops_ratio, 2)}x`,
+    );
+  }
+  const mt = result.mtmd as { encode_ms: number; gflop_s: number } | undefined;
+  if (mt) out(`  llama.cpp mtmd SigLIP: encode ${f(mt.encode_ms, 0)} ms (${f(mt.gflop_s, 0)} GFLOP/s) | ours ${f(result.vision_speedup_vs_mtmd, 2)}x faster`);
+  return 0;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      process.stderr.write(`bench: ${(err as Error).message}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,72 @@
+/**
+ * Which GGUF pair a CLI command runs: --model names a text GGUF (its mmproj is found beside it) or
+ * a folder holding one of each; --mmproj names the vision file explicitly.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { TEXT_TYPES } from '../convert/index';
+import { PaliGemmaError } from '../errors';
+import { readGGUF } from '../gguf/read';
+import { UsageError } from './args';
+
+async function architecture(file: string): Promise<unknown> {
+  return (await readGGUF(file, { maxArrayLength: 0 }).catch(() => null))?.metadata['general.architecture'];
+}
+
+function isCheckpoint(dir: string): boolean {
+  return fs.existsSync(path.join(dir, 'config.json')) && fs.readdirSync(dir).some((f) => f.endsWith('.safetensors') || f.endsWith('.safetensors.index.json'));
+}
+
+function notConverted(dir: string): PaliGemmaError {
+  return new PaliGemmaError('ERR_INVALID_ARGUMENT', `${dir} is a Hugging Face checkpoint, not GGUF files: convert it first with \`paligemma convert ${dir}\``);
+}
+
+/** The mmproj beside `<name>-<type>.gguf`: `<name>-mmproj-*.gguf`, else the folder's only vision GGUF. */
+async function mmprojBeside(model: string): Promise<string | undefined> {
+  const dir = path.dirname(model);
+  const base = path.basename(model, '.gguf');
+  const type = TEXT_TYPES.find((t) => base.endsWith(`-${t}`));
+  const name = type ? base.slice(0, -type.length - 1) : base;
+  const ggufs = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.gguf') && path.join(dir, f) !== model)
+    .sort();
+  const named = ggufs.filter((f) => f.startsWith(`${name}-mmproj-`));
+  if (named.length === 1) return path.join(dir, named[0]!);
+  const vision: string[] = [];
+  for (const f of ggufs) if ((await architecture(path.join(dir, f))) === 'clip') vision.push(path.join(dir, f));
+  return vision.length === 1 ? vision[0] : undefined;
+}
+
+export async function resolveModelPair(model: string | undefined, mmproj: string | undefined): Promise<{ model: string; mmproj: string }> {
+  if (!model) throw new UsageError('--model is required (a text GGUF, or a folder holding the text GGUF and its mmproj)');
+  if (!fs.existsSync(model)) throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `--model ${model}: no such file or folder`);
+  if (mmproj !== undefined && !fs.existsSync(mmproj)) throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `--mmproj ${mmproj}: no such file`);
+  if (fs.statSync(model).isDirectory()) {
+    const text: string[] = [];
+    const vision: string[] = [];
+    for (const f of fs
+      .readdirSync(model)
+      .filter((x) => x.endsWith('.gguf'))
+      .sort()) {
+      const file = path.join(model, f);
+      const arch = await architecture(file);
+      if (arch === 'clip') vision.push(file);
+      else if (arch === 'gemma' || arch === 'gemma2') text.push(file);
+    }
+    if (text.length === 0 && vision.length === 0 && isCheckpoint(model)) throw notConverted(model);
+    if (text.length !== 1 || (vision.length !== 1 && !mmproj)) {
+      throw new PaliGemmaError(
+        'ERR_INVALID_ARGUMENT',
+        `--model ${model}: expected one text GGUF and one mmproj GGUF in the folder, found ${text.length} text and ${vision.length} mmproj files; name them with --model FILE and --mmproj FILE`,
+      );
+    }
+    return { model: text[0]!, mmproj: mmproj ?? vision[0]! };
+  }
+  if (mmproj) return { model, mmproj };
+  const found = await mmprojBeside(model);
+  if (!found) {
+    throw new UsageError(`no mmproj file beside ${model} (expected <name>-mmproj-<type>.gguf in the same folder): name it with --mmproj FILE`);
+  }
+  return { model, mmproj: found };
+}

@@ -1,0 +1,282 @@
+/**
+ * The options and results of PaliGemma's methods, and the checks that turn user input into the
+ * addon's contract (lib/native/contract.ts) with messages that name the option.
+ */
+import fs from 'node:fs';
+import { invalidArgument, PaliGemmaError } from '../errors';
+import type { ImageInput } from '../image/input';
+import {
+  FLASH_ATTENTION_MODES,
+  type FlashAttentionMode,
+  GPU_CHOICES,
+  type GpuChoice,
+  KV_CACHE_TYPES,
+  type KvCacheType,
+  type NativeGenerateOptions,
+  type NativeLoadOptions,
+  type NativeModelInfo,
+  type StopReason,
+  VISION_ATTENTION_MODES,
+  type VisionAttentionMode,
+} from '../native/contract';
+import type { Box } from '../tasks/locations';
+import type { Mask } from '../tasks/masks';
+import * as v from '../validate';
+
+export interface LoadOptions {
+  /** The text model GGUF (`<name>-<type>.gguf` from `paligemma convert`). */
+  model: string;
+  /** The vision model GGUF (`<name>-mmproj-<type>.gguf`). */
+  mmproj: string;
+  /** Where to run: 'auto' (a GPU when this build has one, else CPU), 'cpu', 'cuda', 'metal' or 'vulkan'. */
+  gpu?: GpuChoice;
+  /** With a GPU: how many text layers to offload (default: all). */
+  gpuLayers?: number;
+  /** CPU threads (default: physical cores). */
+  threads?: number;
+  /** Tokens of context: image tokens + prompt + answer (default: image tokens + 512, within the model's limit). */
+  contextSize?: number;
+  /** llama.cpp flash attention for the language model (default 'auto'); 'off' also turns the vision tower's fused attention off. */
+  flashAttention?: FlashAttentionMode;
+  /** KV cache precision (default 'f16'; 'f32' with flashAttention 'off' tracks the float64 reference to ~4e-4). */
+  kvCacheType?: KvCacheType;
+  /** The vision tower's attention kernel: 'auto' (default), 'fused' or 'separate' (ops in f32). */
+  visionAttention?: VisionAttentionMode;
+  /**
+   * Memory-map the text weights. Default: yes with a GPU; no on the CPU, where llama.cpp copies most
+   * weights into its repacked (faster) layout anyway, so a mapping would keep them resident twice.
+   */
+  mmap?: boolean;
+  /**
+   * MiB of image embeddings the model keeps so that another question about the same image skips
+   * the vision tower (default 64; 0 turns the cache off). Keyed by a SHA-256 of the image bytes or pixels.
+   */
+  imageCacheMB?: number;
+  /** Called with 0..1 while the weights load. */
+  onProgress?: (fraction: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface ModelInfo extends NativeModelInfo {
+  model: string;
+  mmproj: string;
+}
+
+export interface GeneratedToken {
+  id: number;
+  /** The token's piece; may be part of a UTF-8 character (byte tokens). */
+  text: string;
+}
+
+export interface GenerateOptions {
+  image: ImageInput;
+  /** The task prompt, e.g. 'caption en', 'answer en what is this?', 'detect cat ; dog'. "\n" is added. */
+  prompt: string;
+  /** Default 32. */
+  maxTokens?: number;
+  /** 0 (default) decodes greedily, as the paper does. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  /** Sampling seed (with temperature > 0). */
+  seed?: number;
+  /** > 1 penalizes repeats over the last 64 tokens (default 1: off). */
+  repeatPenalty?: number;
+  /** Stop when one of these strings appears; it is not included in the text. */
+  stop?: string[];
+  /** A GBNF grammar (root rule `root`) the output must follow. */
+  grammar?: string;
+  /** Return every step's full-vocabulary logits. */
+  logits?: boolean;
+  /** Treat `<bos>`, `<eos>` and `<image>` in the prompt as control tokens (default false: plain text). */
+  specialTokens?: boolean;
+  /** Emit these tokens instead of sampling (teacher forcing), e.g. to score a given answer. */
+  forceTokens?: ArrayLike<number>;
+  onToken?: (token: GeneratedToken) => void;
+  /** Text as it is generated, in whole UTF-8 characters. */
+  onText?: (chunk: string) => void;
+  /** Aborting rejects the call with an AbortError; no callback runs after abort() returns. */
+  signal?: AbortSignal;
+}
+
+/** Options of the task methods: generate's options (sampling, signal, onText...) minus image and prompt. */
+export type TaskOptions = Omit<GenerateOptions, 'image' | 'prompt'> & {
+  /** Size of the source image, needed to place boxes when `image` is an ImageEmbedding. */
+  imageSize?: { width: number; height: number };
+};
+
+export interface Detection {
+  label: string;
+  /** In pixels of the source image. */
+  box: Box;
+}
+
+export interface Segmentation extends Detection {
+  /** Full source-image size, 0/255. */
+  mask: Mask;
+  /** The decoder's 64x64 map for the box (about -1..1; > 0 is inside). */
+  mask64: Float32Array;
+}
+
+export interface GenerateTimings {
+  /** Image decoding, resizing and normalizing (0 for a cached image or an ImageEmbedding). */
+  preprocessMs: number;
+  /** The vision tower and projector (0 for a cached image or an ImageEmbedding). */
+  encodeMs: number;
+  /** The image embedding came from the model's cache. */
+  imageCached: boolean;
+  /** The prefix (image + prompt) through the language model, in one batch. */
+  prefillMs: number;
+  /** Every step after the first token. */
+  decodeMs: number;
+  /** Time to the first token: preprocess + encode + prefill + the first sampling. */
+  firstTokenMs: number;
+  promptTokens: number;
+  generatedTokens: number;
+}
+
+export interface GenerateResult {
+  text: string;
+  tokens: number[];
+  stopReason: StopReason;
+  /** With `logits: true`: one Float32Array per generated step, full vocabulary. */
+  logits?: Float32Array[];
+  timings: GenerateTimings;
+}
+
+const LOAD_KEYS = [
+  'model',
+  'mmproj',
+  'gpu',
+  'gpuLayers',
+  'threads',
+  'contextSize',
+  'flashAttention',
+  'kvCacheType',
+  'visionAttention',
+  'mmap',
+  'imageCacheMB',
+  'onProgress',
+  'signal',
+] as const;
+const GENERATE_KEYS = [
+  'image',
+  'prompt',
+  'maxTokens',
+  'temperature',
+  'topK',
+  'topP',
+  'minP',
+  'seed',
+  'repeatPenalty',
+  'stop',
+  'grammar',
+  'logits',
+  'specialTokens',
+  'forceTokens',
+  'onToken',
+  'onText',
+  'signal',
+] as const;
+
+function checkKeys(name: string, o: object, allowed: readonly string[]) {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) throw invalidArgument(`${name}.${k}`, `one of the known options (${allowed.join(', ')})`, `unknown option '${k}'`);
+  }
+}
+
+async function checkReadable(name: string, file: unknown) {
+  if (typeof file !== 'string' || !file) throw invalidArgument(name, 'a GGUF file path', file);
+  try {
+    const st = await fs.promises.stat(file);
+    if (!st.isFile()) throw new PaliGemmaError('ERR_INVALID_FILE', `${file}: not a file (${name})`);
+  } catch (err) {
+    if (err instanceof PaliGemmaError) throw err;
+    throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${file}: no such file (${name})`, { cause: err });
+  }
+}
+
+export interface LoadPlan {
+  native: NativeLoadOptions;
+  onProgress?: (fraction: number) => void;
+  signal?: AbortSignal;
+}
+
+/** Checks PaliGemma.load's options and the two files; returns what the addon takes. */
+export async function planLoad(options: LoadOptions): Promise<LoadPlan> {
+  if (!v.isPlainObject(options)) throw invalidArgument('PaliGemma.load(options)', 'an object', options);
+  checkKeys('PaliGemma.load options', options, LOAD_KEYS);
+  const cacheMB = v.optionalNumber('options.imageCacheMB', options.imageCacheMB, 0, 1 << 20) ?? 64;
+  if (options.mmap !== undefined && typeof options.mmap !== 'boolean') throw invalidArgument('options.mmap', 'a boolean', options.mmap);
+  const native: NativeLoadOptions = {
+    model: options.model,
+    mmproj: options.mmproj,
+    gpu: v.optionalEnum('options.gpu', options.gpu, GPU_CHOICES) ?? 'auto',
+    gpuLayers: v.optionalInteger('options.gpuLayers', options.gpuLayers, 0, 100000),
+    threads: v.optionalInteger('options.threads', options.threads, 1, 1024),
+    contextSize: v.optionalInteger('options.contextSize', options.contextSize, 16, 1 << 20),
+    flashAttention: v.optionalEnum('options.flashAttention', options.flashAttention, FLASH_ATTENTION_MODES),
+    kvCacheType: v.optionalEnum('options.kvCacheType', options.kvCacheType, KV_CACHE_TYPES),
+    visionAttention: v.optionalEnum('options.visionAttention', options.visionAttention, VISION_ATTENTION_MODES),
+    mmap: options.mmap,
+    imageCacheBytes: Math.round(cacheMB * 1024 * 1024),
+  };
+  const onProgress = v.optionalFunction<(f: number) => void>('options.onProgress', options.onProgress);
+  const signal = v.optionalSignal('options.signal', options.signal);
+  await checkReadable('options.model', options.model);
+  await checkReadable('options.mmproj', options.mmproj);
+  return { native, onProgress, signal };
+}
+
+/** A checked generate call: the addon's options (image filled in later) and the JS-side parts. */
+export interface GeneratePlan {
+  native: Omit<NativeGenerateOptions, 'image'>;
+  onToken?: (t: GeneratedToken) => void;
+  onText?: (s: string) => void;
+  signal?: AbortSignal;
+}
+
+/** Checks generate's options (everything but the image). */
+export function planGenerate(options: GenerateOptions, vocabSize: number, what = 'generate'): GeneratePlan {
+  if (!v.isPlainObject(options)) throw invalidArgument(`${what}(options)`, 'an object', options);
+  checkKeys(`${what} options`, options, GENERATE_KEYS);
+  const name = (k: string) => `${what} options.${k}`;
+  if (typeof options.prompt !== 'string') throw invalidArgument(name('prompt'), 'a string', options.prompt);
+  if (options.stop !== undefined && !(Array.isArray(options.stop) && options.stop.every((s) => typeof s === 'string' && s.length > 0))) {
+    throw invalidArgument(name('stop'), 'an array of non-empty strings', options.stop);
+  }
+  let forceTokens: Int32Array | undefined;
+  if (options.forceTokens !== undefined) {
+    const f = options.forceTokens;
+    if (!f || typeof f !== 'object' || typeof f.length !== 'number') throw invalidArgument(name('forceTokens'), 'an array of token ids', f);
+    forceTokens = Int32Array.from(f);
+    forceTokens.forEach((id, i) => {
+      if (id < 0 || id >= vocabSize || id !== f[i]) throw invalidArgument(`${name('forceTokens')}[${i}]`, `a token id below ${vocabSize}`, f[i]);
+    });
+  }
+  if (options.logits !== undefined && typeof options.logits !== 'boolean') throw invalidArgument(name('logits'), 'a boolean', options.logits);
+  if (options.specialTokens !== undefined && typeof options.specialTokens !== 'boolean') {
+    throw invalidArgument(name('specialTokens'), 'a boolean', options.specialTokens);
+  }
+  return {
+    native: {
+      prompt: options.prompt,
+      maxTokens: v.optionalInteger(name('maxTokens'), options.maxTokens, 0, 1 << 20) ?? 32,
+      temperature: v.optionalNumber(name('temperature'), options.temperature, 0, 100),
+      topK: v.optionalInteger(name('topK'), options.topK, 0, 1 << 20),
+      topP: v.optionalNumber(name('topP'), options.topP, 0, 1),
+      minP: v.optionalNumber(name('minP'), options.minP, 0, 1),
+      seed: v.optionalInteger(name('seed'), options.seed, 0, 0xffffffff),
+      repeatPenalty: v.optionalNumber(name('repeatPenalty'), options.repeatPenalty, 0.01, 100),
+      grammar: v.optionalString(name('grammar'), options.grammar),
+      stop: options.stop,
+      logits: options.logits,
+      specialTokens: options.specialTokens,
+      forceTokens,
+    },
+    onToken: v.optionalFunction<(t: GeneratedToken) => void>(name('onToken'), options.onToken),
+    onText: v.optionalFunction<(s: string) => void>(name('onText'), options.onText),
+    signal: v.optionalSignal(name('signal'), options.signal),
+  };
+}
