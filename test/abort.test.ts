@@ -1,46 +1,93 @@
-// Abort in the middle of the vision encoder and of the prefill, on a model made heavy enough for a
-// timer to land inside them (896 px: 4096 image tokens).
+// Abort at known points of a generation (the start of the vision encoder, of the prefill, the
+// first token), on a model heavy enough that each part takes a while (448 px: 1024 image tokens,
+// six layers each side, so that no single graph node is a large share of a part).
+// What is checked is where the abort landed and how long native work ran on after abort()
+// returned, as the addon reports them; not wall-clock ratios.
 import path from 'node:path';
 import t from 'tap';
 import { writeSyntheticCheckpoint } from '../bench/synthetic';
-import { AbortError, convert, PaliGemma } from '../lib/index';
+import { AbortError, convert, PaliGemma, type Phase } from '../lib/index';
+import type { NativeGenerateResult } from '../lib/native/contract';
 import { FIXTURES } from './helpers/fixtures';
+import { spyNative } from './helpers/spy';
 import { tmpDir } from './helpers/tmp';
 
 const dir = tmpDir();
 const png = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png');
 
-t.test('abort lands inside encoding and prefill, rejects with AbortError, model stays usable', async (t) => {
+t.test('an abort stops the encoder, the prefill and decoding where it lands; the model stays usable', async (t) => {
   const ckpt = path.join(dir, 'ckpt');
-  writeSyntheticCheckpoint(ckpt, 896, () => undefined, {
-    text: { hidden: 256, ffn: 512, layers: 2, heads: 4, kvHeads: 1, headDim: 64, vocab: 1600 },
-    vision: { hidden: 128, ffn: 256, layers: 2, heads: 2 },
+  writeSyntheticCheckpoint(ckpt, 448, () => undefined, {
+    text: { hidden: 256, ffn: 1024, layers: 6, heads: 4, kvHeads: 1, headDim: 64, vocab: 1600 },
+    vision: { hidden: 256, ffn: 1024, layers: 6, heads: 4 },
   });
   const files = await convert({ input: ckpt, outDir: path.join(dir, 'gguf'), type: 'f32' });
-  const model = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, contextSize: 4096 + 64 });
+  const model = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, contextSize: 1024 + 64 });
   t.teardown(() => model.dispose());
 
-  const full = await model.generate({ image: png, prompt: 'caption en', maxTokens: 1 });
+  const full = await model.generate({ image: png, prompt: 'caption en', maxTokens: 3 });
   const { encodeMs, prefillMs } = full.timings;
-  t.ok(encodeMs > 20 && prefillMs > 20, `encode ${encodeMs.toFixed(0)} ms, prefill ${prefillMs.toFixed(0)} ms: long enough to interrupt`);
+  t.ok(encodeMs > 20 && prefillMs > 20, `encode ${encodeMs.toFixed(0)} ms, prefill ${prefillMs.toFixed(0)} ms`);
 
-  // Inside the encoder: abort a third of the way through.
-  const ac1 = new AbortController();
-  setTimeout(() => ac1.abort(), encodeMs / 3);
-  const t1 = performance.now();
-  const e1 = await model.encodeImage(png, { signal: ac1.signal }).catch((e) => e);
-  t.ok(e1 instanceof AbortError, 'encodeImage rejects with AbortError');
-  t.ok(performance.now() - t1 < encodeMs * 0.9, `stopped early (${(performance.now() - t1).toFixed(0)} of ${encodeMs.toFixed(0)} ms)`);
+  /** Generates, calling abort() when `when` says so; returns the rejection and what the native side reported. */
+  async function abortAt(when: { phase?: Phase; token?: number }) {
+    const ac = new AbortController();
+    const spy = spyNative(model);
+    let tokensSeen = 0;
+    let callbacksAfterAbort = 0;
+    try {
+      const err = await model
+        .generate({
+          image: png,
+          prompt: 'caption en',
+          maxTokens: 50,
+          forceTokens: Array.from({ length: 50 }, (_, i) => 300 + i),
+          signal: ac.signal,
+          onPhase: (p) => {
+            if (ac.signal.aborted) callbacksAfterAbort++;
+            if (p === when.phase) ac.abort();
+          },
+          onToken: () => {
+            if (ac.signal.aborted) callbacksAfterAbort++;
+            if (++tokensSeen === when.token) ac.abort();
+          },
+        })
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      await new Promise((r) => setTimeout(r, 20)); // events still in flight would arrive now
+      return { err, native: spy.calls.find((c) => c.name === 'generate')!.result as NativeGenerateResult, callbacksAfterAbort };
+    } finally {
+      spy.restore();
+    }
+  }
 
-  // Inside the prefill: the embedding is given, so the call starts with the prefill.
-  const embd = await model.encodeImage(png);
-  const ac2 = new AbortController();
-  setTimeout(() => ac2.abort(), prefillMs / 3);
-  const t2 = performance.now();
-  const e2 = await model.generate({ image: embd, prompt: 'caption en', maxTokens: 5, signal: ac2.signal }).catch((e) => e);
-  t.ok(e2 instanceof AbortError, 'generate rejects with AbortError');
-  t.ok(performance.now() - t2 < prefillMs * 0.9, `stopped inside the prefill (${(performance.now() - t2).toFixed(0)} of ${prefillMs.toFixed(0)} ms)`);
+  // Aborted as the encoder starts: the vision graph stops between nodes, long before its end.
+  const enc = await abortAt({ phase: 'encode' });
+  t.ok(enc.err instanceof AbortError, 'rejects with AbortError');
+  t.equal(enc.native.abort?.phase, 'encode', 'the vision graph itself stopped');
+  t.ok(
+    enc.native.abort!.latencyMs < encodeMs / 3,
+    `native work went on ${enc.native.abort!.latencyMs.toFixed(1)} ms after abort() (encode takes ${encodeMs.toFixed(0)})`,
+  );
 
-  const again = await model.generate({ image: embd, prompt: 'caption en', maxTokens: 1 });
+  // Aborted as the prefill starts: llama.cpp's abort callback stops llama_decode of the prefix.
+  const pre = await abortAt({ phase: 'prefill' });
+  t.ok(pre.err instanceof AbortError, 'rejects with AbortError');
+  t.equal(pre.native.abort?.phase, 'prefill', 'the prefill itself stopped');
+  t.ok(
+    pre.native.abort!.latencyMs < prefillMs / 3,
+    `native work went on ${pre.native.abort!.latencyMs.toFixed(1)} ms after abort() (prefill takes ${prefillMs.toFixed(0)})`,
+  );
+
+  // Aborted at the first token: at most one more decoding step, and no callback after abort().
+  const dec = await abortAt({ token: 1 });
+  t.ok(dec.err instanceof AbortError, 'rejects with AbortError');
+  t.equal(dec.native.abort?.phase, 'decode');
+  t.ok(dec.native.tokens.length <= 2, `${dec.native.tokens.length} token(s) generated of 50`);
+  t.equal(dec.callbacksAfterAbort + enc.callbacksAfterAbort + pre.callbacksAfterAbort, 0, 'no onToken/onPhase after abort() returned');
+
+  const again = await model.generate({ image: png, prompt: 'caption en', maxTokens: 3 });
   t.same(again.tokens, full.tokens, 'the next call gives the same answer as before');
 });

@@ -2,9 +2,12 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { writeMasks } from '../lib/cli/commands/tasks';
 import { annotate } from '../lib/image/annotate';
 import { encodePNG } from '../lib/image/png';
+import { PaliGemma, parseLocations } from '../lib/index';
 import { getBinding } from '../lib/native/binding';
+import { maskToRLE } from '../lib/tasks/masks';
 import { runCli } from './helpers/cli';
 import { convertedFixture, FIXTURES } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
@@ -13,39 +16,70 @@ const png = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png');
 const dir = tmpDir();
 
 const run = runCli;
+const roundBox = (b: { x1: number; y1: number; x2: number; y2: number }) => ({
+  x1: Math.round(b.x1),
+  y1: Math.round(b.y1),
+  x2: Math.round(b.x2),
+  y2: Math.round(b.y2),
+});
 
-t.test('task commands: text streams, --json prints the structured result, --model DIR', async (t) => {
+t.test('task commands print what the API returns; --json gives the structured result; --model DIR', async (t) => {
   const files = await convertedFixture('tiny-v2', 'f32', true);
+  const api = await PaliGemma.load({ ...files, gpu: 'cpu' });
+  t.teardown(() => api.dispose());
   const pair = ['--model', files.model, '--mmproj', files.mmproj, '--gpu', 'cpu'];
+
   const cap = await run(['caption', png, ...pair, '--max-tokens', '4']);
   t.equal(cap.code, 0, cap.err);
-  t.ok(cap.out.length > 1, 'caption printed');
+  const caption = await api.caption(png, { maxTokens: 4 });
+  t.ok(caption.length > 0, 'the tiny model says something');
+  t.equal(cap.out, `${caption}\n`, 'caption: the streamed text is the caption');
   t.match(cap.err, /loading model 100%/, 'load progress on stderr');
 
-  const json = await run(['ask', png, 'what', 'is', 'it?', ...pair, '--max-tokens', '3', '--json']);
+  const json = await run(['ask', png, 'what', 'is', 'it?', ...pair, '-n', '3', '--json']);
   t.equal(json.code, 0, json.err);
   const parsed = JSON.parse(json.out);
-  t.equal(parsed.task, 'ask');
-  t.equal(parsed.question, 'what is it?');
-  t.equal(parsed.backend, 'CPU');
-  t.type(parsed.text, 'string');
+  t.match(parsed, { task: 'ask', question: 'what is it?', backend: 'CPU', model: files.model, image: png });
+  t.equal(parsed.text, await api.answer(png, 'what is it?', { maxTokens: 3 }), 'ask --json: the answer');
 
   const folder = path.dirname(files.model);
-  const det = await run(['detect', png, 'cat ; dog', '--model', folder, '--max-tokens', '8', '--json']);
+  const det = await run(['detect', png, 'cat ; dog', '-m', folder, '--max-tokens', '8', '--json']);
   t.equal(det.code, 0, det.err);
   const d = JSON.parse(det.out);
   t.same(d.labels, ['cat', 'dog']);
-  t.ok(Array.isArray(d.detections));
+  const boxes = (await api.detect(png, ['cat', 'dog'], { maxTokens: 8 })).map((x) => ({ label: x.label, box: roundBox(x.box) }));
+  t.same(d.detections, boxes, 'detect --json: the API detections, in whole pixels');
 
   const annotated = path.join(dir, 'out.png');
   const seg = await run(['segment', png, 'cat', ...pair, '--max-tokens', '24', '--annotate', annotated]);
   t.equal(seg.code, 0, seg.err);
+  const found = await api.segment(png, 'cat', { maxTokens: 24 });
+  t.equal(seg.out.includes('(nothing found)'), found.length === 0, 'segment: prints what the API finds');
   const img = await getBinding().binding.decodeImage(fs.readFileSync(annotated));
   t.same([img.width, img.height], [150, 200], 'annotated picture has the source size');
 
-  const runRaw = await run(['run', png, '--prompt', 'detect cat', ...pair, '--max-tokens', '4', '--json']);
+  const runRaw = await run(['run', png, 'detect', 'cat', ...pair, '--max-tokens', '4', '--json']);
   t.equal(runRaw.code, 0, runRaw.err);
-  t.ok(Array.isArray(JSON.parse(runRaw.out).locations));
+  const r = JSON.parse(runRaw.out);
+  const gen = await api.generate({ image: png, prompt: 'detect cat', maxTokens: 4 });
+  t.match(r, { prompt: 'detect cat', text: gen.text, stopReason: gen.stopReason });
+  t.same(r.locations, parseLocations(gen.text, { width: 150, height: 200 }), 'run --json: the parsed locations of the text');
+});
+
+t.test('segment --mask writes the union and one file per object; masks as run lengths', async (t) => {
+  const a = { width: 6, height: 4, data: new Uint8Array(24) };
+  const b = { width: 6, height: 4, data: new Uint8Array(24) };
+  a.data.fill(255, 0, 3); // row 0, x 0..2
+  b.data.fill(255, 20, 24); // row 3, x 2..5
+  const file = path.join(dir, 'm.png');
+  t.same(writeMasks(file, [a, b]), [file, path.join(dir, 'm-1.png'), path.join(dir, 'm-2.png')]);
+  const decode = async (f: string) => (await getBinding().binding.decodeImage(fs.readFileSync(f))).data.filter((_, i) => i % 3 === 0);
+  t.same(Array.from(await decode(file)), Array.from(a.data.map((v, i) => v | b.data[i]!)), 'the union');
+  t.same(Array.from(await decode(path.join(dir, 'm-2.png'))), Array.from(b.data), 'the second object alone');
+  t.same(writeMasks(path.join(dir, 'one.png'), [a]), [path.join(dir, 'one.png')], 'one object: one file');
+  t.same(maskToRLE(a), { width: 6, height: 4, counts: [0, 3, 21] }, 'run lengths start with the 0s');
+  t.same(maskToRLE(b).counts, [20, 4]);
+  t.end();
 });
 
 t.test('task commands: bad usage exits 2, runtime errors exit 1 with one line', async (t) => {

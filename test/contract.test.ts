@@ -3,7 +3,7 @@
 import path from 'node:path';
 import t from 'tap';
 import { getBinding } from '../lib/native/binding';
-import { NATIVE_ERROR_CODES, STOP_REASONS } from '../lib/native/contract';
+import { NATIVE_ERROR_CODES, PHASES, STOP_REASONS } from '../lib/native/contract';
 import { convertedFixture, FIXTURES } from './helpers/fixtures';
 
 const { binding } = getBinding('cpu');
@@ -12,6 +12,7 @@ const png = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png');
 t.test('enumerations are the same on both sides', (t) => {
   t.same(binding.constants.errorCodes, [...NATIVE_ERROR_CODES], 'error codes');
   t.same(binding.constants.stopReasons, [...STOP_REASONS], 'stop reasons');
+  t.same(binding.constants.phases, [...PHASES], 'phases');
   t.end();
 });
 

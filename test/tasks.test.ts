@@ -26,7 +26,7 @@ t.test('parseLocations: objects, labels, segments', (t) => {
   t.end();
 });
 
-t.test('parseLocations: junk, partial groups and broken tokens are skipped, boxes ordered and clamped', (t) => {
+t.test('parseLocations: junk, partial groups and broken tokens are skipped, boxes ordered and inside the image', (t) => {
   const size = { width: 100, height: 100 };
   t.same(parseLocations('', size), []);
   t.same(parseLocations('no boxes here', size), []);
@@ -42,6 +42,8 @@ t.test('parseLocations: junk, partial groups and broken tokens are skipped, boxe
     ['a', 'b'],
     'good groups survive around junk',
   );
+  const edge = parseLocations('<loc0000><loc0000><loc1023><loc1023> all', { width: 640, height: 480 })[0]!.box;
+  t.same(edge, { x1: 0, y1: 0, x2: (1023 / 1024) * 640, y2: (1023 / 1024) * 480 }, 'the largest bins stay inside the image');
   const badSeg = parseLocations(`<loc0000><loc0000><loc0100><loc0100>${'<seg200>'.repeat(16)} x`, size);
   t.equal(badSeg.length, 1);
   t.equal(badSeg[0]!.seg, undefined, 'out-of-range seg codes are dropped');
@@ -66,6 +68,83 @@ t.test('masks: bilinear resize and paste', (t) => {
   t.equal(m.data[5 * 50 + 12], 0, 'outside the box is out');
   t.equal(m.data.filter((v) => v === 255).length, 10 * 20, 'exactly the left half of the box');
   t.equal(pasteMask(half, { x1: 5, y1: 5, x2: 5, y2: 9 }, 10, 10).data.filter(Boolean).length, 0, 'an empty box pastes nothing');
+  // A box reaching outside the image (a caller's own box) is cut to it.
+  const ones = new Float32Array(64 * 64).fill(1);
+  const cut = pasteMask(ones, { x1: -5, y1: 8, x2: 4, y2: 20 }, 10, 10);
+  t.equal(cut.data.filter(Boolean).length, 4 * 2, 'only the part inside the image is set');
+  t.end();
+});
+
+/**
+ * PIL's BILINEAR resize of one axis, written out directly in float64: output pixel o samples the
+ * input around (o + 0.5) * in / out with a triangle filter widened by the scale when shrinking.
+ */
+function pilTriangleWeights(inSize: number, outSize: number): { first: number; w: number[] }[] {
+  const scale = inSize / outSize;
+  const widen = Math.max(scale, 1);
+  const out: { first: number; w: number[] }[] = [];
+  for (let o = 0; o < outSize; o++) {
+    const center = (o + 0.5) * scale;
+    const first = Math.max(0, Math.trunc(center - widen + 0.5));
+    const last = Math.min(inSize, Math.trunc(center + widen + 0.5));
+    const w: number[] = [];
+    for (let i = first; i < last; i++) w.push(Math.max(0, 1 - Math.abs((i - center + 0.5) / widen)));
+    const sum = w.reduce((a, b) => a + b, 0);
+    out.push({ first, w: w.map((x) => x / sum) });
+  }
+  return out;
+}
+
+/** The expected full-size mask: the map resized to the rounded box in one 2-D sum, > 0 inside. */
+function expectedMask(map: Float64Array, box: { x1: number; y1: number; x2: number; y2: number }, width: number, height: number) {
+  const x1 = Math.round(box.x1);
+  const y1 = Math.round(box.y1);
+  const bw = Math.round(box.x2) - x1;
+  const bh = Math.round(box.y2) - y1;
+  const wx = pilTriangleWeights(64, bw);
+  const wy = pilTriangleWeights(64, bh);
+  const mask = new Uint8Array(width * height);
+  const margin = new Float64Array(width * height).fill(Infinity); // |value|: how far from the threshold
+  for (let y = 0; y < bh; y++) {
+    for (let x = 0; x < bw; x++) {
+      let v = 0;
+      wy[y]!.w.forEach((a, j) => {
+        wx[x]!.w.forEach((b, i) => {
+          v += a * b * map[(wy[y]!.first + j) * 64 + wx[x]!.first + i]!;
+        });
+      });
+      mask[(y1 + y) * width + x1 + x] = v > 0 ? 255 : 0;
+      margin[(y1 + y) * width + x1 + x] = Math.abs(v);
+    }
+  }
+  return { mask, margin };
+}
+
+t.test('masks: the placed mask equals an independent bilinear resize, thresholded at 0', (t) => {
+  // A smooth map with values near 0 (|v| <= 0.12): a threshold of +-0.5 or a box filter changes it.
+  const map = new Float64Array(64 * 64).map((_, k) => 0.1 * Math.sin((k % 64) * 0.31 + Math.floor(k / 64) * 0.17) + 0.05 * Math.cos(k * 0.011) - 0.013);
+  const boxes = [
+    { x1: 3.4, y1: 7.6, x2: 40.2, y2: 16.9, w: 50, h: 30 }, // 37 x 9: shrinks
+    { x1: 0, y1: 0, x2: 117, y2: 83, w: 120, h: 90 }, // 117 x 83: grows
+    { x1: 11.5, y1: 2.49, x2: 28.5, y2: 67.5, w: 40, h: 70 }, // 17 x 66: shrinks one way, grows the other
+    { x1: 5, y1: 5, x2: 70, y2: 69, w: 75, h: 75 }, // 65 x 64: almost the map's own size
+  ];
+  for (const b of boxes) {
+    const got = pasteMask(Float32Array.from(map), b, b.w, b.h);
+    const want = expectedMask(map, b, b.w, b.h);
+    let differ = 0;
+    let unsure = 0;
+    for (let i = 0; i < got.data.length; i++) {
+      if (got.data[i] === want.mask[i]) continue;
+      if (want.margin[i]! < 1e-5)
+        unsure++; // float32 vs float64 may part right at the threshold
+      else differ++;
+    }
+    const inside = want.mask.filter(Boolean).length;
+    t.equal(differ, 0, `box ${JSON.stringify(b)}: equal to the reference (${inside} pixels in, ${unsure} at the threshold)`);
+    t.ok(unsure <= got.data.length * 0.002, 'almost no pixel sits at the threshold');
+    t.ok(inside > 0 && inside < (Math.round(b.x2) - Math.round(b.x1)) * (Math.round(b.y2) - Math.round(b.y1)), 'the mask is neither empty nor the whole box');
+  }
   t.end();
 });
 

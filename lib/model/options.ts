@@ -15,6 +15,7 @@ import {
   type NativeGenerateOptions,
   type NativeLoadOptions,
   type NativeModelInfo,
+  type Phase,
   type StopReason,
   VISION_ATTENTION_MODES,
   type VisionAttentionMode,
@@ -96,6 +97,11 @@ export interface GenerateOptions {
   onToken?: (token: GeneratedToken) => void;
   /** Text as it is generated, in whole UTF-8 characters. */
   onText?: (chunk: string) => void;
+  /**
+   * Called as each part of the call starts: 'encode' (the vision tower; not for a cached image or
+   * an ImageEmbedding), 'prefill' (image + prompt through the language model), 'decode'.
+   */
+  onPhase?: (phase: Phase) => void;
   /** Aborting rejects the call with an AbortError; no callback runs after abort() returns. */
   signal?: AbortSignal;
 }
@@ -177,6 +183,7 @@ const GENERATE_KEYS = [
   'forceTokens',
   'onToken',
   'onText',
+  'onPhase',
   'signal',
 ] as const;
 
@@ -234,6 +241,7 @@ export interface GeneratePlan {
   native: Omit<NativeGenerateOptions, 'image'>;
   onToken?: (t: GeneratedToken) => void;
   onText?: (s: string) => void;
+  onPhase?: (phase: Phase) => void;
   signal?: AbortSignal;
 }
 
@@ -277,6 +285,7 @@ export function planGenerate(options: GenerateOptions, vocabSize: number, what =
     },
     onToken: v.optionalFunction<(t: GeneratedToken) => void>(name('onToken'), options.onToken),
     onText: v.optionalFunction<(s: string) => void>(name('onText'), options.onText),
+    onPhase: v.optionalFunction<(p: Phase) => void>(name('onPhase'), options.onPhase),
     signal: v.optionalSignal(name('signal'), options.signal),
   };
 }

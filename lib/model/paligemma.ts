@@ -7,7 +7,7 @@
 import { AbortError, callNative, invalidArgument, PaliGemmaError } from '../errors';
 import { ImageEmbedding, type ImageInput, resolveImage } from '../image/input';
 import { getBinding } from '../native/binding';
-import type { NativeAbortToken, NativeBinding, NativeImage, NativeModelHandle } from '../native/contract';
+import type { NativeAbortToken, NativeBinding, NativeImage, NativeModelHandle, Phase } from '../native/contract';
 import { parseLocations } from '../tasks/locations';
 import { pasteMask } from '../tasks/masks';
 import { answerPrompt, captionPrompt, checkLabels, detectPrompt, OCR_PROMPT, segmentPrompt, type TaskPrompt } from '../tasks/prompts';
@@ -166,6 +166,7 @@ export class PaliGemma {
       const input = await ready;
       if ('embedding' in input) return new ImageEmbedding(input.embedding, input.tokens, input.dim);
       const r = await this.withToken(signal, 'encodeImage', (token) => n.encodeImage(input, token));
+      if (signal?.aborted || this.disposing) throw this.disposing ? disposedError('encodeImage') : abortError(signal, 'encodeImage');
       return new ImageEmbedding(r.data, r.tokens, r.dim);
     });
   }
@@ -188,7 +189,7 @@ export class PaliGemma {
 
   /** One queued native generate call: image, prefix and answer in the core. */
   private runGenerate(plan: GeneratePlan, image: Promise<NativeImage>, what: string): Promise<GenerateResult> {
-    const { native, onToken, onText, signal } = plan;
+    const { native, onToken, onText, onPhase, signal } = plan;
     return this.enqueue(async (n) => {
       const input = await image;
       let callbackError: { error: unknown } | undefined;
@@ -198,8 +199,11 @@ export class PaliGemma {
           // After abort() (or a throwing callback) no callback runs, whatever the native side still sends.
           if (stopped || token.aborted) return;
           try {
-            if (id >= 0) onToken?.({ id, text: piece });
-            if (text) onText?.(text);
+            if (id === -2) onPhase?.(piece as Phase);
+            else {
+              if (id >= 0) onToken?.({ id, text: piece });
+              if (text) onText?.(text);
+            }
           } catch (error) {
             // A throwing callback stops the generation; the call rejects with its error.
             callbackError = { error };
@@ -207,13 +211,14 @@ export class PaliGemma {
             token.abort();
           }
         };
-        return n.generate({ ...native, image: input }, token, onToken || onText ? onEvent : undefined);
+        return n.generate({ ...native, image: input }, token, onToken || onText || onPhase ? onEvent : undefined);
       }).catch((err) => {
         if (callbackError) throw callbackError.error;
         throw err;
       });
       if (callbackError) throw callbackError.error;
-      if (r.stopReason === 'abort') throw this.disposing ? disposedError(what) : abortError(signal, what);
+      // An abort that came too late to stop the native work still rejects: abort() has returned.
+      if (r.stopReason === 'abort' || signal?.aborted || this.disposing) throw this.disposing ? disposedError(what) : abortError(signal, what);
       const result: GenerateResult = { text: r.text, tokens: Array.from(r.tokens), stopReason: r.stopReason, timings: r.timings };
       if (r.logits) {
         const V = this.info.vocabSize;

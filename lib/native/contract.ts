@@ -22,6 +22,9 @@ export type VisionAttentionMode = (typeof VISION_ATTENTION_MODES)[number];
 
 export const STOP_REASONS = ['eos', 'maxTokens', 'stop', 'abort'] as const;
 export type StopReason = (typeof STOP_REASONS)[number];
+/** The parts of a generation, in order (native/core/pg_generate.h pg_phase). */
+export const PHASES = ['encode', 'prefill', 'decode'] as const;
+export type Phase = (typeof PHASES)[number];
 
 export interface NativeDeviceInfo {
   name: string;
@@ -153,6 +156,8 @@ export interface NativeGenerateResult {
   stopReason: StopReason;
   logits?: Float32Array;
   timings: NativeTimings;
+  /** With stopReason 'abort': the part the abort cut short, and how long native work ran on after abort() was called. */
+  abort?: { phase: Phase; latencyMs: number };
 }
 
 export interface NativeEncodeResult {
@@ -187,7 +192,10 @@ export interface NativeModelInfo {
   eosId: number;
 }
 
-/** Called for every generated token (id, piece) and text chunk; id -1 with the held-back text at the end. */
+/**
+ * Called for every generated token (id >= 0, its piece, newly completed text); with id -1 and the
+ * held-back text at the end; with id -2 and a phase name as `piece` when a phase starts.
+ */
 export type NativeTokenListener = (id: number, piece: string, text: string) => void;
 
 export interface NativeModelHandle {
@@ -204,7 +212,7 @@ export interface NativeModelHandle {
 export interface NativeBinding {
   AbortToken: new () => NativeAbortToken;
   NativeModel: abstract new () => NativeModelHandle;
-  constants: { errorCodes: string[]; stopReasons: string[] };
+  constants: { errorCodes: string[]; stopReasons: string[]; phases: string[] };
   imageSize(bytes: Uint8Array, label?: string): { width: number; height: number };
   decodeImage(bytes: Uint8Array, label?: string): Promise<{ width: number; height: number; channels: 3; data: Uint8Array }>;
   loadModel(options: NativeLoadOptions, token: NativeAbortToken, onProgress: (fraction: number) => void): Promise<NativeModelHandle>;
@@ -212,5 +220,7 @@ export interface NativeBinding {
   quantizeRows(data: Float32Array, cols: number, ggmlType: string): Promise<Uint8Array>;
   inspectTextModel(path: string, texts: string[], vocabOnly: boolean): Promise<NativeTextInspection>;
   systemInfo(): Promise<NativeSystemInfo>;
+  /** Bytes the C allocator holds for the process (glibc), -1 elsewhere: a leak check's probe. */
+  nativeHeapBytes(): number;
   readGGUF(path: string, maxArrayLength?: number): Promise<NativeGGUF>;
 }

@@ -24,12 +24,11 @@ const GROUP = /((?:<loc\d{4}>){4})\s*((?:<seg\d{3}>){16})?\s*([^;<>]*)/g;
 const LOC = /<loc(\d{4})>/g;
 const SEG = /<seg(\d{3})>/g;
 
-export const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
-
 /**
  * Parses detection/segmentation output: groups of `<loc>`x4 [`<seg>`x16] [label] separated by ` ; `.
  * Junk, partial groups, out-of-range tokens and boxes without area are skipped, never thrown. Boxes
- * are in pixels of a `width` x `height` image, ordered (x1 < x2, y1 < y2) and clamped to it.
+ * are in pixels of a `width` x `height` image and ordered (x1 < x2, y1 < y2); bins stop at 1023, so
+ * every box lies inside the image.
  */
 export function parseLocations(text: string, size: { width: number; height: number }): Location[] {
   if (typeof text !== 'string') return [];
@@ -44,7 +43,7 @@ export function parseLocations(text: string, size: { width: number; height: numb
     if (y1 === y2 || x1 === x2) continue; // no area: big_vision's evaluator drops these too
     const loc: Location = {
       label: m[3]!.trim(),
-      box: { x1: clamp(x1, 0, width), y1: clamp(y1, 0, height), x2: clamp(x2, 0, width), y2: clamp(y2, 0, height) },
+      box: { x1, y1, x2, y2 },
     };
     if (m[2]) {
       const codes = [...m[2].matchAll(SEG)].map((x) => Number(x[1]));

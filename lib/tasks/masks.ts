@@ -2,7 +2,9 @@
  * How a segmentation lands on the source image: the decoder's 64x64 map resized to its box
  * (bilinear), thresholded at 0 and pasted into a full-size mask.
  */
-import { type Box, clamp } from './locations';
+import type { Box } from './locations';
+
+const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
 
 export interface Mask {
   width: number;
@@ -63,7 +65,8 @@ export function resizeBilinear(src: Float32Array, sw: number, sh: number, dw: nu
 
 /**
  * Places a 64x64 mask map (decoder output, about -1..1) into a full-size mask: resized to the box
- * (bilinear), thresholded at 0, pasted at the box. Pixels outside the box are 0.
+ * (bilinear; corners rounded to pixels, and a box reaching outside the image cut to it), thresholded
+ * at 0, pasted at the box. Pixels outside the box are 0.
  */
 export function pasteMask(mask64: Float32Array, box: Box, width: number, height: number): Mask {
   const data = new Uint8Array(width * height);

@@ -7,6 +7,7 @@
 #include <cstring>
 
 const char * const PG_STOP_REASON_NAMES[4] = { "eos", "maxTokens", "stop", "abort" };
+const char * const PG_PHASE_NAMES[3]       = { "encode", "prefill", "decode" };
 
 namespace {
 
@@ -177,7 +178,7 @@ struct text_filter {
 
 }  // namespace
 
-bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token_fn & on_token, const std::atomic<bool> * abort,
+bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_generate_callbacks & cb, const std::atomic<bool> * abort,
                  pg_generate_result & out, pg_error & err) {
     if (!check_params(m, p, err)) return false;
     const auto          t_start = clock_type::now();
@@ -199,22 +200,24 @@ bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token
     m.abort_source.store(abort);
     auto aborted = [&] { return abort && abort->load(std::memory_order_relaxed); };
 
-    llama_context * ctx = m.ctx.get();
-    llama_memory_clear(llama_get_memory(ctx), true);
-    if (aborted()) {
-        out.reason = PG_STOP_ABORT;
+    llama_context * ctx  = m.ctx.get();
+    auto            stop = [&](pg_phase phase) {
+        out.reason     = PG_STOP_ABORT;
+        out.aborted_in = phase;
         return true;
-    }
+    };
+    llama_memory_clear(llama_get_memory(ctx), true);
+    if (aborted()) return stop(PG_PHASE_PREFILL);
+    if (cb.on_phase) cb.on_phase(PG_PHASE_PREFILL);
     auto t0 = clock_type::now();
     llama_set_causal_attn(ctx, false);
     int rc = llama_decode(ctx, bg.b);
     llama_set_causal_attn(ctx, true);
     out.prefill_ms = ms_since(t0);
-    if (rc == 2 || aborted()) {
-        out.reason = PG_STOP_ABORT;
-        return true;
-    }
+    if (rc == 2) return stop(PG_PHASE_PREFILL);  // llama.cpp's abort callback cut the prefix short
+    if (aborted()) return stop(PG_PHASE_DECODE);
     if (rc != 0) return err.set(PG_ERR_BACKEND, std::string("prefill failed: ") + decode_error(rc));
+    if (cb.on_phase) cb.on_phase(PG_PHASE_DECODE);
 
     text_filter filter(dec.stop);
     std::string ready;
@@ -242,13 +245,13 @@ bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token
         const std::string piece = pg_text_piece(m, id);
         out.text += piece;
         const bool stopped = filter.push(out.text, piece.size(), ready);
-        if (on_token) on_token(id, piece, ready);
+        if (cb.on_token) cb.on_token(id, piece, ready);
         if (stopped) {
             out.reason = PG_STOP_STRING;
             break;
         }
         if (aborted()) {
-            out.reason = PG_STOP_ABORT;
+            stop(PG_PHASE_DECODE);
             break;
         }
         // No need to decode a token nobody will extend; a full context stops as maxTokens would.
@@ -257,13 +260,13 @@ bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token
         rc              = llama_decode(ctx, llama_batch_get_one(&tok, 1));
         ++pos;
         if (rc == 2 || aborted()) {
-            out.reason = PG_STOP_ABORT;
+            stop(PG_PHASE_DECODE);
             break;
         }
         if (rc != 0) return err.set(PG_ERR_BACKEND, std::string("decoding failed: ") + decode_error(rc));
     }
     out.decode_ms          = ms_since(t1);
     const std::string rest = filter.rest(out.text);
-    if (on_token && !rest.empty() && out.reason != PG_STOP_ABORT) on_token(-1, std::string(), rest);
+    if (cb.on_token && !rest.empty() && out.reason != PG_STOP_ABORT) cb.on_token(-1, std::string(), rest);
     return true;
 }

@@ -42,8 +42,14 @@ struct pg_generate_params {
 
 enum pg_stop_reason { PG_STOP_EOS, PG_STOP_MAX_TOKENS, PG_STOP_STRING, PG_STOP_ABORT };
 
-// Names as the JavaScript side spells them, indexed by pg_stop_reason.
+// The parts of a generation, in order. An abort reports the one it cut short: PG_PHASE_ENCODE only
+// when the vision graph itself stopped, PG_PHASE_PREFILL only when llama_decode of the prefix did;
+// an abort seen between parts names the part that was about to start.
+enum pg_phase { PG_PHASE_ENCODE, PG_PHASE_PREFILL, PG_PHASE_DECODE };
+
+// Names as the JavaScript side spells them, indexed by the enums.
 extern const char * const PG_STOP_REASON_NAMES[4];
+extern const char * const PG_PHASE_NAMES[3];
 
 struct pg_generate_result {
     std::vector<int32_t> tokens;
@@ -53,6 +59,7 @@ struct pg_generate_result {
     int                  prompt_tokens = 0;
     double               preprocess_ms = 0, encode_ms = 0;  // the image's share (0 when it came from the cache)
     bool                 image_cached = false;
+    pg_phase             aborted_in   = PG_PHASE_ENCODE;  // with PG_STOP_ABORT: the part the abort cut short
     double               prefill_ms = 0, decode_ms = 0;
     double               first_token_ms = 0;  // from the start of the call (image work included) to the first token
 };
@@ -61,6 +68,13 @@ struct pg_generate_result {
 // characters only, held back while it could still be the start of a stop string). A last call with
 // id -1 hands over whatever was held back.
 using pg_token_fn = std::function<void(int32_t id, const std::string & piece, const std::string & text)>;
+// Called as each part of the generation starts.
+using pg_phase_fn = std::function<void(pg_phase phase)>;
 
-bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_token_fn & on_token, const std::atomic<bool> * abort,
+struct pg_generate_callbacks {
+    pg_token_fn on_token;
+    pg_phase_fn on_phase;
+};
+
+bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_generate_callbacks & cb, const std::atomic<bool> * abort,
                  pg_generate_result & out, pg_error & err);

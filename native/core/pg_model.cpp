@@ -169,11 +169,13 @@ bool check_embedding(const pg_model & m, const pg_image_input & in, pg_error & e
 }
 
 // Decoded, preprocessed and run through the tower, or taken from the cache. Compute thread only.
-bool encode(pg_model & m, const pg_image_input & in, const std::atomic<bool> * abort, pg_encode_result & out, pg_error & err) {
+bool encode(pg_model & m, const pg_image_input & in, const std::atomic<bool> * abort, const pg_phase_fn & on_phase, pg_encode_result & out,
+            pg_error & err) {
     if (!in.cache_key.empty() && (out.embedding = m.cache.get(in.cache_key))) {
         out.cached = true;
         return true;
     }
+    if (on_phase) on_phase(PG_PHASE_ENCODE);
     auto               t0 = clock_type::now();
     std::vector<float> pixels;
     if (!preprocess(m, in, pixels, err)) return false;
@@ -199,13 +201,15 @@ bool prefix_ids(const pg_model & m, const std::string & prompt, bool special, st
     return true;
 }
 
-bool generate(pg_model & m, const pg_generate_request & req, const pg_token_fn & on_token, const std::atomic<bool> * abort, pg_generate_result & out,
-              pg_error & err) {
-    out = pg_generate_result();
-    if (abort && abort->load()) {
-        out.reason = PG_STOP_ABORT;
+bool generate(pg_model & m, const pg_generate_request & req, const pg_generate_callbacks & cb, const std::atomic<bool> * abort,
+              pg_generate_result & out, pg_error & err) {
+    out       = pg_generate_result();
+    auto stop = [&](pg_phase phase) {
+        out.reason     = PG_STOP_ABORT;
+        out.aborted_in = phase;
         return true;
-    }
+    };
+    if (abort && abort->load()) return stop(PG_PHASE_ENCODE);
     pg_generate_params gp;
     gp.decoding = req.decoding;
     gp.n_image  = m.vision.hp.image_tokens;
@@ -214,16 +218,15 @@ bool generate(pg_model & m, const pg_generate_request & req, const pg_token_fn &
         if (!check_embedding(m, req.image, err)) return false;
         gp.image_embd = req.image.embedding;
     } else {
-        if (!encode(m, req.image, abort, image, err)) {
+        if (!encode(m, req.image, abort, cb.on_phase, image, err)) {
             if (err.code != PG_ERR_ABORTED) return false;
-            err        = pg_error();
-            out.reason = PG_STOP_ABORT;
-            return true;
+            err = pg_error();
+            return stop(PG_PHASE_ENCODE);
         }
         gp.image_embd = image.embedding->data.data();
     }
     if (!prefix_ids(m, req.prompt, req.special_tokens, gp.prefix_ids, err)) return false;
-    if (!pg_generate(m.text, gp, on_token, abort, out, err)) return false;
+    if (!pg_generate(m.text, gp, cb, abort, out, err)) return false;
     out.preprocess_ms = image.preprocess_ms;
     out.encode_ms     = image.encode_ms;
     out.image_cached  = image.cached;
@@ -276,13 +279,13 @@ bool pg_model_encode(pg_model & m, const pg_image_input & image, const std::atom
     }
     return on_compute_thread([&] {
         if (abort && abort->load()) return err.set(PG_ERR_ABORTED, "image encoding aborted");
-        return encode(m, image, abort, out, err);
+        return encode(m, image, abort, nullptr, out, err);
     });
 }
 
-bool pg_model_generate(pg_model & m, const pg_generate_request & req, const pg_token_fn & on_token, const std::atomic<bool> * abort,
+bool pg_model_generate(pg_model & m, const pg_generate_request & req, const pg_generate_callbacks & cb, const std::atomic<bool> * abort,
                        pg_generate_result & out, pg_error & err) {
-    return on_compute_thread([&] { return generate(m, req, on_token, abort, out, err); });
+    return on_compute_thread([&] { return generate(m, req, cb, abort, out, err); });
 }
 
 bool pg_model_decode_mask(pg_model & m, const int32_t codes[16], std::vector<float> & out, pg_error & err) {

@@ -104,8 +104,9 @@ bool pg_model_preprocess(const pg_model & m, const pg_image_input & image, std::
 // (checked for shape and finite values).
 bool pg_model_encode(pg_model & m, const pg_image_input & image, const std::atomic<bool> * abort, pg_encode_result & out, pg_error & err);
 
-// The whole pipeline in one call: the image (cached, encoded or given), the prefix, the answer.
-bool pg_model_generate(pg_model & m, const pg_generate_request & req, const pg_token_fn & on_token, const std::atomic<bool> * abort,
+// The whole pipeline in one call: the image (cached, encoded or given), the prefix, the answer. An
+// abort is not an error: out.reason is PG_STOP_ABORT and out.aborted_in says where it landed.
+bool pg_model_generate(pg_model & m, const pg_generate_request & req, const pg_generate_callbacks & cb, const std::atomic<bool> * abort,
                        pg_generate_result & out, pg_error & err);
 
 // big_vision's VQ-VAE decoder: 16 codes (a 4x4 grid, row-major) -> 64 x 64 floats, about -1..1.

@@ -15,6 +15,9 @@
 #if defined(__APPLE__)
 #include <sys/sysctl.h>
 #endif
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #ifndef PG_LLAMA_COMMIT
 #define PG_LLAMA_COMMIT "unknown"
@@ -96,4 +99,13 @@ pg_system_info pg_get_system_info() {
         }
     }
     return info;
+}
+
+int64_t pg_native_heap_bytes() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    const struct mallinfo2 mi = mallinfo2();
+    return (int64_t) (mi.uordblks + mi.hblkhd);
+#else
+    return -1;
+#endif
 }

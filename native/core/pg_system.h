@@ -31,3 +31,7 @@ pg_system_info pg_get_system_info();
 
 // Physical cores on this machine (falls back to logical CPUs where the OS does not say).
 int pg_physical_cores();
+
+// Bytes the C library's allocator holds for the process (in use, heap and mmap), for leak checks;
+// -1 where the C library does not say (only glibc does).
+int64_t pg_native_heap_bytes();

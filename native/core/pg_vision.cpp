@@ -408,7 +408,8 @@ bool pg_vision_encode(pg_vision_model & m, const float * pixels, std::vector<flo
     if (m.is_cpu) ggml_backend_cpu_set_abort_callback(m.backend.get(), abort_cb, &ac);
     enum ggml_status st = ggml_backend_graph_compute(m.backend.get(), gf);
     if (m.is_cpu) ggml_backend_cpu_set_abort_callback(m.backend.get(), nullptr, nullptr);
-    if (abort_flag && abort_flag->load()) return err.set(PG_ERR_ABORTED, "image encoding aborted");
+    // Only an abort that stopped the graph fails the encode; one seen after a complete encode is the caller's to act on.
+    if (st == GGML_STATUS_ABORTED) return err.set(PG_ERR_ABORTED, "image encoding aborted");
     if (st != GGML_STATUS_SUCCESS) return err.set(PG_ERR_BACKEND, std::string("vision: graph computation failed: ") + ggml_status_to_string(st));
 
     ggml_tensor * res = ggml_graph_node(gf, -1);

@@ -83,4 +83,5 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
 ggml_tensor * pg_vision_tensor(const pg_vision_model & m, const char * name);
 
 // pixels: 3 x S x S planar, normalized. out: image_tokens x proj_dim (projector output, unscaled).
+// abort_flag stops the graph between nodes on the CPU (PG_ERR_ABORTED); GPU graphs run to the end.
 bool pg_vision_encode(pg_vision_model & m, const float * pixels, std::vector<float> & out, const std::atomic<bool> * abort_flag, pg_error & err);

@@ -19,6 +19,9 @@ Napi::Object constants(Napi::Env env) {
     Napi::Array reasons = Napi::Array::New(env);
     for (const char * r : PG_STOP_REASON_NAMES) reasons.Set(reasons.Length(), r);
     o.Set("stopReasons", reasons);
+    Napi::Array phases = Napi::Array::New(env);
+    for (const char * r : PG_PHASE_NAMES) phases.Set(phases.Length(), r);
+    o.Set("phases", phases);
     return o;
 }
 

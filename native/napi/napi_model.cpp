@@ -118,18 +118,18 @@ class LoadWorker : public PgProgressWorker<float> {
 
   protected:
     bool Run(const Progress & progress) override {
-        if (abort_->load()) return err_.set(PG_ERR_ABORTED, "loading aborted");
+        if (abort_->raised()) return err_.set(PG_ERR_ABORTED, "loading aborted");
         float          last_sent = -1.0f;
         pg_progress_fn fn        = [&](float f) {
             if (f - last_sent >= 0.01f || f >= 1.0f) {
                 last_sent = f;
                 progress.Send(&f, 1);
             }
-            return !abort_->load();
+            return !abort_->raised();
         };
         pg_model_ptr m;
         if (!pg_model_load(params_, fn, m, err_)) {
-            if (abort_->load()) err_ = pg_error(), err_.set(PG_ERR_ABORTED, "loading aborted");
+            if (abort_->raised()) err_ = pg_error(), err_.set(PG_ERR_ABORTED, "loading aborted");
             return false;
         }
         model_ = model_ptr(std::move(m));
@@ -145,7 +145,7 @@ class LoadWorker : public PgProgressWorker<float> {
         NativeModel::Unwrap(Napi::Object(env, obj))->model = std::move(model_);
         return Napi::Object(env, obj);
     }
-    void OnJsGone() override { abort_->store(true); }
+    void OnJsGone() override { abort_->raise(); }
 
   private:
     pg_model_params params_;
@@ -281,7 +281,7 @@ class EncodeWorker : public PgPromiseWorker {
         : PgPromiseWorker(env, "paligemma:encodeImage"), m_(std::move(m)), in_(std::move(in)), abort_(std::move(abort)) {}
 
   protected:
-    bool        Run() override { return pg_model_encode(*m_, in_.view(), abort_.get(), res_, err_); }
+    bool        Run() override { return pg_model_encode(*m_, in_.view(), &abort_->flag, res_, err_); }
     Napi::Value Result(Napi::Env env) override {
         const pg_image_embedding & e = *res_.embedding;
         Napi::Object               o = Napi::Object::New(env);
@@ -307,6 +307,7 @@ Napi::Value NativeModel::EncodeImage(const Napi::CallbackInfo & info) {
     return (new EncodeWorker(env, Get(env), read_image(env, arg(info, 0), "encodeImage image"), pg_abort_flag(arg(info, 1))))->Start();
 }
 
+// A token (id >= 0), the held-back end of the text (id -1), or a phase starting (id -2, its name in piece).
 struct token_event {
     int32_t     id;
     std::string piece;
@@ -325,16 +326,25 @@ class GenerateWorker : public PgProgressWorker<token_event> {
 
   protected:
     bool Run(const Progress & progress) override {
-        req_.image    = image_.view();
-        auto on_token = [&](int32_t id, const std::string & piece, const std::string & text) {
-            token_event e{ id, piece, text };
-            progress.Send(&e, 1);
-        };
+        req_.image = image_.view();
+        pg_generate_callbacks cb;
         // Without a JS listener, no per-token hop to the JS thread at all.
-        return pg_model_generate(*m_, req_, has_listener_ ? pg_token_fn(on_token) : pg_token_fn(), abort_.get(), res_, err_);
+        if (has_listener_) {
+            cb.on_token = [&](int32_t id, const std::string & piece, const std::string & text) {
+                token_event e{ id, piece, text };
+                progress.Send(&e, 1);
+            };
+            cb.on_phase = [&](pg_phase phase) {
+                token_event e{ -2, PG_PHASE_NAMES[phase], std::string() };
+                progress.Send(&e, 1);
+            };
+        }
+        const bool ok     = pg_model_generate(*m_, req_, cb, &abort_->flag, res_, err_);
+        abort_latency_ms_ = res_.reason == PG_STOP_ABORT ? abort_->ms_since_raised() : 0.0;
+        return ok;
     }
 
-    void OnJsGone() override { abort_->store(true); }
+    void OnJsGone() override { abort_->raise(); }
 
     std::vector<napi_value> EventArgs(Napi::Env env, const token_event & e) override {
         return { Napi::Number::New(env, e.id), Napi::String::New(env, e.piece), Napi::String::New(env, e.text) };
@@ -356,6 +366,12 @@ class GenerateWorker : public PgProgressWorker<token_event> {
         t.Set("promptTokens", res_.prompt_tokens);
         t.Set("generatedTokens", (double) res_.tokens.size());
         o.Set("timings", t);
+        if (res_.reason == PG_STOP_ABORT) {
+            Napi::Object a = Napi::Object::New(env);
+            a.Set("phase", PG_PHASE_NAMES[res_.aborted_in]);
+            a.Set("latencyMs", abort_latency_ms_);
+            o.Set("abort", a);
+        }
         return o;
     }
 
@@ -365,6 +381,7 @@ class GenerateWorker : public PgProgressWorker<token_event> {
     pg_generate_request req_;
     pg_flag_ptr         abort_;
     pg_generate_result  res_;
+    double              abort_latency_ms_ = 0;
     bool                has_listener_;
 };
 

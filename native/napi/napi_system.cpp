@@ -46,8 +46,14 @@ Napi::Value SystemInfo(const Napi::CallbackInfo & info) {
     return (new SystemInfoWorker(info.Env()))->Start();
 }
 
+// nativeHeapBytes(): synchronous, microseconds (a leak check's probe).
+Napi::Value NativeHeapBytes(const Napi::CallbackInfo & info) {
+    return Napi::Number::New(info.Env(), (double) pg_native_heap_bytes());
+}
+
 }  // namespace
 
 void pg_register_system(Napi::Env env, Napi::Object exports) {
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo, "systemInfo"));
+    exports.Set("nativeHeapBytes", Napi::Function::New(env, NativeHeapBytes, "nativeHeapBytes"));
 }

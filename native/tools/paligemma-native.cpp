@@ -172,7 +172,7 @@ int cmd_generate(int argc, char ** argv) {
     req.decoding.forced      = o.forced;
     pg_error           err;
     pg_generate_result res;
-    if (!pg_model_generate(*m, req, nullptr, nullptr, res, err)) return fail(err.message);
+    if (!pg_model_generate(*m, req, {}, nullptr, res, err)) return fail(err.message);
     printf("backend %s; %d prompt tokens\ntokens", pg_model_get_info(*m).backend.c_str(), res.prompt_tokens);
     for (int32_t id : res.tokens) printf(" %d", id);
     printf("\ntext %s\nencode %.1f ms, prefill %.1f ms, decode %.1f ms\n", res.text.c_str(), res.encode_ms, res.prefill_ms, res.decode_ms);

@@ -18,7 +18,7 @@ export function reference(fixture: 'tiny-v1' | 'tiny-v2'): Reference {
   return JSON.parse(fs.readFileSync(path.join(FIXTURES, fixture, 'reference', 'reference.json'), 'utf8'));
 }
 
-export { readF32File as readF32 } from '../../lib/util/f32';
+export { readF32File as readF32 } from '../../lib/util/reference';
 
 /** Copies a fixture checkpoint folder (without its reference outputs) so a test may damage it. */
 export function copyCheckpoint(fixture: string, dest: string): string {
@@ -83,4 +83,4 @@ export function convertedFixture(
 }
 
 // The same measure the CLI's selftest uses.
-export { relError } from '../../lib/util/f32';
+export { relError } from '../../lib/util/reference';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { PaliGemma } from '../../model/paligemma';
 import { packageRoot } from '../../native/binding';
 import { GPU_CHOICES } from '../../native/contract';
-import { readF32File, relError } from '../../util/f32';
+import { greedyVerdict, readF32File, relError } from '../../util/reference';
 import { type Command, choiceOption, type Out, writeJson } from '../args';
 
 /** What scripts/make-selftest.mjs writes into <package>/selftest/. */
@@ -19,42 +19,11 @@ export interface SelftestManifest {
 
 export const SELFTEST_DIR = path.join(packageRoot, 'selftest');
 const LOGITS_TOLERANCE = 5e-3;
-const NEAR_TIE = 1e-2;
 
 interface Check {
   name: string;
   ok: boolean;
   detail: string;
-}
-
-/** The reference's best and runner-up token of one step. */
-function topTwo(row: Float32Array): [number, number] {
-  let a = 0;
-  let b = 1;
-  if (row[b]! > row[a]!) [a, b] = [b, a];
-  for (let i = 2; i < row.length; i++) {
-    if (row[i]! > row[a]!) [a, b] = [i, a];
-    else if (row[i]! > row[b]!) b = i;
-  }
-  return [a, b];
-}
-
-/**
- * Free greedy decoding must equal the reference's tokens, except at a near-tie where ours is the
- * reference's runner-up (the logits of every step are compared separately, by teacher forcing).
- */
-export function greedyVerdict(ours: ArrayLike<number>, want: number[], logits: Float32Array, vocab: number): { ok: boolean; detail: string } {
-  const flip = want.findIndex((id, i) => ours[i] !== id);
-  if (flip < 0 && ours.length === want.length) return { ok: true, detail: 'same tokens' };
-  if (flip < 0) return { ok: false, detail: `${ours.length} tokens where the reference has ${want.length}` };
-  const row = logits.subarray(flip * vocab, (flip + 1) * vocab);
-  const [best, second] = topTwo(row);
-  const gap = row[best]! - row[second]!;
-  const ok = gap < NEAR_TIE && ours[flip] === second;
-  return {
-    ok,
-    detail: `tokens differ from step ${flip} (ours ${ours[flip]}, reference ${want[flip]}, its runner-up ${second}, top-2 gap ${gap.toExponential(1)}): ${ok ? 'a near-tie' : 'not a near-tie'}`,
-  };
 }
 
 export async function runSelftest(gpu: (typeof GPU_CHOICES)[number] | undefined, out: Out, json: boolean, dir = SELFTEST_DIR): Promise<boolean> {

@@ -51,7 +51,7 @@ function checkLabel(task: string, label: string): string {
 }
 
 /** One mask file per object next to `file` (name-1.png, ...), plus the union at `file`. */
-function writeMasks(file: string, masks: Mask[]): string[] {
+export function writeMasks(file: string, masks: Mask[]): string[] {
   if (!masks.length) return [];
   const { width, height } = masks[0]!;
   const union = new Uint8Array(width * height);
