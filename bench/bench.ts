@@ -46,6 +46,8 @@ export interface BenchRun {
   ttft_ms: number;
   ttft_cached_ms: number;
   peak_rss_mb: number;
+  /** What the load-time measurement chose for the vision tower on this machine. */
+  kernels: { vision_attention: string; vision_matmul: string };
 }
 
 const DECODE_TOKENS = 64;
@@ -105,6 +107,7 @@ export async function measureOnce(files: BenchFiles, threads: number): Promise<B
       ttft_ms: tm.firstTokenMs,
       ttft_cached_ms: cached.timings.firstTokenMs,
       peak_rss_mb: process.resourceUsage().maxRSS / 1024,
+      kernels: { vision_attention: model.info.visionAttention, vision_matmul: model.info.visionMatmul },
     };
   } finally {
     await model.dispose();
@@ -195,7 +198,7 @@ export async function runBench(o: BenchOptions) {
       o.log(`          llama.cpp mtmd: encode ${mt.at(-1)!.encode_ms} ms`);
     }
   }
-  const m = (k: keyof BenchRun) => median(ours.map((r) => r[k]));
+  const m = (k: Exclude<keyof BenchRun, 'kernels'>) => median(ours.map((r) => r[k]));
   const encodeMs = m('encode_ms');
   const visionGflops = visionFlops(o.synthetic) / (encodeMs / 1000) / 1e9;
   const result: Record<string, unknown> = {
@@ -210,6 +213,7 @@ export async function runBench(o: BenchOptions) {
     },
     cpu,
     machine: { platform: `${process.platform}-${process.arch}` },
+    kernels: ours[0]!.kernels,
     preprocess_ms: m('preprocess_ms'),
     encode_ms: encodeMs,
     prefill_tok_s: m('prefill_tok_s'),

@@ -90,7 +90,8 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
   const lb = result.llama_bench as { pp_tok_s: number; tg_tok_s: number } | undefined;
   const out = (s: string) => stdout.write(`${s}\n`);
   out(`PaliGemma ${synthetic}px, text ${v.type}, vision ${v['vision-type']}, ${threads} threads, median of ${reps}`);
-  out(`  cpu ${cpu.model} (${cpu.features.join(' ')})`);
+  const kernels = result.kernels as { vision_attention: string; vision_matmul: string };
+  out(`  cpu ${cpu.model} (${cpu.features.join(' ')}); vision kernels chosen: ${kernels.vision_attention} attention, ${kernels.vision_matmul} q8_0 products`);
   out(`  preprocess ${f(result.preprocess_ms)} ms | vision encode ${f(result.encode_ms, 0)} ms (${f(result.vision_gflop_s, 0)} GFLOP/s)`);
   out(`  prefill ${f(result.prefill_tok_s)} tok/s (${result.prompt_tokens} tokens) | decode ${f(result.decode_tok_s, 2)} tok/s`);
   out(

@@ -22,7 +22,7 @@ export type {
   TaskOptions,
 } from './model/options';
 export { PaliGemma } from './model/paligemma';
-export type { FlashAttentionMode, GpuChoice, KvCacheType, Phase, StopReason, VisionAttentionMode } from './native/contract';
+export type { FlashAttentionMode, GpuChoice, KvCacheType, Phase, StopReason, VisionAttentionMode, VisionMatmulMode } from './native/contract';
 export type { DeviceInfo, SystemInfo } from './system';
 export { systemInfo } from './system';
 export type { Box, Location } from './tasks/locations';

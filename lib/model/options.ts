@@ -18,7 +18,9 @@ import {
   type Phase,
   type StopReason,
   VISION_ATTENTION_MODES,
+  VISION_MATMUL_MODES,
   type VisionAttentionMode,
+  type VisionMatmulMode,
 } from '../native/contract';
 import type { Box } from '../tasks/locations';
 import type { Mask } from '../tasks/masks';
@@ -41,8 +43,16 @@ export interface LoadOptions {
   flashAttention?: FlashAttentionMode;
   /** KV cache precision (default 'f16'; 'f32' with flashAttention 'off' tracks the float64 reference to ~4e-4). */
   kvCacheType?: KvCacheType;
-  /** The vision tower's attention kernel: 'auto' (default), 'fused' or 'separate' (ops in f32). */
+  /**
+   * The vision tower's attention kernel: 'auto' (default: the fastest on this machine, measured at
+   * load), 'fused' (ggml's), 'separate' (ggml's ops, f32) or 'tiled' (ours; CPUs with AVX-512).
+   */
   visionAttention?: VisionAttentionMode;
+  /**
+   * The vision tower's q8_0 matrix products: 'auto' (default: ours where it measures faster),
+   * 'ggml', or 'int8' (ours: weights repacked at load; CPUs with AVX-512 VNNI).
+   */
+  visionMatmul?: VisionMatmulMode;
   /**
    * Memory-map the text weights. Default: yes with a GPU; no on the CPU, where llama.cpp copies most
    * weights into its repacked (faster) layout anyway, so a mapping would keep them resident twice.
@@ -161,6 +171,7 @@ const LOAD_KEYS = [
   'flashAttention',
   'kvCacheType',
   'visionAttention',
+  'visionMatmul',
   'mmap',
   'imageCacheMB',
   'onProgress',
@@ -226,6 +237,7 @@ export async function planLoad(options: LoadOptions): Promise<LoadPlan> {
     flashAttention: v.optionalEnum('options.flashAttention', options.flashAttention, FLASH_ATTENTION_MODES),
     kvCacheType: v.optionalEnum('options.kvCacheType', options.kvCacheType, KV_CACHE_TYPES),
     visionAttention: v.optionalEnum('options.visionAttention', options.visionAttention, VISION_ATTENTION_MODES),
+    visionMatmul: v.optionalEnum('options.visionMatmul', options.visionMatmul, VISION_MATMUL_MODES),
     mmap: options.mmap,
     imageCacheBytes: Math.round(cacheMB * 1024 * 1024),
   };

@@ -17,7 +17,9 @@ export const FLASH_ATTENTION_MODES = ['auto', 'on', 'off'] as const;
 export type FlashAttentionMode = (typeof FLASH_ATTENTION_MODES)[number];
 export const KV_CACHE_TYPES = ['f16', 'f32'] as const;
 export type KvCacheType = (typeof KV_CACHE_TYPES)[number];
-export const VISION_ATTENTION_MODES = ['auto', 'fused', 'separate'] as const;
+export const VISION_MATMUL_MODES = ['auto', 'ggml', 'int8'] as const;
+export type VisionMatmulMode = (typeof VISION_MATMUL_MODES)[number];
+export const VISION_ATTENTION_MODES = ['auto', 'fused', 'separate', 'tiled'] as const;
 export type VisionAttentionMode = (typeof VISION_ATTENTION_MODES)[number];
 
 export const STOP_REASONS = ['eos', 'maxTokens', 'stop', 'abort'] as const;
@@ -111,6 +113,7 @@ export interface NativeLoadOptions {
   kvCacheType?: KvCacheType;
   mmap?: boolean;
   visionAttention?: VisionAttentionMode;
+  visionMatmul?: VisionMatmulMode;
   /** Bytes of image embeddings the model keeps (0: no cache). */
   imageCacheBytes?: number;
 }
@@ -187,6 +190,10 @@ export interface NativeModelInfo {
   trainedContextSize: number;
   backend: string;
   threads: number;
+  /** The attention kernel the vision tower uses (with 'auto', the one measured faster at load). */
+  visionAttention: 'fused' | 'separate' | 'tiled';
+  /** The vision tower's q8_0 matrix products: 'int8' (ours, AVX-512 VNNI) or 'ggml'. */
+  visionMatmul: 'int8' | 'ggml';
   hasSegDecoder: boolean;
   bosId: number;
   eosId: number;

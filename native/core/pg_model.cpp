@@ -104,6 +104,10 @@ void fill_info(pg_model & m, const std::string & backend, int threads) {
     i.trained_context_size = m.text.n_ctx_train;
     i.backend              = backend;
     i.threads              = threads;
+    i.vision_attention     = m.vision.attention == PG_VISION_ATTENTION_SEPARATE ? "separate"
+                             : m.vision.attention == PG_VISION_ATTENTION_TILED  ? "tiled"
+                                                                                : "fused";
+    i.vision_matmul        = m.vision.int8_matmul ? "int8" : "ggml";
     i.bos_id               = llama_vocab_bos(m.text.vocab);
     i.eos_id               = llama_vocab_eos(m.text.vocab);
 }
@@ -120,6 +124,7 @@ bool load(const pg_model_params & params, const pg_progress_fn & progress, pg_mo
     vp.attention = params.vision_attention;
     if (vp.attention == PG_VISION_ATTENTION_AUTO && params.flash_attn == LLAMA_FLASH_ATTN_TYPE_DISABLED) vp.attention = PG_VISION_ATTENTION_SEPARATE;
     vp.repack                      = params.vision_repack;
+    vp.matmul                      = params.vision_matmul;
     pg_progress_fn vision_progress = [&](float f) { return !progress || progress(0.1f * f); };
     if (!pg_vision_load(params.mmproj_path, vp, m.vision, vision_progress, err)) return false;
 

@@ -32,6 +32,7 @@ struct pg_model_params {
     // The vision tower's attention: AUTO lets the loader choose, but flash_attn disabled (the
     // precise setting) means separate ops there too.
     pg_vision_attention vision_attention  = PG_VISION_ATTENTION_AUTO;
+    pg_vision_matmul    vision_matmul     = PG_VISION_MATMUL_AUTO;
     bool                vision_repack     = true;
     size_t              image_cache_bytes = 64u << 20;  // 0: no image-embedding cache
 };
@@ -47,7 +48,9 @@ struct pg_model_info {
     int         text_width = 0, text_layers = 0, vocab_size = 0;
     int         context_size = 0, trained_context_size = 0;
     std::string backend;  // device name, e.g. "CPU", "CUDA0"
-    int         threads         = 0;
+    int         threads = 0;
+    std::string vision_attention;  // the kernel the tower uses: "fused" | "separate" | "tiled"
+    std::string vision_matmul;     // its q8_0 matrix products: "int8" (ours) | "ggml"
     bool        has_seg_decoder = false;
     int         bos_id = 0, eos_id = 0;
 };

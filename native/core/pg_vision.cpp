@@ -1,11 +1,15 @@
 #include "pg_vision.h"
+#include "pg_attention_cpu.h"
 #include "pg_backend.h"
+#include "pg_gemm_q8.h"
 #include "pg_gguf.h"
 #include "pg_log.h"
+#include "pg_tune.h"
 
 #include "ggml-cpu.h"
 #include "gguf.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +17,9 @@
 #include <memory>
 
 namespace {
+
+pg_vision_attention measure_attention(const pg_vision_model & m);
+bool                measure_matmul(const pg_vision_model & m);
 
 // A required integer key in [lo, hi].
 bool read_int(const gguf_context * g, const std::string & path, const char * key, int lo, int hi, int & out, pg_error & err) {
@@ -85,11 +92,23 @@ bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error
     if (!dev) return err.set(PG_ERR_BACKEND, "no CPU backend in this build");
     m.backend.reset(ggml_backend_dev_init(dev, nullptr));
     if (!m.backend) return err.set(PG_ERR_BACKEND, std::string("cannot initialise ") + ggml_backend_dev_name(dev));
-    m.is_cpu    = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    m.is_cpu = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    if (params.attention == PG_VISION_ATTENTION_TILED && !(m.is_cpu && pg_attention_cpu_available())) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, "visionAttention 'tiled' needs the CPU backend on a CPU with AVX-512, which this one is not");
+    }
+    if (params.matmul == PG_VISION_MATMUL_INT8 && !(m.is_cpu && pg_q8_gemm_available())) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, "visionMatmul 'int8' needs the CPU backend on a CPU with AVX-512 VNNI, which this one is not");
+    }
     m.n_threads = params.n_threads > 0 ? params.n_threads : 1;
-    m.attention = params.attention == PG_VISION_ATTENTION_AUTO ? PG_VISION_ATTENTION_FUSED : params.attention;
+    m.attention = params.attention;
     if (m.is_cpu) ggml_backend_cpu_set_n_threads(m.backend.get(), m.n_threads);
     return true;
+}
+
+// Our int8 product for q8_0 matrices: as asked, or, by default, when it measures faster here.
+void choose_matmul(const pg_vision_params & params, pg_vision_model & m) {
+    m.int8_matmul =
+        params.matmul == PG_VISION_MATMUL_INT8 || (params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu && pg_q8_gemm_available() && measure_matmul(m));
 }
 
 bool is_matrix_weight(const char * name) {
@@ -128,8 +147,14 @@ bool repack_supports(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft, gg
     return buf && ggml_backend_dev_supports_op(dev, op);
 }
 
-// One ggml tensor per file tensor: matrix weights in the CPU's repacking buffer type where it
-// supports them, everything else in the device's default buffer.
+// A q8_0 matrix weight that goes into our own packed layout (pg_gemm_q8.h) instead of ggml's.
+bool is_packed_q8(const pg_vision_model & m, const char * name, ggml_type type, const int64_t * ne) {
+    return m.int8_matmul && type == GGML_TYPE_Q8_0 && is_matrix_weight(name) && ne[1] % 16 == 0 && ne[2] == 1 && ne[3] == 1;
+}
+
+// One ggml tensor per file tensor: q8_0 matrices packed for our int8 product when it is on; other
+// matrix weights in the CPU's repacking buffer type where it supports them; everything else in the
+// device's default buffer.
 bool create_tensors(const gguf_context * g, const pg_vision_params & params, ggml_backend_buffer_type_t & repack, pg_vision_model & m,
                     pg_error & err) {
     const int64_t n_tensors = gguf_get_n_tensors(g);
@@ -142,36 +167,46 @@ bool create_tensors(const gguf_context * g, const pg_vision_params & params, ggm
     for (int64_t i = 0; i < n_tensors; ++i) {
         const char * name = gguf_get_tensor_name(g, i);
         if (strlen(name) >= GGML_MAX_NAME) return err.set(PG_ERR_INVALID_FILE, m.path + ": tensor name too long");
-        const ggml_type type        = gguf_get_tensor_type(g, i);
-        const bool      into_repack = repack && is_matrix_weight(name) && repack_supports(dev, repack, type, gguf_get_tensor_ne(g, i));
-        ggml_tensor *   t           = ggml_new_tensor((into_repack ? m.ctx_r : m.ctx_w).get(), type, GGML_MAX_DIMS, gguf_get_tensor_ne(g, i));
+        const ggml_type type = gguf_get_tensor_type(g, i);
+        const int64_t * ne   = gguf_get_tensor_ne(g, i);
+        ggml_tensor *   t    = nullptr;
+        if (is_packed_q8(m, name, type, ne)) {
+            t = ggml_new_tensor_2d(m.ctx_w.get(), GGML_TYPE_I8, (int64_t) pg_q8_packed_panel_bytes(ne[0]), ne[1] / 16);
+        } else {
+            const bool into_repack = repack && is_matrix_weight(name) && repack_supports(dev, repack, type, ne);
+            t                      = ggml_new_tensor((into_repack ? m.ctx_r : m.ctx_w).get(), type, GGML_MAX_DIMS, ne);
+        }
         ggml_set_name(t, name);
     }
     return true;
 }
 
-// Finds a tensor and checks its shape (ggml order) and that its type suits the op that uses it.
-ggml_tensor * need(const pg_vision_model & m, const std::string & name, std::initializer_list<int64_t> shape, pg_tensor_use use, pg_error & err) {
-    ggml_tensor * t = pg_vision_tensor(m, name.c_str());
-    if (!t) {
+// Finds a tensor and checks its shape (ggml order) and that its type suits the op that uses it, as
+// the file describes it (a packed tensor's own shape is its layout's).
+ggml_tensor * need(const pg_vision_model & m, const gguf_context * g, const std::string & name, std::initializer_list<int64_t> shape,
+                   pg_tensor_use use, pg_error & err) {
+    ggml_tensor * t  = pg_vision_tensor(m, name.c_str());
+    const int64_t id = gguf_find_tensor(g, name.c_str());
+    if (!t || id < 0) {
         err.set(PG_ERR_INVALID_FILE, m.path + ": tensor '" + name + "' is missing");
         return nullptr;
     }
-    return pg_check_tensor(m.path, name.c_str(), t->type, t->ne, shape, use, err) ? t : nullptr;
+    return pg_check_tensor(m.path, name.c_str(), gguf_get_tensor_type(g, id), gguf_get_tensor_ne(g, id), shape, use, err) ? t : nullptr;
 }
 
 // Points the model's fields at its tensors, checking every shape against the hyperparameters.
-bool bind_tensors(pg_vision_model & m, pg_error & err) {
+bool bind_tensors(pg_vision_model & m, const gguf_context * g, pg_error & err) {
     const pg_vision_hparams & hp = m.hp;
     const int64_t             C = hp.hidden, F = hp.ffn, P = hp.patch_size, N = hp.image_tokens, D = hp.proj_dim;
-    if (!(m.patch_w = need(m, "v.patch_embd.weight", { P, P, 3, C }, PG_TENSOR_MATRIX, err))) return false;
+    if (!(m.patch_w = need(m, g, "v.patch_embd.weight", { P, P, 3, C }, PG_TENSOR_MATRIX, err))) return false;
     if (m.patch_w->type != GGML_TYPE_F16 && m.patch_w->type != GGML_TYPE_F32) {
         return err.set(PG_ERR_INVALID_FILE, m.path + ": v.patch_embd.weight must be f16 or f32 for ggml's convolution");
     }
-    if (!(m.patch_b = need(m, "v.patch_embd.bias", { C }, PG_TENSOR_F32, err)) ||
-        !(m.pos = need(m, "v.position_embd.weight", { C, N }, PG_TENSOR_F32, err)) ||
-        !(m.post_w = need(m, "v.post_ln.weight", { C }, PG_TENSOR_F32, err)) || !(m.post_b = need(m, "v.post_ln.bias", { C }, PG_TENSOR_F32, err)) ||
-        !(m.mm_w = need(m, "mm.0.weight", { C, D }, PG_TENSOR_MATRIX, err)) || !(m.mm_b = need(m, "mm.0.bias", { D }, PG_TENSOR_F32, err))) {
+    if (!(m.patch_b = need(m, g, "v.patch_embd.bias", { C }, PG_TENSOR_F32, err)) ||
+        !(m.pos = need(m, g, "v.position_embd.weight", { C, N }, PG_TENSOR_F32, err)) ||
+        !(m.post_w = need(m, g, "v.post_ln.weight", { C }, PG_TENSOR_F32, err)) ||
+        !(m.post_b = need(m, g, "v.post_ln.bias", { C }, PG_TENSOR_F32, err)) ||
+        !(m.mm_w = need(m, g, "mm.0.weight", { C, D }, PG_TENSOR_MATRIX, err)) || !(m.mm_b = need(m, g, "mm.0.bias", { D }, PG_TENSOR_F32, err))) {
         return false;
     }
     m.blocks.resize(hp.layers);
@@ -202,7 +237,7 @@ bool bind_tensors(pg_vision_model & m, pg_error & err) {
             { &L.down_b, "ffn_down.bias", { C }, PG_TENSOR_F32 },
         };
         for (auto & w : want) {
-            if (!(*w.t = need(m, b + w.name, w.shape, w.use, err))) return false;
+            if (!(*w.t = need(m, g, b + w.name, w.shape, w.use, err))) return false;
         }
     }
     return true;
@@ -231,17 +266,21 @@ bool read_weights(const pg_gguf_file & f, pg_vision_model & m, const pg_progress
     size_t                                 total = 0, done = 0;
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) total += gguf_get_tensor_size(g, i);
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-        ggml_tensor * t    = pg_vision_tensor(m, gguf_get_tensor_name(g, i));
-        const size_t  n    = ggml_nbytes(t);
-        const bool    host = ggml_backend_buffer_is_host(t->buffer);
+        ggml_tensor * t      = pg_vision_tensor(m, gguf_get_tensor_name(g, i));
+        const size_t  n      = gguf_get_tensor_size(g, i);
+        const bool    packed = t->type == GGML_TYPE_I8 && gguf_get_tensor_type(g, i) == GGML_TYPE_Q8_0;
+        const bool    host   = ggml_backend_buffer_is_host(t->buffer);
         if (pg_fseek64(fp, base + gguf_get_tensor_offset(g, i)) != 0) return err.set(PG_ERR_INVALID_FILE, f.path + ": seek failed");
         void * dst = t->data;
-        if (!host) {
+        if (!host || packed) {
             staging.resize(n);
             dst = staging.data();
         }
         if (fread(dst, 1, n, fp) != n) return err.set(PG_ERR_INVALID_FILE, f.path + ": truncated tensor data");
-        if (!host) ggml_backend_tensor_set(t, staging.data(), 0, n);
+        if (packed)
+            pg_q8_pack(staging.data(), t->ne[1] * 16, gguf_get_tensor_ne(g, i)[0], t->data);
+        else if (!host)
+            ggml_backend_tensor_set(t, staging.data(), 0, n);
         done += n;
         if (progress && !progress(total ? (float) done / total : 1.0f)) return err.set(PG_ERR_ABORTED, "loading aborted");
     }
@@ -261,13 +300,16 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
     if (!pg_gguf_open(path, f, err) || !pg_gguf_check_data_bounds(f, err)) return false;
     m.path                            = path;
     ggml_backend_buffer_type_t repack = nullptr;
-    if (!read_hparams(f.ctx.get(), path, m.hp, err) || !init_backend(params, m, err) || !create_tensors(f.ctx.get(), params, repack, m, err) ||
-        !bind_tensors(m, err) || !allocate_weights(m, repack, err) || !read_weights(f, m, progress, err)) {
+    if (!read_hparams(f.ctx.get(), path, m.hp, err) || !init_backend(params, m, err)) return false;
+    choose_matmul(params, m);
+    if (!create_tensors(f.ctx.get(), params, repack, m, err) || !bind_tensors(m, f.ctx.get(), err) || !allocate_weights(m, repack, err) ||
+        !read_weights(f, m, progress, err)) {
         return false;
     }
     m.graph_meta.resize(ggml_tensor_overhead() * 4096 + ggml_graph_overhead_custom(4096, false));
     m.galloc.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(m.backend.get())));
     if (!m.galloc) return err.set(PG_ERR_OUT_OF_MEMORY, "vision: cannot create the compute allocator");
+    if (m.attention == PG_VISION_ATTENTION_AUTO) m.attention = m.is_cpu ? measure_attention(m) : PG_VISION_ATTENTION_FUSED;
     return true;
 }
 
@@ -322,9 +364,101 @@ ggml_tensor * mlp_up_gelu(const pg_vision_model & m, ggml_context * ctx, ggml_te
     return ggml_gelu(ctx, ggml_add(ctx, up, bias));
 }
 
+bool packed(const ggml_tensor * w) {
+    return w->type == GGML_TYPE_I8;
+}
+
+// w x + b, with our int8 product for a packed q8_0 weight.
+ggml_tensor * linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x) {
+    if (packed(w)) return pg_q8_linear(ctx, &w, &b, 1, pg_q8_quantize(ctx, x), PG_Q8_BIAS, nullptr);
+    return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
+}
+
+// Our attention op's inputs: q and v per head, [HD, N, H] (v's rows padded with zeros to whole
+// vectors); K in chunks of keys side by side, [chunk, HD, chunks, H], zero keys padding N to whole
+// chunks.
+ggml_tensor * tiled_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int H) {
+    const int64_t C = q->ne[0], N = q->ne[1], HD = C / H, CH = PG_ATTENTION_CHUNK, NP = (N + CH - 1) / CH * CH;
+    auto          heads    = [&](ggml_tensor * t) { return ggml_view_3d(ctx, t, HD, H, N, HD * ggml_element_size(t), t->nb[1], 0); };
+    auto          per_head = [&](ggml_tensor * t) { return ggml_cont(ctx, ggml_permute(ctx, heads(t), 0, 2, 1, 3)); };
+    ggml_tensor * kp       = ggml_cont(ctx, heads(k));  // [HD, H, N]
+    if (NP != N) kp = ggml_pad(ctx, kp, 0, 0, (int) (NP - N), 0);
+    ggml_tensor * kc = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, kp, HD, H, CH, NP / CH), 1, 3, 0, 2));
+    ggml_tensor * vp = per_head(v);
+    if (HD % 16) vp = ggml_pad(ctx, vp, (int) (16 - HD % 16), 0, 0, 0);  // whole vectors per row
+    return pg_attention_cpu(ctx, per_head(q), kc, vp);
+}
+
+// Multi-head attention over q, k, v of [C, N] (C = heads x head size; rows may be views into a
+// wider tensor), as `kind` says; [C, N] out.
+ggml_tensor * attention(const pg_vision_model & m, ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int H,
+                        pg_vision_attention kind) {
+    const int64_t C = q->ne[0], N = q->ne[1], HD = C / H;
+    const float   scale = 1.0f / sqrtf((float) HD);
+    // [C, N] -> [HD, H, N] heads, whatever the row stride.
+    auto heads = [&](ggml_tensor * t) { return ggml_view_3d(ctx, t, HD, H, N, HD * ggml_element_size(t), t->nb[1], 0); };
+    if (kind == PG_VISION_ATTENTION_TILED) return tiled_attention(ctx, q, k, v, H);
+    ggml_tensor * qh = ggml_permute(ctx, heads(q), 0, 2, 1, 3);  // [HD, N, H]
+    ggml_tensor * kh = ggml_permute(ctx, heads(k), 0, 2, 1, 3);  // [HD, N, H]
+    if (kind == PG_VISION_ATTENTION_FUSED) {
+        // The N x N score matrix is never materialized (4096 x 4096 per head at 896 px); K and V in
+        // f16 as ggml's kernels want them. A GPU backend without a kernel for SigLIP's head size
+        // (72) gets the separate ops instead.
+        ggml_tensor * vh = ggml_permute(ctx, heads(v), 0, 2, 1, 3);
+        ggml_tensor * fused =
+            ggml_flash_attn_ext(ctx, qh, ggml_cast(ctx, kh, GGML_TYPE_F16), ggml_cast(ctx, vh, GGML_TYPE_F16), nullptr, scale, 0.0f, 0.0f);
+        ggml_prec_set_acc(fused, GGML_PREC_F32);
+        if (m.is_cpu || ggml_backend_supports_op(m.backend.get(), fused)) return ggml_reshape_2d(ctx, fused, C, N);  // [HD, H, N] -> [C, N]
+    }
+    ggml_tensor * vt  = ggml_cont(ctx, ggml_permute(ctx, heads(v), 1, 2, 0, 3));  // [N, HD, H]
+    ggml_tensor * kq  = ggml_mul_mat(ctx, kh, qh);                                // [N_k, N_q, H]
+    kq                = ggml_soft_max_ext(ctx, kq, nullptr, scale, 0.0f);
+    ggml_tensor * kqv = ggml_mul_mat(ctx, vt, kq);                           // [HD, N, H]
+    kqv               = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));  // [HD, H, N]
+    return ggml_reshape_2d(ctx, kqv, C, N);
+}
+
+// x + attention(layer_norm(x)): with packed q, k, v, one op normalizes and quantizes x and one
+// computes q, k and v side by side; a packed output projection adds the residual itself.
+ggml_tensor * attention_block(const pg_vision_model & m, ggml_context * ctx, const pg_vision_layer & L, ggml_tensor * x) {
+    const int64_t C = m.hp.hidden, N = x->ne[1];
+    ggml_tensor * q, *k, *v;
+    if (packed(L.q_w) && packed(L.k_w) && packed(L.v_w)) {
+        ggml_tensor * w[] = { L.q_w, L.k_w, L.v_w };
+        ggml_tensor * b[] = { L.q_b, L.k_b, L.v_b };
+        ggml_tensor * qkv = pg_q8_linear(ctx, w, b, 3, pg_q8_norm_quantize(ctx, x, L.ln1_w, L.ln1_b, &m.hp.eps), PG_Q8_BIAS, nullptr);
+        const size_t  row = (size_t) C * sizeof(float);
+        q                 = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], 0);
+        k                 = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], row);
+        v                 = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], 2 * row);
+    } else {
+        ggml_tensor * cur = layer_norm(ctx, x, L.ln1_w, L.ln1_b, m.hp.eps);
+        q                 = linear(ctx, L.q_w, L.q_b, cur);
+        k                 = linear(ctx, L.k_w, L.k_b, cur);
+        v                 = linear(ctx, L.v_w, L.v_b, cur);
+    }
+    ggml_tensor * att = attention(m, ctx, q, k, v, m.hp.heads, m.attention);
+    if (packed(L.o_w)) return pg_q8_linear(ctx, &L.o_w, &L.o_b, 1, pg_q8_quantize(ctx, att), PG_Q8_BIAS_RESIDUAL, x);
+    return ggml_add(ctx, x, linear(ctx, L.o_w, L.o_b, att));
+}
+
+// x + mlp(layer_norm(x)): with packed weights, fc1 applies GELU and quantizes for fc2 itself, and
+// fc2 adds the residual: no f32 activations of the MLP's width at all.
+ggml_tensor * mlp_block(const pg_vision_model & m, ggml_context * ctx, const pg_vision_layer & L, ggml_tensor * x) {
+    if (packed(L.up_w) && packed(L.down_w) && L.up_w->ne[1] % 2 == 0) {
+        ggml_tensor * h =
+            pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_norm_quantize(ctx, x, L.ln2_w, L.ln2_b, &m.hp.eps), PG_Q8_BIAS_GELU_QUANTIZE, nullptr);
+        return pg_q8_linear(ctx, &L.down_w, &L.down_b, 1, h, PG_Q8_BIAS_RESIDUAL, x);
+    }
+    ggml_tensor * cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, m.hp.eps);
+    ggml_tensor * up  = packed(L.up_w) ? pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_quantize(ctx, cur), PG_Q8_BIAS, nullptr) : nullptr;
+    cur               = up ? ggml_gelu(ctx, up) : mlp_up_gelu(m, ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
+    return ggml_add(ctx, x, linear(ctx, L.down_w, L.down_b, cur));
+}
+
 ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor ** inp_out) {
     const pg_vision_hparams & hp = m.hp;
-    const int                 S = hp.image_size, P = hp.patch_size, C = hp.hidden, N = hp.image_tokens, H = hp.heads, HD = C / H;
+    const int                 S = hp.image_size, P = hp.patch_size, C = hp.hidden, N = hp.image_tokens, H = hp.heads;
 
     ggml_tensor * inp = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, S, S, 3);
     ggml_set_name(inp, "pixels");
@@ -338,44 +472,12 @@ ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor *
     x               = ggml_add(ctx, x, m.patch_b);
     x               = ggml_add(ctx, x, m.pos);
 
-    const float scale = 1.0f / sqrtf((float) HD);
-    for (const pg_vision_layer & L : m.blocks) {
-        ggml_tensor * cur   = layer_norm(ctx, x, L.ln1_w, L.ln1_b, hp.eps);
-        ggml_tensor * q     = ggml_add(ctx, ggml_mul_mat(ctx, L.q_w, cur), L.q_b);
-        ggml_tensor * k     = ggml_add(ctx, ggml_mul_mat(ctx, L.k_w, cur), L.k_b);
-        ggml_tensor * v     = ggml_add(ctx, ggml_mul_mat(ctx, L.v_w, cur), L.v_b);
-        q                   = ggml_permute(ctx, ggml_reshape_3d(ctx, q, HD, H, N), 0, 2, 1, 3);  // [HD, N, H]
-        k                   = ggml_permute(ctx, ggml_reshape_3d(ctx, k, HD, H, N), 0, 2, 1, 3);  // [HD, N, H]
-        ggml_tensor * fused = nullptr;
-        if (m.attention == PG_VISION_ATTENTION_FUSED) {
-            // Fused attention: the N x N score matrix is never materialized (4096 x 4096 per head at
-            // 896 px); K and V in f16 as ggml's kernels want them. A GPU backend without a kernel
-            // for SigLIP's head size (72) gets the separate ops instead.
-            ggml_tensor * vf = ggml_permute(ctx, ggml_reshape_3d(ctx, v, HD, H, N), 0, 2, 1, 3);
-            fused = ggml_flash_attn_ext(ctx, q, ggml_cast(ctx, k, GGML_TYPE_F16), ggml_cast(ctx, vf, GGML_TYPE_F16), nullptr, scale, 0.0f, 0.0f);
-            ggml_prec_set_acc(fused, GGML_PREC_F32);
-            if (!m.is_cpu && !ggml_backend_supports_op(m.backend.get(), fused)) fused = nullptr;
-        }
-        if (fused) {
-            cur = ggml_reshape_2d(ctx, fused, C, N);  // [HD, H, N] -> [C, N]
-        } else {
-            v                 = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, v, HD, H, N), 1, 2, 0, 3));  // [N, HD, H]
-            ggml_tensor * kq  = ggml_mul_mat(ctx, k, q);                                                           // [N_k, N_q, H]
-            kq                = ggml_soft_max_ext(ctx, kq, nullptr, scale, 0.0f);
-            ggml_tensor * kqv = ggml_mul_mat(ctx, v, kq);                            // [HD, N, H]
-            kqv               = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));  // [HD, H, N]
-            cur               = ggml_reshape_2d(ctx, kqv, C, N);
-        }
-        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.o_w, cur), L.o_b);
-        x   = ggml_add(ctx, x, cur);
-
-        cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, hp.eps);
-        cur = mlp_up_gelu(m, ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
-        cur = ggml_add(ctx, ggml_mul_mat(ctx, L.down_w, cur), L.down_b);
-        x   = ggml_add(ctx, x, cur);
+    for (const pg_vision_layer & L : m.blocks) x = mlp_block(m, ctx, L, attention_block(m, ctx, L, x));
+    if (packed(m.mm_w)) {
+        x = pg_q8_linear(ctx, &m.mm_w, &m.mm_b, 1, pg_q8_norm_quantize(ctx, x, m.post_w, m.post_b, &m.hp.eps), PG_Q8_BIAS, nullptr);  // [D, N]
+    } else {
+        x = linear(ctx, m.mm_w, m.mm_b, layer_norm(ctx, x, m.post_w, m.post_b, m.hp.eps));  // [D, N]
     }
-    x = layer_norm(ctx, x, m.post_w, m.post_b, hp.eps);
-    x = ggml_add(ctx, ggml_mul_mat(ctx, m.mm_w, x), m.mm_b);  // [D, N]
     ggml_set_name(x, "image_embd");
     ggml_set_output(x);
 
@@ -391,6 +493,96 @@ struct abort_ctx {
 bool abort_cb(void * data) {
     auto * a = (abort_ctx *) data;
     return a->flag && a->flag->load(std::memory_order_relaxed);
+}
+
+// Which attention kernel is faster on this machine at the tower's shape, measured once per shape
+// and thread count in this process: the two differ by 1.6-3x, in either direction, between CPU
+// kinds. The race takes all heads up to 1024 tokens and fewer above (one head of 4096 tokens is
+// already ~2 GFLOP), at least one per thread; a few milliseconds at 224 px.
+pg_vision_attention measure_attention(const pg_vision_model & m) {
+    const int H = m.hp.heads, HD = m.hp.hidden / H, N = m.hp.image_tokens;
+    // The candidates: ggml's fused kernel; its separate ops, which hold every head's N x N scores at
+    // once (1 GiB at 896 px: past 256 MiB they are left out); ours, where the CPU has AVX-512.
+    std::vector<pg_vision_attention> kinds = { PG_VISION_ATTENTION_FUSED };
+    if ((int64_t) N * N * H * (int64_t) sizeof(float) <= (256LL << 20)) kinds.push_back(PG_VISION_ATTENTION_SEPARATE);
+    if (pg_attention_cpu_available()) kinds.push_back(PG_VISION_ATTENTION_TILED);
+    if (kinds.size() == 1) return kinds[0];
+    const int         heads = std::max(std::min(m.n_threads, H), std::min(H, (int) ((16LL << 20) / ((int64_t) N * N))));
+    const std::string key =
+        "attention " + std::to_string(N) + "x" + std::to_string(HD) + "x" + std::to_string(heads) + "@" + std::to_string(m.n_threads);
+    const int known = pg_tune_recall(key);
+    if (known >= 0) return (pg_vision_attention) known;
+    std::vector<pg_tune_graph> graphs(kinds.size());
+    for (size_t i = 0; i < kinds.size(); ++i) {
+        if (!pg_tune_begin(graphs[i], 64)) return PG_VISION_ATTENTION_FUSED;
+        ggml_tensor * qkv[3];
+        for (ggml_tensor *& t : qkv) {
+            t = ggml_new_tensor_2d(graphs[i].ctx.get(), GGML_TYPE_F32, (int64_t) HD * heads, N);
+            pg_tune_input(t);
+        }
+        if (!pg_tune_finish(graphs[i], m.backend.get(), attention(m, graphs[i].ctx.get(), qkv[0], qkv[1], qkv[2], heads, kinds[i]))) {
+            return PG_VISION_ATTENTION_FUSED;
+        }
+        for (int j = 0; j < 3; ++j) pg_tune_fill(qkv[j], j + 1);
+    }
+    std::vector<double>       us(kinds.size());
+    const int                 fastest = pg_tune_race(m.backend.get(), graphs.data(), (int) graphs.size(), 3, us.data());
+    const pg_vision_attention pick    = fastest < 0 ? PG_VISION_ATTENTION_FUSED : kinds[fastest];
+    pg_tune_remember(key, pick);
+    return pick;
+}
+
+// Whether our int8 product beats ggml's q8_0 one on this machine: both on a hidden x hidden weight
+// of random values, over the tower's tokens; ours is kept only when it is faster and agrees.
+bool measure_matmul(const pg_vision_model & m) {
+    const int64_t     C = m.hp.hidden - m.hp.hidden % 32, N = m.hp.image_tokens;
+    const std::string key   = "q8 matmul " + std::to_string(C) + "x" + std::to_string(N) + "@" + std::to_string(m.n_threads);
+    const int         known = pg_tune_recall(key);
+    if (known >= 0) return known == 1;
+    if (C < 32 || C % 16 != 0) return false;
+    // The same random weights, quantized to q8_0, in ggml's layout and in ours.
+    std::vector<float> wf((size_t) (C * C));
+    for (size_t i = 0; i < wf.size(); ++i) wf[i] = (float) ((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+    std::vector<uint8_t> wq(ggml_row_size(GGML_TYPE_Q8_0, C) * C);
+    ggml_quantize_chunk(GGML_TYPE_Q8_0, wf.data(), wq.data(), 0, C, C, nullptr);
+    pg_tune_graph graphs[2];
+    ggml_tensor * w[2];
+    ggml_tensor * x[2];
+    ggml_tensor * y[2];
+    for (int i = 0; i < 2; ++i) {
+        if (!pg_tune_begin(graphs[i], 16)) return false;
+        ggml_context * ctx = graphs[i].ctx.get();
+        w[i]               = i == 0 ? ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, C, C)
+                                    : ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) pg_q8_packed_panel_bytes(C), C / 16);
+        x[i]               = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, C, N);
+        pg_tune_input(w[i]);
+        pg_tune_input(x[i]);
+        ggml_tensor * bias = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, C);
+        pg_tune_input(bias);
+        y[i] = i == 0 ? ggml_add(ctx, ggml_mul_mat(ctx, w[i], x[i]), bias)
+                      : pg_q8_linear(ctx, &w[i], &bias, 1, pg_q8_quantize(ctx, x[i]), PG_Q8_BIAS, nullptr);
+        if (!pg_tune_finish(graphs[i], m.backend.get(), y[i])) return false;
+        pg_tune_fill(x[i], 7);
+        pg_tune_fill(bias, 8);
+    }
+    ggml_backend_tensor_set(w[0], wq.data(), 0, wq.size());
+    std::vector<uint8_t> packed(ggml_nbytes(w[1]));
+    pg_q8_pack(wq.data(), C, C, packed.data());
+    ggml_backend_tensor_set(w[1], packed.data(), 0, packed.size());
+    double    us[2];
+    const int faster = pg_tune_race(m.backend.get(), graphs, 2, 3, us);
+    // Both are q8_0 products: they agree to the rounding of the activations' scales.
+    std::vector<float> ya((size_t) (C * N)), yb((size_t) (C * N));
+    ggml_backend_tensor_get(y[0], ya.data(), 0, ya.size() * sizeof(float));
+    ggml_backend_tensor_get(y[1], yb.data(), 0, yb.size() * sizeof(float));
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ya.size(); ++i) {
+        num += (double) (ya[i] - yb[i]) * (ya[i] - yb[i]);
+        den += (double) ya[i] * ya[i];
+    }
+    const bool ours = faster == 1 && den > 0 && num / den < 1e-6;
+    pg_tune_remember(key, ours ? 1 : 0);
+    return ours;
 }
 
 }  // namespace

@@ -47,6 +47,14 @@ enum pg_vision_attention {
     PG_VISION_ATTENTION_AUTO,      // the loader chooses
     PG_VISION_ATTENTION_FUSED,     // ggml_flash_attn_ext: the N x N scores never materialize; K, V in f16
     PG_VISION_ATTENTION_SEPARATE,  // QK^T, softmax, AV as separate ops in f32
+    PG_VISION_ATTENTION_TILED,     // ours (pg_attention_cpu.h): one op per block of queries, f32, AVX-512
+};
+
+// How the tower's q8_0 matrices are multiplied on the CPU.
+enum pg_vision_matmul {
+    PG_VISION_MATMUL_AUTO,  // the loader measures both and keeps the faster
+    PG_VISION_MATMUL_GGML,  // ggml's own q8_0 product
+    PG_VISION_MATMUL_INT8,  // ours (pg_gemm_q8.h): weights repacked at load, AVX-512 VNNI
 };
 
 struct pg_vision_params {
@@ -55,7 +63,8 @@ struct pg_vision_params {
     pg_vision_attention attention = PG_VISION_ATTENTION_AUTO;
     // CPU: matrix weights in ggml's repacking buffer (the layout llama.cpp's own CPU matrix kernels
     // are fastest with); false keeps them in the plain buffer, for A/B measurements.
-    bool repack = true;
+    bool             repack = true;
+    pg_vision_matmul matmul = PG_VISION_MATMUL_AUTO;
 };
 
 struct pg_vision_model {
@@ -67,9 +76,10 @@ struct pg_vision_model {
     ggml_backend_buffer_ptr      buf_w;
     ggml_backend_buffer_ptr      buf_r;
     ggml_gallocr_ptr             galloc;  // compute buffer, reused across encodes
-    bool                         is_cpu    = true;
-    int                          n_threads = 1;
-    pg_vision_attention          attention = PG_VISION_ATTENTION_FUSED;
+    bool                         is_cpu      = true;
+    int                          n_threads   = 1;
+    pg_vision_attention          attention   = PG_VISION_ATTENTION_FUSED;
+    bool                         int8_matmul = false;  // q8_0 matrices packed for pg_q8_mul_mat
     ggml_tensor *                patch_w = nullptr, *patch_b = nullptr, *pos = nullptr;
     ggml_tensor *                post_w = nullptr, *post_b = nullptr, *mm_w = nullptr, *mm_b = nullptr;
     std::vector<pg_vision_layer> blocks;

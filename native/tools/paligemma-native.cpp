@@ -1,15 +1,22 @@
 // paligemma-native: the C++ core without Node, for checks on machines that have no Node.js. It
 // calls the same pg_model functions as the addon.
+#include "pg_attention_cpu.h"
+#include "pg_gemm_q8.h"
 #include "pg_gguf.h"
 #include "pg_model.h"
 #include "pg_system.h"
+#include "pg_tune.h"
+
+#include "ggml-cpu.h"
 
 #include "ggml.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -22,7 +29,9 @@ int usage() {
             "       paligemma-native gguf FILE\n"
             "       paligemma-native encode MODEL MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [options] [--reps N]\n"
             "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...]\n"
-            "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate  --no-repack\n");
+            "       paligemma-native kernels [--threads N]   our int8 q8_0 product against ggml's and f32, at SigLIP shapes\n"
+            "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled\n"
+            "         --vision-matmul ggml|int8  --no-repack\n");
     return 2;
 }
 
@@ -69,8 +78,14 @@ bool parse_options(int argc, char ** argv, int first, tool_options & o) {
             o.model.vision_repack = false;
         else if (!strcmp(a, "--vision-attention") && more) {
             const std::string v = argv[++i];
-            if (v != "fused" && v != "separate") return false;
-            o.model.vision_attention = v == "fused" ? PG_VISION_ATTENTION_FUSED : PG_VISION_ATTENTION_SEPARATE;
+            if (v != "fused" && v != "separate" && v != "tiled") return false;
+            o.model.vision_attention = v == "fused"   ? PG_VISION_ATTENTION_FUSED
+                                       : v == "tiled" ? PG_VISION_ATTENTION_TILED
+                                                      : PG_VISION_ATTENTION_SEPARATE;
+        } else if (!strcmp(a, "--vision-matmul") && more) {
+            const std::string v = argv[++i];
+            if (v != "ggml" && v != "int8") return false;
+            o.model.vision_matmul = v == "int8" ? PG_VISION_MATMUL_INT8 : PG_VISION_MATMUL_GGML;
         } else if (!strcmp(a, "--reps") && more)
             o.reps = atoi(argv[++i]);
         else if (!strcmp(a, "--logits") && more)
@@ -155,7 +170,8 @@ int cmd_encode(int argc, char ** argv) {
     const pg_image_embedding & e = *res.embedding;
     if (!write_f32(argv[5], pixels.data(), pixels.size()) || !write_f32(argv[6], e.data.data(), e.data.size())) return fail("cannot write output");
     const pg_model_info & info = pg_model_get_info(*m);
-    printf("%d px, %d tokens x %d\n", info.image_size, e.tokens, e.dim);
+    printf("%d px, %d tokens x %d, %s attention, %s matmul\n", info.image_size, e.tokens, e.dim, info.vision_attention.c_str(),
+           info.vision_matmul.c_str());
     return 0;
 }
 
@@ -180,6 +196,231 @@ int cmd_generate(int argc, char ** argv) {
     return 0;
 }
 
+// Relative L2 error of a against the reference b.
+double rel_error(const std::vector<float> & a, const std::vector<float> & b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < b.size(); ++i) {
+        num += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
+        den += (double) b[i] * b[i];
+    }
+    return std::sqrt(num / den);
+}
+
+// Random values in [-scale, scale).
+std::vector<float> random_values(size_t n, float scale, uint32_t seed) {
+    std::vector<float> v(n);
+    for (float & x : v) {
+        seed = seed * 1664525u + 1013904223u;
+        x    = ((float) (seed >> 8) / (float) (1u << 23) - 1.0f) * scale;
+    }
+    return v;
+}
+
+// A weight of n x k for each way: f32, q8_0, and q8_0 packed for our product (empty without it).
+struct weight_forms {
+    std::vector<float>   f32;
+    std::vector<uint8_t> q8_0, packed;
+};
+
+weight_forms make_weight(int64_t n, int64_t k, uint32_t seed) {
+    weight_forms w;
+    w.f32 = random_values((size_t) (n * k), 0.05f, seed);
+    w.q8_0.resize(ggml_row_size(GGML_TYPE_Q8_0, k) * n);
+    ggml_quantize_chunk(GGML_TYPE_Q8_0, w.f32.data(), w.q8_0.data(), 0, n, k, nullptr);
+    w.packed.resize(pg_q8_packed_panel_bytes(k) * (n / 16));
+    pg_q8_pack(w.q8_0.data(), n, k, w.packed.data());
+    return w;
+}
+
+// The graph of one way: 0 f32 weights (the reference), 1 ggml's q8_0, 2 ours.
+ggml_tensor * weight_tensor(ggml_context * ctx, int way, int64_t n, int64_t k) {
+    ggml_tensor * t = way == 0   ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n)
+                      : way == 1 ? ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, k, n)
+                                 : ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) pg_q8_packed_panel_bytes(k), n / 16);
+    pg_tune_input(t);
+    return t;
+}
+
+void set_weight(ggml_tensor * t, int way, const weight_forms & w) {
+    ggml_backend_tensor_set(t,
+                            way == 0   ? (const void *) w.f32.data()
+                            : way == 1 ? (const void *) w.q8_0.data()
+                                       : (const void *) w.packed.data(),
+                            0, ggml_nbytes(t));
+}
+
+// Each way: build(ctx, way, inputs) -> output; timed, and compared with way 0.
+template <typename Build>
+int check(ggml_backend_t cpu, const char * what, double gflop, int64_t outputs, Build build) {
+    const int          ways = pg_q8_gemm_available() ? 3 : 2;
+    std::vector<float> y[3];
+    double             ms[3] = {};
+    for (int way = 0; way < ways; ++way) {
+        pg_tune_graph g;
+        if (!pg_tune_begin(g, 64)) return fail("cannot create a graph context");
+        std::vector<std::function<void()>> setters;
+        ggml_tensor *                      out = build(g.ctx.get(), way, setters);
+        if (!pg_tune_finish(g, cpu, out)) return fail("cannot allocate a graph");
+        for (auto & set : setters) set();
+        for (int r = 0; r < 4; ++r) {
+            const int64_t t0 = ggml_time_us();
+            if (ggml_backend_graph_compute(cpu, g.graph) != GGML_STATUS_SUCCESS) return fail("graph computation failed");
+            const double t = (ggml_time_us() - t0) / 1000.0;
+            if (r > 0 && (ms[way] == 0 || t < ms[way])) ms[way] = t;
+        }
+        y[way].resize((size_t) outputs);
+        ggml_backend_tensor_get(out, y[way].data(), 0, y[way].size() * sizeof(float));
+    }
+    printf("%-34s f32 %7.2f ms | ggml q8_0 %7.2f ms (%4.0f GFLOP/s), rel. error %.2e", what, ms[0], ms[1], gflop / (ms[1] / 1000),
+           rel_error(y[1], y[0]));
+    if (ways == 3) printf(" | ours %7.2f ms (%4.0f GFLOP/s), rel. error %.2e", ms[2], gflop / (ms[2] / 1000), rel_error(y[2], y[0]));
+    printf("\n");
+    return 0;
+}
+
+// W x + b over m rows.
+int check_linear(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
+    const weight_forms       w = make_weight(n, k, 1);
+    const std::vector<float> x = random_values((size_t) (k * m), 1.0f, 2), b = random_values((size_t) n, 0.5f, 3);
+    char                     what[64];
+    snprintf(what, sizeof(what), "linear %lld -> %lld, %lld rows", (long long) k, (long long) n, (long long) m);
+    return check(cpu, what, 2.0 * k * n * m / 1e9, n * m, [&](ggml_context * ctx, int way, std::vector<std::function<void()>> & set) {
+        ggml_tensor * wt = weight_tensor(ctx, way, n, k);
+        ggml_tensor * xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+        ggml_tensor * bt = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
+        pg_tune_input(xt);
+        pg_tune_input(bt);
+        set.push_back([=, &w, &x, &b] {
+            set_weight(wt, way, w);
+            ggml_backend_tensor_set(xt, x.data(), 0, ggml_nbytes(xt));
+            ggml_backend_tensor_set(bt, b.data(), 0, ggml_nbytes(bt));
+        });
+        if (way < 2) return ggml_add(ctx, ggml_mul_mat(ctx, wt, xt), bt);
+        return pg_q8_linear(ctx, &wt, &bt, 1, pg_q8_quantize(ctx, xt), PG_Q8_BIAS, nullptr);
+    });
+}
+
+// SigLIP's MLP block: x + fc2(gelu(fc1(layer_norm(x)))); ours fuses the norm with quantizing, GELU
+// with fc1 (and quantizing for fc2), the residual with fc2.
+int check_mlp(ggml_backend_t cpu, int64_t c, int64_t f, int64_t m) {
+    static const float       eps = 1e-6f;
+    const weight_forms       w1 = make_weight(f, c, 4), w2 = make_weight(c, f, 5);
+    const std::vector<float> x = random_values((size_t) (c * m), 1.0f, 6), b1 = random_values((size_t) f, 0.5f, 7),
+                             b2 = random_values((size_t) c, 0.5f, 8);
+    const std::vector<float> g = random_values((size_t) c, 1.0f, 9), gb = random_values((size_t) c, 0.2f, 10);
+    char                     what[64];
+    snprintf(what, sizeof(what), "mlp block %lld/%lld, %lld rows", (long long) c, (long long) f, (long long) m);
+    return check(cpu, what, 4.0 * c * f * m / 1e9, c * m, [&](ggml_context * ctx, int way, std::vector<std::function<void()>> & set) {
+        ggml_tensor * w1t = weight_tensor(ctx, way, f, c);
+        ggml_tensor * w2t = weight_tensor(ctx, way, c, f);
+        ggml_tensor * xt  = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, c, m);
+        ggml_tensor * b1t = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, f);
+        ggml_tensor * b2t = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, c);
+        ggml_tensor * gt  = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, c);
+        ggml_tensor * gbt = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, c);
+        for (ggml_tensor * t : { xt, b1t, b2t, gt, gbt }) pg_tune_input(t);
+        set.push_back([=, &w1, &w2, &x, &b1, &b2, &g, &gb] {
+            set_weight(w1t, way, w1);
+            set_weight(w2t, way, w2);
+            ggml_backend_tensor_set(xt, x.data(), 0, ggml_nbytes(xt));
+            ggml_backend_tensor_set(b1t, b1.data(), 0, ggml_nbytes(b1t));
+            ggml_backend_tensor_set(b2t, b2.data(), 0, ggml_nbytes(b2t));
+            ggml_backend_tensor_set(gt, g.data(), 0, ggml_nbytes(gt));
+            ggml_backend_tensor_set(gbt, gb.data(), 0, ggml_nbytes(gbt));
+        });
+        if (way < 2) {
+            ggml_tensor * h = ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, xt, eps), gt), gbt);
+            h               = ggml_gelu(ctx, ggml_add(ctx, ggml_mul_mat(ctx, w1t, h), b1t));
+            return ggml_add(ctx, xt, ggml_add(ctx, ggml_mul_mat(ctx, w2t, h), b2t));
+        }
+        ggml_tensor * h = pg_q8_linear(ctx, &w1t, &b1t, 1, pg_q8_norm_quantize(ctx, xt, gt, gbt, &eps), PG_Q8_BIAS_GELU_QUANTIZE, nullptr);
+        return pg_q8_linear(ctx, &w2t, &b2t, 1, h, PG_Q8_BIAS_RESIDUAL, xt);
+    });
+}
+
+// Attention over n tokens, 16 heads of 72: ggml's separate ops (f32, the reference), ggml's fused
+// kernel, ours.
+int check_attention(ggml_backend_t cpu, int64_t n) {
+    const int64_t            c = 1152, h = 16, hd = c / h;
+    const std::vector<float> q = random_values((size_t) (c * n), 1.0f, 11), k = random_values((size_t) (c * n), 1.0f, 12),
+                             v  = random_values((size_t) (c * n), 1.0f, 13);
+    const char *       names[3] = { "separate", "fused", "ours" };
+    const int          ways     = pg_attention_cpu_available() ? 3 : 2;
+    std::vector<float> y[3];
+    double             ms[3] = {};
+    for (int way = 0; way < ways; ++way) {
+        pg_tune_graph g;
+        if (!pg_tune_begin(g, 64)) return fail("cannot create a graph context");
+        ggml_context * ctx = g.ctx.get();
+        ggml_tensor *  t[3];
+        for (ggml_tensor *& x : t) {
+            x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, c, n);
+            pg_tune_input(x);
+        }
+        const float   scale = 1.0f / sqrtf((float) hd);
+        ggml_tensor * out;
+        auto          heads = [&](ggml_tensor * x) { return ggml_view_3d(ctx, x, hd, h, n, hd * sizeof(float), x->nb[1], 0); };
+        if (way == 2) {
+            const int64_t ch       = PG_ATTENTION_CHUNK;
+            auto          per_head = [&](ggml_tensor * x) { return ggml_cont(ctx, ggml_permute(ctx, heads(x), 0, 2, 1, 3)); };
+            ggml_tensor * kc = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, ggml_cont(ctx, heads(t[1])), hd, h, ch, n / ch), 1, 3, 0, 2));
+            out              = pg_attention_cpu(ctx, per_head(t[0]), kc, ggml_pad(ctx, per_head(t[2]), 8, 0, 0, 0));
+        } else {
+            ggml_tensor *qh = ggml_permute(ctx, heads(t[0]), 0, 2, 1, 3), *kh = ggml_permute(ctx, heads(t[1]), 0, 2, 1, 3);
+            if (way == 1) {
+                out = ggml_flash_attn_ext(ctx, qh, ggml_cast(ctx, kh, GGML_TYPE_F16),
+                                          ggml_cast(ctx, ggml_permute(ctx, heads(t[2]), 0, 2, 1, 3), GGML_TYPE_F16), nullptr, scale, 0, 0);
+                ggml_prec_set_acc(out, GGML_PREC_F32);
+                out = ggml_reshape_2d(ctx, out, c, n);
+            } else {
+                ggml_tensor * kq  = ggml_soft_max_ext(ctx, ggml_mul_mat(ctx, kh, qh), nullptr, scale, 0.0f);
+                ggml_tensor * kqv = ggml_mul_mat(ctx, ggml_cont(ctx, ggml_permute(ctx, heads(t[2]), 1, 2, 0, 3)), kq);
+                out               = ggml_reshape_2d(ctx, ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3)), c, n);
+            }
+        }
+        if (!pg_tune_finish(g, cpu, out)) return fail("cannot allocate a graph");
+        ggml_backend_tensor_set(t[0], q.data(), 0, ggml_nbytes(t[0]));
+        ggml_backend_tensor_set(t[1], k.data(), 0, ggml_nbytes(t[1]));
+        ggml_backend_tensor_set(t[2], v.data(), 0, ggml_nbytes(t[2]));
+        for (int r = 0; r < 4; ++r) {
+            const int64_t t0 = ggml_time_us();
+            if (ggml_backend_graph_compute(cpu, g.graph) != GGML_STATUS_SUCCESS) return fail("graph computation failed");
+            const double dt = (ggml_time_us() - t0) / 1000.0;
+            if (r > 0 && (ms[way] == 0 || dt < ms[way])) ms[way] = dt;
+        }
+        y[way].resize((size_t) (c * n));
+        ggml_backend_tensor_get(out, y[way].data(), 0, y[way].size() * sizeof(float));
+    }
+    const double gflop = 4.0 * n * n * c / 1e9;
+    printf("attention %lld tokens, 16 x 72    ", (long long) n);
+    for (int way = 0; way < ways; ++way) {
+        printf(" | %s %7.2f ms (%4.0f GFLOP/s)", names[way], ms[way], gflop / (ms[way] / 1000));
+        if (way) printf(", rel. error %.2e", rel_error(y[way], y[0]));
+    }
+    printf("\n");
+    return 0;
+}
+
+int cmd_kernels(int argc, char ** argv) {
+    tool_options o;
+    if (!parse_options(argc, argv, 2, o)) return usage();
+    ggml_backend_ptr cpu(ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr));
+    if (!cpu) return fail("no CPU backend");
+    ggml_backend_cpu_set_n_threads(cpu.get(), o.model.threads > 0 ? o.model.threads : pg_physical_cores());
+    printf("our int8 product: %s\n", pg_q8_gemm_available() ? "available (AVX-512 VNNI)" : "not available on this CPU");
+    // SigLIP-So400m: q/k/v/o 1152 -> 1152, fc1 1152 -> 4320 (padded), fc2 back; 256 and 1024 tokens, and an odd count.
+    const int64_t linears[][3] = { { 1152, 1152, 256 }, { 1152, 4320, 256 }, { 4320, 1152, 256 }, { 1152, 1152, 1024 }, { 1152, 1152, 37 } };
+    for (const auto & l : linears) {
+        if (int rc = check_linear(cpu.get(), l[0], l[1], l[2])) return rc;
+    }
+    if (int rc = check_mlp(cpu.get(), 1152, 4320, 256)) return rc;
+    if (int rc = check_mlp(cpu.get(), 1152, 4320, 37)) return rc;
+    for (int64_t n : { 256, 1024 }) {
+        if (int rc = check_attention(cpu.get(), n)) return rc;
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char ** argv) {
@@ -188,5 +429,6 @@ int main(int argc, char ** argv) {
     if (!strcmp(argv[1], "gguf") && argc == 3) return cmd_gguf(argv[2]);
     if (!strcmp(argv[1], "encode") && argc >= 7) return cmd_encode(argc, argv);
     if (!strcmp(argv[1], "generate") && argc >= 7) return cmd_generate(argc, argv);
+    if (!strcmp(argv[1], "kernels")) return cmd_kernels(argc, argv);
     return usage();
 }

@@ -1,0 +1,326 @@
+#include "pg_gemm_q8.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace {
+
+constexpr int QK         = 32;                 // values per block (as q8_0)
+constexpr int LANES      = 16;                 // weight rows per panel: one per 32-bit lane of a zmm
+constexpr int BLOCK_W    = QK * LANES;         // 512 bytes of weights per block and panel
+constexpr int BLOCK_SIZE = BLOCK_W + 64 + 64;  // + 16 float scales + 16 int32 corrections
+
+struct q8_0_block {
+    ggml_fp16_t d;
+    int8_t      qs[QK];
+};
+static_assert(sizeof(q8_0_block) == 34, "ggml's block_q8_0 layout");
+
+// Bytes of one quantized activation row: k unsigned values, then k/32 float scales.
+size_t xq_row_bytes(int64_t k) {
+    return (size_t) k + (size_t) (k / QK) * sizeof(float);
+}
+
+}  // namespace
+
+size_t pg_q8_packed_panel_bytes(int64_t k) {
+    return (size_t) (k / QK) * BLOCK_SIZE;
+}
+
+void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out) {
+    const q8_0_block * src   = (const q8_0_block *) q8_0_rows;
+    const int64_t      nb    = k / QK;
+    const size_t       panel = pg_q8_packed_panel_bytes(k);
+    for (int64_t p = 0; p < n_rows / LANES; ++p) {
+        for (int64_t b = 0; b < nb; ++b) {
+            uint8_t * dst  = (uint8_t *) out + p * panel + b * BLOCK_SIZE;
+            float *   d    = (float *) (dst + BLOCK_W);
+            int32_t * corr = (int32_t *) (dst + BLOCK_W + 64);
+            for (int lane = 0; lane < LANES; ++lane) {
+                const q8_0_block & blk = src[(p * LANES + lane) * nb + b];
+                int32_t            sum = 0;
+                for (int i = 0; i < QK; ++i) {
+                    // [group of 4 values][lane][4]: one 64-byte row holds 4 values of all 16 rows.
+                    dst[(i / 4) * 64 + lane * 4 + i % 4] = (uint8_t) blk.qs[i];
+                    sum += blk.qs[i];
+                }
+                d[lane] = ggml_fp16_to_fp32(blk.d);
+                // Activations enter shifted by +128 (vpdpbusd multiplies unsigned by signed bytes):
+                // starting each block's sum at -128 * sum(w) takes the shift out again.
+                corr[lane] = -128 * sum;
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 flags its own AVX-512 intrinsics (their _mm512_undefined operands) as maybe uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#define PG_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+namespace {
+
+// 32 floats (two vectors) -> 32 unsigned bytes (+128) and their scale, as ggml's q8_0 rounds.
+PG_AVX512_VNNI inline void quantize_block(__m512 v0, __m512 v1, uint8_t * q, float * d) {
+    const float  amax   = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float  dd     = amax / 127.0f;
+    const __m512 inv    = _mm512_set1_ps(dd > 0 ? 1.0f / dd : 0.0f);
+    *d                  = dd;
+    const __m512i shift = _mm512_set1_epi32(128);
+    const __m512i i0    = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(v0, inv), _MM_FROUND_TO_NEAREST_INT)), shift);
+    const __m512i i1    = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(v1, inv), _MM_FROUND_TO_NEAREST_INT)), shift);
+    _mm_storeu_si128((__m128i *) q, _mm512_cvtepi32_epi8(i0));
+    _mm_storeu_si128((__m128i *) (q + 16), _mm512_cvtepi32_epi8(i1));
+}
+
+// exp(x), x clamped to [-88, 88]: 2^n e^r with |r| <= ln2/2, e^r by its series to r^6 (relative
+// error under 2e-7), 2^n applied exactly by vscalefps.
+PG_AVX512_VNNI inline __m512 exp_ps(__m512 x) {
+    x              = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
+    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x));
+    __m512       p = _mm512_set1_ps(1.0f / 720);
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+// SigLIP's GELU, tanh form, exactly: 0.5 v (1 + tanh(u)) == v / (1 + exp(-2u)), u = sqrt(2/pi) (v + 0.044715 v^3).
+PG_AVX512_VNNI inline __m512 gelu_tanh(__m512 v) {
+    const __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+    const __m512 z  = _mm512_mul_ps(_mm512_set1_ps(-1.5957691216057308f), _mm512_fmadd_ps(v3, _mm512_set1_ps(0.044715f), v));
+    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(z)));
+}
+
+// Quantizes rows [r0, r1) of x (f32, k values each), with a layer norm first when w is given.
+PG_AVX512_VNNI void quantize_rows(const ggml_tensor * x, const float * w, const float * b, float eps, uint8_t * out, int64_t r0, int64_t r1) {
+    const int64_t k      = x->ne[0];
+    const size_t  stride = xq_row_bytes(k);
+    for (int64_t r = r0; r < r1; ++r) {
+        const float * src  = (const float *) ((const char *) x->data + r * x->nb[1]);
+        uint8_t *     q    = out + r * stride;
+        float *       d    = (float *) (q + k);
+        __m512        mean = _mm512_setzero_ps(), scale = _mm512_set1_ps(1.0f);
+        if (w) {
+            __m512 sum = _mm512_setzero_ps();
+            for (int64_t i = 0; i < k; i += 16) sum = _mm512_add_ps(sum, _mm512_loadu_ps(src + i));
+            mean       = _mm512_set1_ps(_mm512_reduce_add_ps(sum) / (float) k);
+            __m512 var = _mm512_setzero_ps();
+            for (int64_t i = 0; i < k; i += 16) {
+                const __m512 c = _mm512_sub_ps(_mm512_loadu_ps(src + i), mean);
+                var            = _mm512_fmadd_ps(c, c, var);
+            }
+            scale = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(var) / (float) k + eps));
+        }
+        for (int64_t blk = 0; blk < k / QK; ++blk) {
+            __m512 v0 = _mm512_loadu_ps(src + blk * QK), v1 = _mm512_loadu_ps(src + blk * QK + 16);
+            if (w) {
+                v0 = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(v0, mean), scale), _mm512_loadu_ps(w + blk * QK), _mm512_loadu_ps(b + blk * QK));
+                v1 = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(v1, mean), scale), _mm512_loadu_ps(w + blk * QK + 16),
+                                     _mm512_loadu_ps(b + blk * QK + 16));
+            }
+            quantize_block(v0, v1, q + blk * QK, d + blk);
+        }
+    }
+}
+
+// Where a tile's results go.
+struct tile_out {
+    float *       c;     // f32 output row 0 of the tile, at the tile's first column
+    size_t        ldc;   // floats between output rows
+    const float * bias;  // at the tile's first column
+    const float * res;   // residual, laid out as c (or nullptr)
+    size_t        ld_res;
+    uint8_t *     q;     // GELU_QUANTIZE: quantized output row 0, at the tile's first column
+    float *       qd;    // its scale, at the tile's block
+    size_t        ld_q;  // bytes between quantized output rows
+};
+
+// MR activation rows x NP panels of 16 weight rows, over all k, then the epilogue.
+template <int MR, int NP, int EPI>
+PG_AVX512_VNNI void tile(const uint8_t * a, size_t a_stride, int64_t k, const uint8_t * const * panels, const tile_out & o) {
+    __m512 acc[MR][NP];
+    for (int m = 0; m < MR; ++m)
+        for (int j = 0; j < NP; ++j) acc[m][j] = _mm512_setzero_ps();
+    const float * scales[MR];
+    for (int m = 0; m < MR; ++m) scales[m] = (const float *) (a + m * a_stride + k);
+    for (int64_t blk = 0; blk < k / QK; ++blk) {
+        const uint8_t * w[NP];
+        __m512i         s[MR][NP];
+        for (int j = 0; j < NP; ++j) {
+            w[j]               = panels[j] + blk * BLOCK_SIZE;
+            const __m512i corr = _mm512_loadu_si512((const void *) (w[j] + BLOCK_W + 64));
+            for (int m = 0; m < MR; ++m) s[m][j] = corr;
+        }
+        for (int g = 0; g < QK / 4; ++g) {
+            __m512i wv[NP];
+            for (int j = 0; j < NP; ++j) wv[j] = _mm512_loadu_si512((const void *) (w[j] + g * 64));
+            for (int m = 0; m < MR; ++m) {
+                int32_t four;
+                memcpy(&four, a + m * a_stride + blk * QK + g * 4, 4);
+                const __m512i av = _mm512_set1_epi32(four);
+                for (int j = 0; j < NP; ++j) s[m][j] = _mm512_dpbusd_epi32(s[m][j], av, wv[j]);
+            }
+        }
+        for (int j = 0; j < NP; ++j) {
+            const __m512 d = _mm512_loadu_ps((const float *) (w[j] + BLOCK_W));
+            for (int m = 0; m < MR; ++m)
+                acc[m][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[m][j]), _mm512_mul_ps(d, _mm512_set1_ps(scales[m][blk])), acc[m][j]);
+        }
+    }
+    for (int m = 0; m < MR; ++m) {
+        for (int j = 0; j < NP; ++j) {
+            acc[m][j] = _mm512_add_ps(acc[m][j], _mm512_loadu_ps(o.bias + j * LANES));
+            if (EPI == PG_Q8_BIAS_RESIDUAL) acc[m][j] = _mm512_add_ps(acc[m][j], _mm512_loadu_ps(o.res + m * o.ld_res + j * LANES));
+            if (EPI != PG_Q8_BIAS_GELU_QUANTIZE) _mm512_storeu_ps(o.c + m * o.ldc + j * LANES, acc[m][j]);
+        }
+        // The tile's 32 columns are one block of the next product's activations.
+        if (EPI == PG_Q8_BIAS_GELU_QUANTIZE)
+            quantize_block(gelu_tanh(acc[m][0]), gelu_tanh(acc[m][NP - 1]), o.q + m * o.ld_q, (float *) ((char *) o.qd + m * o.ld_q));
+    }
+}
+
+template <int NP, int EPI>
+void tile_rows(int64_t m_left, const uint8_t * a, size_t a_stride, int64_t k, const uint8_t * const * panels, const tile_out & o) {
+    switch (m_left) {
+        case 1: return tile<1, NP, EPI>(a, a_stride, k, panels, o);
+        case 2: return tile<2, NP, EPI>(a, a_stride, k, panels, o);
+        case 3: return tile<3, NP, EPI>(a, a_stride, k, panels, o);
+        case 4: return tile<4, NP, EPI>(a, a_stride, k, panels, o);
+        case 5: return tile<5, NP, EPI>(a, a_stride, k, panels, o);
+        default: return tile<6, NP, EPI>(a, a_stride, k, panels, o);
+    }
+}
+
+void quantize_op(ggml_tensor * dst, int ith, int nth, void * eps) {
+    const ggml_tensor * x   = dst->src[0];
+    const int64_t       m   = x->ne[1];
+    const int64_t       per = (m + nth - 1) / nth, r0 = per * ith, r1 = std::min(m, r0 + per);
+    const float *       w = dst->src[1] ? (const float *) dst->src[1]->data : nullptr;
+    const float *       b = dst->src[2] ? (const float *) dst->src[2]->data : nullptr;
+    if (r0 < r1) quantize_rows(x, w, b, eps ? *(const float *) eps : 0.0f, (uint8_t *) dst->data, r0, r1);
+}
+
+// Sources: xq, then (weight, bias) pairs, then the residual for PG_Q8_BIAS_RESIDUAL.
+template <int EPI>
+void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * xq       = dst->src[0];
+    const int64_t       m        = xq->ne[1];
+    const size_t        a_stride = (size_t) xq->nb[1];
+    int                 count    = 0;
+    while (count < 3 && dst->src[1 + 2 * count] && dst->src[2 + 2 * count]) ++count;
+    const ggml_tensor * res = EPI == PG_Q8_BIAS_RESIDUAL ? dst->src[1 + 2 * count] : nullptr;
+    // Threads take whole pairs of panels (32 output rows) over all the weights: a pair's weights
+    // stay in cache while every activation row passes.
+    int64_t pairs = 0;
+    for (int t = 0; t < count; ++t) pairs += (dst->src[1 + 2 * t]->ne[1] + 1) / 2;
+    const int64_t per = (pairs + nth - 1) / nth;
+    const int64_t p0 = per * ith, p1 = std::min(pairs, p0 + per);
+    int64_t       first_pair = 0, first_col = 0;
+    for (int t = 0; t < count; ++t) {
+        const ggml_tensor * w       = dst->src[1 + 2 * t];
+        const float *       bias    = (const float *) dst->src[2 + 2 * t]->data;
+        const int64_t       np      = w->ne[1];
+        const int64_t       k       = (int64_t) w->ne[0] / BLOCK_SIZE * QK;
+        const int64_t       n_pairs = (np + 1) / 2;
+        for (int64_t pp = std::max(p0, first_pair); pp < std::min(p1, first_pair + n_pairs); ++pp) {
+            const int64_t   local     = pp - first_pair;
+            const uint8_t * panels[2] = { (const uint8_t *) w->data + (2 * local) * w->nb[1],
+                                          (const uint8_t *) w->data + (2 * local + 1) * w->nb[1] };
+            const int64_t   col       = first_col + 2 * local * LANES;
+            for (int64_t r = 0; r < m; r += 6) {
+                tile_out o{};
+                o.bias = bias + 2 * local * LANES;
+                if (EPI == PG_Q8_BIAS_GELU_QUANTIZE) {
+                    const int64_t n_out = dst->ne[0] * 32 / 36;  // the quantized row's values
+                    o.ld_q              = (size_t) dst->nb[1];
+                    o.q                 = (uint8_t *) dst->data + r * o.ld_q + col;
+                    o.qd                = (float *) ((uint8_t *) dst->data + r * o.ld_q + n_out) + col / QK;
+                } else {
+                    o.ldc = (size_t) dst->nb[1] / sizeof(float);
+                    o.c   = (float *) dst->data + r * o.ldc + col;
+                    if (res) {
+                        o.ld_res = (size_t) res->nb[1] / sizeof(float);
+                        o.res    = (const float *) res->data + r * o.ld_res + col;
+                    }
+                }
+                const uint8_t * a = (const uint8_t *) xq->data + r * a_stride;
+                if (2 * local + 1 < np)
+                    tile_rows<2, EPI>(m - r, a, a_stride, k, panels, o);
+                else
+                    tile_rows<1, EPI>(m - r, a, a_stride, k, panels, o);
+            }
+        }
+        first_pair += n_pairs;
+        first_col += np * LANES;
+    }
+}
+
+}  // namespace
+
+bool pg_q8_gemm_available() {
+    static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                           __builtin_cpu_supports("avx512vnni");
+    return ok;
+}
+
+ggml_tensor * pg_q8_quantize(ggml_context * ctx, ggml_tensor * x) {
+    ggml_tensor * args[] = { ggml_is_contiguous(x) ? x : ggml_cont(ctx, x) };
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 1, quantize_op, GGML_N_TASKS_MAX, nullptr);
+}
+
+ggml_tensor * pg_q8_norm_quantize(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, const float * eps) {
+    ggml_tensor * args[] = { ggml_is_contiguous(x) ? x : ggml_cont(ctx, x), w, b };
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 3, quantize_op, GGML_N_TASKS_MAX, (void *) eps);
+}
+
+ggml_tensor * pg_q8_linear(ggml_context * ctx, ggml_tensor * const * w, ggml_tensor * const * b, int count, ggml_tensor * xq, pg_q8_epilogue epilogue,
+                           ggml_tensor * residual) {
+    ggml_tensor * args[8];
+    int           n    = 0;
+    int64_t       rows = 0;
+    args[n++]          = xq;
+    for (int i = 0; i < count; ++i) {
+        args[n++] = w[i];
+        args[n++] = b[i];
+        rows += w[i]->ne[1] * LANES;
+    }
+    if (epilogue == PG_Q8_BIAS_RESIDUAL) args[n++] = residual;
+    switch (epilogue) {
+        case PG_Q8_BIAS: return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], 1, 1, args, n, linear_op<PG_Q8_BIAS>, GGML_N_TASKS_MAX, nullptr);
+        case PG_Q8_BIAS_RESIDUAL:
+            return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], 1, 1, args, n, linear_op<PG_Q8_BIAS_RESIDUAL>, GGML_N_TASKS_MAX, nullptr);
+        case PG_Q8_BIAS_GELU_QUANTIZE:
+            return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(rows), xq->ne[1], 1, 1, args, n, linear_op<PG_Q8_BIAS_GELU_QUANTIZE>,
+                                  GGML_N_TASKS_MAX, nullptr);
+    }
+    return nullptr;
+}
+
+#else
+
+bool pg_q8_gemm_available() {
+    return false;
+}
+
+ggml_tensor * pg_q8_quantize(ggml_context *, ggml_tensor *) {
+    return nullptr;
+}
+
+ggml_tensor * pg_q8_norm_quantize(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, const float *) {
+    return nullptr;
+}
+
+ggml_tensor * pg_q8_linear(ggml_context *, ggml_tensor * const *, ggml_tensor * const *, int, ggml_tensor *, pg_q8_epilogue, ggml_tensor *) {
+    return nullptr;
+}
+
+#endif

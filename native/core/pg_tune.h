@@ -1,0 +1,35 @@
+// Choosing between kernels by measuring them on the machine at hand: the same work built two ways
+// as two ggml graphs, timed alternately, the faster kept. Defaults tuned on one CPU kind are wrong
+// on another (the vision tower's attention kernels trade places by 1.6-3x between two EPYCs).
+#pragma once
+#include "ggml-backend.h"
+#include "ggml-cpp.h"
+
+#include <string>
+
+// One way of doing the work: its graph, allocated in the backend's default buffer type.
+struct pg_tune_graph {
+    ggml_context_ptr ctx;
+    ggml_cgraph *    graph = nullptr;
+    ggml_gallocr_ptr alloc;
+};
+
+// Context for building a candidate graph of up to `n_tensors` tensors.
+bool pg_tune_begin(pg_tune_graph & g, size_t n_tensors);
+// An input of a candidate graph: allocated for the whole graph (the allocator would otherwise reuse
+// its memory once its last reader has run, and the next run would read what was written there).
+void pg_tune_input(ggml_tensor * t);
+
+// Builds the graph up to `out` and allocates it; false when the backend cannot.
+bool pg_tune_finish(pg_tune_graph & g, ggml_backend_t backend, ggml_tensor * out);
+
+// Runs the graphs in turn (a warm-up round, then `rounds` timed ones) and returns the index of the
+// fastest by their best times (written to us[i]), or -1 when one fails to compute.
+int pg_tune_race(ggml_backend_t backend, pg_tune_graph * graphs, int count, int rounds, double * us);
+
+// A choice remembered for this process under `key` (the shape, thread count, ...): -1 when none.
+int  pg_tune_recall(const std::string & key);
+void pg_tune_remember(const std::string & key, int choice);
+
+// Deterministic values in [-1, 1) for candidate inputs.
+void pg_tune_fill(ggml_tensor * t, uint32_t seed);

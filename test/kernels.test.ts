@@ -1,0 +1,63 @@
+// Our own CPU kernels (the int8 product for q8_0 vision weights, the tiled attention) against
+// ggml's, inside the whole vision tower, on a small random checkpoint whose widths are multiples of
+// 32 (so q8_0 applies to every matrix, as at real shapes): each variant is tested explicitly, and the
+// one the load-time measurement picks is one of them.
+import path from 'node:path';
+import t from 'tap';
+import { writeSyntheticCheckpoint } from '../bench/synthetic';
+import { convert, PaliGemma, systemInfo } from '../lib/index';
+import { relError } from '../lib/util/reference';
+import { FIXTURES } from './helpers/fixtures';
+import { tmpDir } from './helpers/tmp';
+
+const png = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png');
+
+t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower', async (t) => {
+  const features = (await systemInfo()).cpuFeatures;
+  const avx512 = features.AVX512 === '1';
+  const vnni = avx512 && features.AVX512_VNNI === '1';
+  const dir = tmpDir();
+  const ckpt = path.join(dir, 'ckpt');
+  writeSyntheticCheckpoint(ckpt, 224, () => undefined, {
+    text: { hidden: 128, ffn: 256, layers: 1, heads: 2, kvHeads: 1, headDim: 64, vocab: 1600 },
+    vision: { hidden: 128, ffn: 256, layers: 3, heads: 2 },
+  });
+  const q8 = await convert({ input: ckpt, outDir: path.join(dir, 'q8'), type: 'f32', visionType: 'q8_0' });
+  const f32 = await convert({ input: ckpt, outDir: path.join(dir, 'f32'), type: 'f32', visionType: 'f32' });
+  const embed = async (files: { model: string; mmproj: string }, options: Record<string, string>) => {
+    const m = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, ...options });
+    try {
+      return { data: (await m.encodeImage(png)).data, info: m.info };
+    } finally {
+      await m.dispose();
+    }
+  };
+
+  const exact = await embed(f32, { visionAttention: 'separate' });
+  const ggml = await embed(q8, { visionMatmul: 'ggml', visionAttention: 'separate' });
+  t.equal(ggml.info.visionMatmul, 'ggml');
+  const ggmlErr = relError(ggml.data, exact.data);
+  t.ok(ggmlErr > 0 && ggmlErr < 5e-2, `ggml's q8_0 tower: rel. error ${ggmlErr.toExponential(2)} from the f32 tower`);
+  if (vnni) {
+    const ours = await embed(q8, { visionMatmul: 'int8', visionAttention: 'separate' });
+    t.equal(ours.info.visionMatmul, 'int8', 'int8 as asked');
+    const oursErr = relError(ours.data, exact.data);
+    // Both are q8_0 products: the same error, to the rounding of the activations' scales.
+    t.ok(oursErr < ggmlErr * 1.25 + 1e-4, `our int8 q8_0 tower: rel. error ${oursErr.toExponential(2)} (ggml's ${ggmlErr.toExponential(2)})`);
+    t.ok(relError(ours.data, ggml.data) < 2 * ggmlErr, 'and close to ggml q8_0 tower itself');
+  } else {
+    await t.rejects(embed(q8, { visionMatmul: 'int8' }), { code: 'ERR_INVALID_ARGUMENT', message: /AVX-512 VNNI/ }, "'int8' is refused without VNNI");
+  }
+  if (avx512) {
+    const tiled = await embed(f32, { visionAttention: 'tiled' });
+    t.equal(tiled.info.visionAttention, 'tiled');
+    const e = relError(tiled.data, exact.data);
+    t.ok(e < 1e-5, `tiled attention in f32: rel. error ${e.toExponential(2)} from separate ops`);
+  } else {
+    await t.rejects(embed(f32, { visionAttention: 'tiled' }), { code: 'ERR_INVALID_ARGUMENT', message: /AVX-512/ }, "'tiled' is refused without AVX-512");
+  }
+  const auto = await embed(q8, {});
+  t.ok(['fused', 'separate', 'tiled'].includes(auto.info.visionAttention), `auto picked ${auto.info.visionAttention} attention`);
+  t.ok(['ggml', 'int8'].includes(auto.info.visionMatmul), `auto picked the ${auto.info.visionMatmul} product`);
+  t.ok(relError(auto.data, exact.data) < 5e-2, 'and its tower is as close as the others');
+});
