@@ -25,6 +25,8 @@ export interface BenchOptions {
   llamaBench: boolean;
   /** Also time llama.cpp's own SigLIP (llama-mtmd-cli) on the same tower and weight types. */
   mtmd: boolean;
+  /** Another build of our addon (a .node file) to time alternately with the default one. */
+  compareBinary?: string;
   log: (line: string) => void;
 }
 
@@ -48,6 +50,10 @@ export interface BenchRun {
   peak_rss_mb: number;
   /** What the load-time measurement chose for the vision tower on this machine. */
   kernels: { vision_attention: string; vision_matmul: string };
+  /** Which ggml CPU backend ran ('built in' for a native build, else the variant loaded). */
+  cpu_variant: string;
+  /** The addon file that ran. */
+  binary: string;
 }
 
 const DECODE_TOKENS = 64;
@@ -66,7 +72,7 @@ function writeTestImage(file: string, flip = false) {
   fs.writeFileSync(file, encodePNG(px, w, h, 3));
 }
 
-export async function prepareBench(o: BenchOptions): Promise<BenchFiles> {
+export async function prepareBench(o: Pick<BenchOptions, 'synthetic' | 'type' | 'visionType' | 'threads' | 'cacheDir' | 'log'>): Promise<BenchFiles> {
   const ckpt = path.join(o.cacheDir, `synthetic-${o.synthetic}`);
   if (!fs.existsSync(ckpt)) writeSyntheticCheckpoint(ckpt, o.synthetic, o.log);
   const outDir = path.join(o.cacheDir, 'gguf');
@@ -97,6 +103,7 @@ export async function measureOnce(files: BenchFiles, threads: number): Promise<B
     const cached = await model.generate({ image: files.image, prompt: 'answer en what is this?', maxTokens: 1 });
     if (r.timings.imageCached || !cached.timings.imageCached) throw new Error('the embedding cache did not behave as the benchmark expects');
     const tm = r.timings;
+    const info = await systemInfo();
     return {
       preprocess_ms: tm.preprocessMs,
       encode_ms: tm.encodeMs,
@@ -108,6 +115,8 @@ export async function measureOnce(files: BenchFiles, threads: number): Promise<B
       ttft_cached_ms: cached.timings.firstTokenMs,
       peak_rss_mb: process.resourceUsage().maxRSS / 1024,
       kernels: { vision_attention: model.info.visionAttention, vision_matmul: model.info.visionMatmul },
+      cpu_variant: info.cpuVariant,
+      binary: info.binary.path,
     };
   } finally {
     await model.dispose();
@@ -119,12 +128,23 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
+/**
+ * llama-bench's prefill of the same prompt length, and its decode at the same KV depth as ours
+ * (`-d`: our decode follows a prompt of that many tokens, and attention over it costs time).
+ */
 function runLlamaBench(model: string, promptTokens: number, threads: number): { pp: number; tg: number } {
-  const args = ['-m', model, '-p', String(promptTokens), '-n', String(DECODE_TOKENS), '-t', String(threads), '-r', '1', '-lm', 'none', '-o', 'json'];
-  const res = spawnSync(llamaToolPath('llama-bench'), args, { encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (res.status !== 0) throw new Error(`llama-bench failed: ${res.stderr.slice(-500)}`);
-  const rows = JSON.parse(res.stdout) as { n_prompt: number; n_gen: number; avg_ts: number }[];
-  return { pp: rows.find((r) => r.n_prompt > 0)!.avg_ts, tg: rows.find((r) => r.n_gen > 0)!.avg_ts };
+  const run = (tokens: string[]) => {
+    const args = ['-m', model, ...tokens, '-t', String(threads), '-r', '1', '-lm', 'none', '-o', 'json'];
+    const res = spawnSync(llamaToolPath('llama-bench'), args, { encoding: 'utf8', maxBuffer: 1 << 24 });
+    if (res.status !== 0) throw new Error(`llama-bench failed: ${res.stderr.slice(-500)}`);
+    const rows = JSON.parse(res.stdout) as { avg_ts: number }[];
+    if (rows.length !== 1) throw new Error(`llama-bench printed ${rows.length} results, expected 1`);
+    return rows[0]!.avg_ts;
+  };
+  return {
+    pp: run(['-p', String(promptTokens), '-n', '0']),
+    tg: run(['-p', '0', '-n', String(DECODE_TOKENS), '-d', String(promptTokens)]),
+  };
 }
 
 /** Builds llama.cpp's tools from the pinned source if one that is needed is missing. */
@@ -159,8 +179,37 @@ export async function describeCpu(): Promise<{ model: string; features: string[]
     'SVE',
     'DOTPROD',
   ];
-  const { cpuFeatures } = await systemInfo();
-  return { model: os.cpus()[0]?.model.trim() ?? 'unknown', features: wanted.filter((f) => cpuFeatures[f] === '1'), logical: os.cpus().length };
+  // What the CPU has (Linux: its flags), not what the loaded ggml CPU variant was compiled for.
+  const linuxFlags: Record<string, string> = {
+    avx: 'AVX',
+    avx2: 'AVX2',
+    f16c: 'F16C',
+    fma: 'FMA',
+    avx512f: 'AVX512',
+    avx512_vbmi: 'AVX512_VBMI',
+    avx512_vnni: 'AVX512_VNNI',
+    avx512_bf16: 'AVX512_BF16',
+    avx_vnni: 'AVX_VNNI',
+    amx_int8: 'AMX_INT8',
+    amx_bf16: 'AMX_BF16',
+    asimd: 'NEON',
+    sve: 'SVE',
+    asimddp: 'DOTPROD',
+  };
+  let have: Set<string>;
+  try {
+    const line = /^(?:flags|Features)\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+    have = new Set(
+      line
+        .trim()
+        .split(/\s+/)
+        .flatMap((f) => (linuxFlags[f] ? [linuxFlags[f]] : [])),
+    );
+  } catch {
+    const { cpuFeatures } = await systemInfo();
+    have = new Set(Object.keys(cpuFeatures).filter((f) => cpuFeatures[f] === '1'));
+  }
+  return { model: os.cpus()[0]?.model.trim() ?? 'unknown', features: wanted.filter((f) => have.has(f)), logical: os.cpus().length };
 }
 
 /** Runs ours, llama-bench and mtmd alternately `reps` times; returns medians and ratios. */
@@ -177,28 +226,45 @@ export async function runBench(o: BenchOptions) {
   const ours: BenchRun[] = [];
   const lb: { pp: number; tg: number }[] = [];
   const mt: MtmdRun[] = [];
-  for (let i = 0; i < o.reps; i++) {
-    // Each of our runs is a fresh process, so peak RSS is per run.
+  const other: BenchRun[] = [];
+  // Each of our runs is a fresh process, so peak RSS is per run.
+  const runOurs = (binary?: string) => {
+    const env = { ...process.env };
+    if (binary) env.PALIGEMMA_NODE_BINARY = binary;
     const child = spawnSync(process.execPath, [path.join(__dirname, 'cli.js'), 'child', JSON.stringify({ files, threads: o.threads })], {
       encoding: 'utf8',
       maxBuffer: 1 << 24,
+      env,
     });
-    if (child.status !== 0) throw new Error(`benchmark run failed: ${child.stderr.slice(-1000)}`);
-    const run = JSON.parse(child.stdout.trim().split('\n').pop()!) as BenchRun;
+    if (child.status !== 0) throw new Error(`benchmark run failed${binary ? ` (${binary})` : ''}: ${child.stderr.slice(-1000)}`);
+    return JSON.parse(child.stdout.trim().split('\n').pop()!) as BenchRun;
+  };
+  for (let i = 0; i < o.reps; i++) {
+    const run = runOurs();
     ours.push(run);
+    if (o.compareBinary) {
+      other.push(runOurs(o.compareBinary));
+      const c = other.at(-1)!;
+      o.log(
+        `   compared binary: encode ${c.encode_ms.toFixed(0)} ms, prefill ${c.prefill_tok_s.toFixed(1)} tok/s, decode ${c.decode_tok_s.toFixed(2)} tok/s (${c.cpu_variant})`,
+      );
+    }
     o.log(
       `run ${i + 1}/${o.reps}: encode ${run.encode_ms.toFixed(0)} ms, prefill ${run.prefill_tok_s.toFixed(1)} tok/s, decode ${run.decode_tok_s.toFixed(2)} tok/s`,
     );
     if (o.llamaBench) {
       lb.push(runLlamaBench(files.model, run.prompt_tokens, o.threads));
-      o.log(`          llama-bench: pp${run.prompt_tokens} ${lb.at(-1)!.pp.toFixed(1)} tok/s, tg${DECODE_TOKENS} ${lb.at(-1)!.tg.toFixed(2)} tok/s`);
+      o.log(
+        `          llama-bench: pp${run.prompt_tokens} ${lb.at(-1)!.pp.toFixed(1)} tok/s, tg${DECODE_TOKENS}@d${run.prompt_tokens} ${lb.at(-1)!.tg.toFixed(2)} tok/s`,
+      );
     }
     if (o.mtmd) {
       mt.push(runMtmdEncode(files.model, mtmdProjector, files.image, o.threads));
       o.log(`          llama.cpp mtmd: encode ${mt.at(-1)!.encode_ms} ms`);
     }
   }
-  const m = (k: Exclude<keyof BenchRun, 'kernels'>) => median(ours.map((r) => r[k]));
+  type Numeric = Exclude<keyof BenchRun, 'kernels' | 'cpu_variant' | 'binary'>;
+  const m = (k: Numeric) => median(ours.map((r) => r[k]));
   const encodeMs = m('encode_ms');
   const visionGflops = visionFlops(o.synthetic) / (encodeMs / 1000) / 1e9;
   const result: Record<string, unknown> = {
@@ -214,6 +280,7 @@ export async function runBench(o: BenchOptions) {
     cpu,
     machine: { platform: `${process.platform}-${process.arch}` },
     kernels: ours[0]!.kernels,
+    binary: { path: ours[0]!.binary, cpu_variant: ours[0]!.cpu_variant },
     preprocess_ms: m('preprocess_ms'),
     encode_ms: encodeMs,
     prefill_tok_s: m('prefill_tok_s'),
@@ -236,6 +303,23 @@ export async function runBench(o: BenchOptions) {
       prefill_ratio: (result.prefill_tok_s as number) / pp,
       decode_ratio: (result.decode_tok_s as number) / tg,
       vision_vs_prefill_gflops_ratio: visionGflops / ppGflops,
+    });
+  }
+  if (other.length) {
+    const mo = (k: Numeric) => median(other.map((r) => r[k]));
+    Object.assign(result, {
+      compared_binary: {
+        path: other[0]!.binary,
+        cpu_variant: other[0]!.cpu_variant,
+        encode_ms: mo('encode_ms'),
+        prefill_tok_s: mo('prefill_tok_s'),
+        decode_tok_s: mo('decode_tok_s'),
+        ttft_ms: mo('ttft_ms'),
+        // Above 1: the default binary is faster.
+        encode_speedup: mo('encode_ms') / encodeMs,
+        prefill_ratio: m('prefill_tok_s') / mo('prefill_tok_s'),
+        decode_ratio: m('decode_tok_s') / mo('decode_tok_s'),
+      },
     });
   }
   if (mt.length) {

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { TEXT_TYPES, type TextType, VISION_TYPES, type VisionType } from '../lib/convert/index';
 import { systemInfo } from '../lib/system';
-import { measureOnce, runBench } from './bench';
+import { measureAdapters } from './adapters';
+import { describeCpu, measureOnce, prepareBench, runBench } from './bench';
 import { defaultBenchCache } from './paths';
 
 const USAGE = `usage: npm run bench -- [options]
@@ -23,6 +24,12 @@ options:
   --cache <dir>             where models are kept (default ${defaultBenchCache()})
   --no-llama-bench          skip llama-bench
   --no-mtmd                 skip llama.cpp's SigLIP
+  --compare-binary <file>   also time this build of our addon (a paligemma.node), alternately
+                            with the default one, and report the ratios (e.g. the portable
+                            binary the package ships against a --native build)
+  --adapters                instead: what LoRA adapters cost (a synthetic rank-16 adapter on every
+                            text, vision and projector matrix): calls without, keeping one, and
+                            alternating two, interleaved; --reps calls per mode
   --json                    one JSON object
   -h, --help                this text
 `;
@@ -46,6 +53,8 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
         cache: { type: 'string' },
         'no-llama-bench': { type: 'boolean' },
         'no-mtmd': { type: 'boolean' },
+        'compare-binary': { type: 'string' },
+        adapters: { type: 'boolean' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -70,16 +79,51 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
   if (!Number.isInteger(reps) || reps < 1) return fail('--reps must be a positive integer');
   const threads = v.threads === undefined ? (await systemInfo()).defaultThreads : Number(v.threads);
   if (!Number.isInteger(threads) || threads < 1) return fail('--threads must be a positive integer');
+  const cacheDir = path.resolve((v.cache as string | undefined) ?? defaultBenchCache());
+  const log = (line: string) => {
+    stderr.write(`${line}\n`);
+  };
+  if (v.adapters) {
+    const files = await prepareBench({
+      synthetic: synthetic as 224 | 448 | 896,
+      type: v.type as TextType,
+      visionType: v['vision-type'] as VisionType,
+      threads,
+      cacheDir,
+      log,
+    });
+    const cpu = await describeCpu();
+    const r = await measureAdapters(files, cacheDir, threads, reps, log);
+    if (v.json) {
+      stdout.write(`${JSON.stringify({ cpu, threads, ...r }, null, 2)}\n`);
+      return 0;
+    }
+    const f = (x: number, d = 1) => x.toFixed(d);
+    const out = (s: string) => stdout.write(`${s}\n`);
+    out(`LoRA adapters, PaliGemma ${synthetic}px, text ${v.type}, vision ${v['vision-type']}, ${threads} threads, median of ${reps} calls per mode`);
+    out(`  cpu ${cpu.model} (${cpu.features.join(' ')})`);
+    out(`  adapter: rank ${r.rank}, ${f(r.adapter_mb, 0)} MB, loaded in ${f(r.load_ms, 0)} ms`);
+    out(
+      `  generate (cached image, ${'prefill + 16 tokens'}): none ${f(r.none_ms, 0)} ms | keeping A ${f(r.keep_ms, 0)} ms | alternating A, B ${f(r.alternate_ms, 0)} ms`,
+    );
+    out(`  switch cost (alternating - keeping): ${f(r.switch_ms, 0)} ms per call`);
+    out(
+      `  prefill tok/s none ${f(r.prefill_tok_s.none)} keep ${f(r.prefill_tok_s.keep)} alternate ${f(r.prefill_tok_s.alternate)} | decode tok/s none ${f(r.decode_tok_s.none, 2)} keep ${f(r.decode_tok_s.keep, 2)} alternate ${f(r.decode_tok_s.alternate, 2)}`,
+    );
+    out(`  vision encode: without ${f(r.encode_ms.none, 0)} ms, with the adapter's vision targets ${f(r.encode_ms.adapted, 0)} ms`);
+    return 0;
+  }
   const result = await runBench({
     synthetic: synthetic as 224 | 448 | 896,
     type: v.type as TextType,
     visionType: v['vision-type'] as VisionType,
     threads,
     reps,
-    cacheDir: path.resolve((v.cache as string | undefined) ?? defaultBenchCache()),
+    cacheDir,
     llamaBench: !v['no-llama-bench'],
     mtmd: !v['no-mtmd'],
-    log: (line) => stderr.write(`${line}\n`),
+    compareBinary: v['compare-binary'] === undefined ? undefined : path.resolve(v['compare-binary'] as string),
+    log,
   });
   if (v.json) {
     stdout.write(`${JSON.stringify(result, null, 2)}\n`);
@@ -91,7 +135,9 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
   const out = (s: string) => stdout.write(`${s}\n`);
   out(`PaliGemma ${synthetic}px, text ${v.type}, vision ${v['vision-type']}, ${threads} threads, median of ${reps}`);
   const kernels = result.kernels as { vision_attention: string; vision_matmul: string };
-  out(`  cpu ${cpu.model} (${cpu.features.join(' ')}); vision kernels chosen: ${kernels.vision_attention} attention, ${kernels.vision_matmul} q8_0 products`);
+  out(
+    `  cpu ${cpu.model} (${cpu.features.join(' ')}); vision kernels chosen: ${kernels.vision_attention} attention, ${kernels.vision_matmul === 'int8' ? 'our int8 q8_0' : 'ggml'} matrix products`,
+  );
   out(`  preprocess ${f(result.preprocess_ms)} ms | vision encode ${f(result.encode_ms, 0)} ms (${f(result.vision_gflop_s, 0)} GFLOP/s)`);
   out(`  prefill ${f(result.prefill_tok_s)} tok/s (${result.prompt_tokens} tokens) | decode ${f(result.decode_tok_s, 2)} tok/s`);
   out(
@@ -105,6 +151,15 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
   }
   const mt = result.mtmd as { encode_ms: number; gflop_s: number } | undefined;
   if (mt) out(`  llama.cpp mtmd SigLIP: encode ${f(mt.encode_ms, 0)} ms (${f(mt.gflop_s, 0)} GFLOP/s) | ours ${f(result.vision_speedup_vs_mtmd, 2)}x faster`);
+  const bin = result.binary as { path: string; cpu_variant: string };
+  out(`  binary ${bin.path} (CPU backend: ${bin.cpu_variant})`);
+  const cb = result.compared_binary as
+    | { path: string; cpu_variant: string; encode_ms: number; encode_speedup: number; prefill_ratio: number; decode_ratio: number }
+    | undefined;
+  if (cb) {
+    out(`  compared with ${cb.path} (CPU backend: ${cb.cpu_variant}): encode ${f(cb.encode_ms, 0)} ms`);
+    out(`  ratios default / compared: encode speed ${f(cb.encode_speedup, 2)}x, prefill ${f(cb.prefill_ratio, 2)}x, decode ${f(cb.decode_ratio, 2)}x`);
+  }
   return 0;
 }
 

@@ -13,6 +13,12 @@ export interface SystemInfo {
   backends: DeviceInfo[];
   /** CPU features that ggml's CPU backend was built with and detected (e.g. AVX2: '1'). */
   cpuFeatures: Record<string, string>;
+  /**
+   * Which build of ggml's CPU backend runs: the package ships one per x86-64 generation ('haswell',
+   * 'skylakex', 'icelake', 'zen4', ...) and loads the best this CPU can run; 'built in' for a binary
+   * compiled for one machine (a source build).
+   */
+  cpuVariant: string;
   /** Threads used when none are given: the number of physical cores. */
   defaultThreads: number;
   logicalCpus: number;

@@ -61,7 +61,7 @@ t0=$(date +%s)
 # The addon goes under native-build/, not build/Release-cuda/: binaries built against a borrowed
 # cuBLAS must not be what the package's loader finds later.
 out=native-build/cuda/check
-PALIGEMMA_GPU=cuda PALIGEMMA_CMAKE_OPTIONS="$opts" node scripts/build-native.mjs --out "$out"
+PALIGEMMA_GPU=cuda PALIGEMMA_CMAKE_OPTIONS="$opts" node scripts/build-native.mjs --native --out "$out"
 echo "addon + native tool built with CUDA in $(( $(date +%s) - t0 )) s"
 
 addon=$out/paligemma.node

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// Packs the package with its prebuilt binary and installs the tarball into an empty project whose
-// PATH holds only node, npm and sh: no compiler, no cmake. The addon must load from prebuilds/
-// through both require() and import. Exits non-zero on any failure.
+// Packs the package as it is published (`npm pack` runs prepack, which makes the portable prebuilt
+// binary) and installs the tarball into empty projects whose PATH holds only node, npm and sh: no
+// compiler, no cmake. Once with the install script, once with --ignore-scripts: both must load the
+// shipped binary through require() and import, pick a CPU variant, and pass the selftest. Exits
+// non-zero on any failure.
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -20,23 +22,13 @@ function run(cmd, args, opts = {}) {
   return res;
 }
 
-const prebuildDir = path.join(root, 'prebuilds', tuple);
-// A prebuild made here is removed again at the end, so it never shadows later local builds.
-let madePrebuild = false;
-if (!fs.existsSync(prebuildDir) || !fs.readdirSync(prebuildDir).some((f) => f.endsWith('.node'))) {
-  log(`no prebuild in ${path.relative(root, prebuildDir)}: making one from the local build`);
-  madePrebuild = true;
-  run(process.execPath, [path.join(root, 'scripts', 'prebuildify.mjs')], {
-    cwd: root,
-    stdio: 'inherit',
-    env: { ...process.env, PALIGEMMA_PORTABLE: process.env.PALIGEMMA_PORTABLE ?? '0' },
-  });
-}
-
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'paligemma-pack-'));
 try {
   const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-  const packed = run(npm, ['pack', '--silent', '--pack-destination', work], { cwd: root }).stdout.trim().split('\n').pop();
+  const packed = run(npm, ['pack', '--silent', '--pack-destination', work], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+    .stdout.trim()
+    .split('\n')
+    .pop();
   const tarball = path.join(work, packed);
   const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n').filter(Boolean);
   const has = (p) => listing.some((f) => f === p || f.startsWith(p));
@@ -49,11 +41,14 @@ try {
     'package/dist/index.d.ts',
     'package/dist/index.d.mts',
     'package/dist/cli/main.js',
-    `package/prebuilds/${tuple}/`,
+    `package/prebuilds/${tuple}/paligemma.napi.node`,
+    // The portable binary: llama.cpp's shared libraries and ggml's CPU variants beside the addon.
+    ...(process.platform === 'linux'
+      ? [`package/prebuilds/${tuple}/libllama.so.0`, `package/prebuilds/${tuple}/libggml.so.0`, `package/prebuilds/${tuple}/libggml-base.so.0`]
+      : []),
     'package/native/core/pg_model.cpp',
     'package/native/napi/addon.cpp',
     'package/CMakeLists.txt',
-    'package/binding.gyp',
     'package/scripts/install.mjs',
     'package/scripts/build-native.mjs',
     'package/scripts/llama-source.mjs',
@@ -81,7 +76,12 @@ try {
     if (listing.some((f) => f.startsWith(mustNot) || (mustNot.startsWith('.') && f.endsWith(mustNot))))
       throw new Error(`tarball should not contain ${mustNot}`);
   }
-  log(`packed ${packed}: ${listing.length} files, ${(fs.statSync(tarball).size / 1e6).toFixed(1)} MB`);
+  const variants = listing
+    .filter((f) => f.startsWith(`package/prebuilds/${tuple}/`) && /ggml-cpu-[^/]+$/.test(f))
+    .map((f) => f.replace(/^.*ggml-cpu-|\.[a-z]+$/g, ''));
+  if (process.arch === 'x64' && !['x64', 'haswell', 'skylakex', 'icelake', 'zen4'].every((v) => variants.includes(v)))
+    throw new Error(`the prebuild lacks CPU variants (has: ${variants.join(' ') || 'none'})`);
+  log(`packed ${packed}: ${listing.length} files, ${(fs.statSync(tarball).size / 1e6).toFixed(1)} MB; CPU variants: ${variants.join(' ')}`);
 
   // A PATH with node, npm and sh only: a source build could not even find cmake or a compiler.
   const bin = path.join(work, 'bin');
@@ -93,59 +93,74 @@ try {
   const env = { ...process.env, PATH: bin, CC: '/bin/false', CXX: '/bin/false' };
   delete env.LLAMA_CPP_DIR;
 
-  const app = path.join(work, 'app');
-  fs.mkdirSync(app);
-  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
-  const install = run(path.join(bin, 'npm'), ['install', '--no-audit', '--no-fund', '--foreground-scripts', tarball], { cwd: app, env });
-  const installLog = install.stdout + install.stderr;
-  if (!/using the prebuilt native addon/.test(installLog)) throw new Error(`install did not use the prebuild:\n${installLog}`);
-  log('installed without compiling');
-
-  const cjs = run(
-    path.join(bin, 'node'),
-    [
-      '-e',
-      `
-    const pg = require('paligemma-node');
-    pg.systemInfo().then((i) => console.log(JSON.stringify({ commit: i.llamaCppCommit, binary: i.binary.path, devices: i.backends.length })));
-  `,
-    ],
-    { cwd: app, env },
-  );
-  const info = JSON.parse(cjs.stdout);
-  if (!info.binary.includes(path.join('node_modules', 'paligemma-node', 'prebuilds', tuple))) {
-    throw new Error(`require() loaded ${info.binary}, not the prebuild`);
+  // An installed package: its runtime dependencies only, no build tools, no sources of llama.cpp.
+  function installInto(name, extraArgs) {
+    const app = path.join(work, name);
+    fs.mkdirSync(app);
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name, version: '1.0.0', private: true }));
+    const install = run(path.join(bin, 'npm'), ['install', '--no-audit', '--no-fund', '--foreground-scripts', ...extraArgs, tarball], { cwd: app, env });
+    const modules = fs.readdirSync(path.join(app, 'node_modules')).filter((f) => !f.startsWith('.'));
+    if (modules.some((m) => m === 'cmake-js' || m === 'node-addon-api')) throw new Error(`install pulled build tools: ${modules.join(' ')}`);
+    const pkgDir = path.join(app, 'node_modules', 'paligemma-node');
+    for (const absent of ['deps', 'native-build', 'build']) {
+      if (fs.existsSync(path.join(pkgDir, absent))) throw new Error(`the installed package holds ${absent}/`);
+    }
+    log(`${name}: installed (${modules.length} packages in node_modules: ${modules.join(' ')})`);
+    return { app, log: install.stdout + install.stderr };
   }
-  log(`require(): ok, llama.cpp ${info.commit.slice(0, 8)}, ${info.devices} device(s), from ${path.relative(app, info.binary)}`);
 
-  const esm = run(
-    path.join(bin, 'node'),
-    [
-      '--input-type=module',
-      '-e',
-      `
+  function checkInstalled(app) {
+    const cjs = run(
+      path.join(bin, 'node'),
+      [
+        '-e',
+        `
+    const pg = require('paligemma-node');
+    pg.systemInfo().then((i) => console.log(JSON.stringify({ commit: i.llamaCppCommit, binary: i.binary.path, devices: i.backends.length, cpuVariant: i.cpuVariant })));
+  `,
+      ],
+      { cwd: app, env },
+    );
+    const info = JSON.parse(cjs.stdout);
+    if (!info.binary.includes(path.join('node_modules', 'paligemma-node', 'prebuilds', tuple))) {
+      throw new Error(`require() loaded ${info.binary}, not the prebuild`);
+    }
+    if (!variants.includes(info.cpuVariant)) throw new Error(`the shipped binary runs CPU backend '${info.cpuVariant}', not one of its variants`);
+    log(
+      `require(): ok, llama.cpp ${info.commit.slice(0, 8)}, ${info.devices} device(s), CPU variant ${info.cpuVariant}, from ${path.relative(app, info.binary)}`,
+    );
+
+    const esm = run(
+      path.join(bin, 'node'),
+      [
+        '--input-type=module',
+        '-e',
+        `
     import { systemInfo, readGGUF, PaliGemmaError } from 'paligemma-node';
     const i = await systemInfo();
     const err = await readGGUF('missing.gguf').catch((e) => e);
     console.log(JSON.stringify({ ok: i.backends.length > 0, typed: err instanceof PaliGemmaError, code: err.code }));
   `,
-    ],
-    { cwd: app, env },
-  );
-  const res = JSON.parse(esm.stdout);
-  if (!res.ok || !res.typed || res.code !== 'ERR_FILE_NOT_FOUND') throw new Error(`import: unexpected ${esm.stdout}`);
-  log('import: ok');
+      ],
+      { cwd: app, env },
+    );
+    const res = JSON.parse(esm.stdout);
+    if (!res.ok || !res.typed || res.code !== 'ERR_FILE_NOT_FOUND') throw new Error(`import: unexpected ${esm.stdout}`);
+    log('import: ok');
 
-  // The smoke test a user runs after installing: the bundled tiny model, end to end.
-  const self = run(path.join(bin, 'node'), [path.join(app, 'node_modules', 'paligemma-node', 'dist', 'cli', 'main.js'), 'selftest', '--gpu', 'cpu'], {
-    cwd: app,
-    env,
-  });
-  if (!/selftest passed/.test(self.stdout) || (self.stdout.match(/^PASS /gm) ?? []).length !== manifest.cases.length)
-    throw new Error(`selftest: ${self.stdout}`);
-  log('selftest from the installed package: passed');
+    // The smoke test a user runs after installing: the bundled tiny model, end to end, through the bin.
+    const self = run(path.join(app, 'node_modules', '.bin', 'paligemma'), ['selftest', '--gpu', 'cpu'], { cwd: app, env });
+    if (!/selftest passed/.test(self.stdout) || (self.stdout.match(/^PASS /gm) ?? []).length !== manifest.cases.length)
+      throw new Error(`selftest: ${self.stdout}`);
+    log('selftest from the installed package: passed');
+  }
+
+  const withScripts = installInto('app', []);
+  if (!/using the prebuilt native addon/.test(withScripts.log)) throw new Error(`install did not use the prebuild:\n${withScripts.log}`);
+  checkInstalled(withScripts.app);
+  const noScripts = installInto('app-ignore-scripts', ['--ignore-scripts']);
+  checkInstalled(noScripts.app);
   console.log('pack test passed');
 } finally {
   fs.rmSync(work, { recursive: true, force: true });
-  if (madePrebuild) fs.rmSync(prebuildDir, { recursive: true, force: true });
 }

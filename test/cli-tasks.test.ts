@@ -5,7 +5,7 @@ import t from 'tap';
 import { writeMasks } from '../lib/cli/commands/tasks';
 import { annotate } from '../lib/image/annotate';
 import { encodePNG } from '../lib/image/png';
-import { PaliGemma, parseLocations } from '../lib/index';
+import { annotateImage, ImageEmbedding, PaliGemma, parseLocations } from '../lib/index';
 import { getBinding } from '../lib/native/binding';
 import { maskToRLE } from '../lib/tasks/masks';
 import { runCli } from './helpers/cli';
@@ -107,6 +107,22 @@ t.test('task commands: bad usage exits 2, runtime errors exit 1 with one line', 
   const noSeg = await run(['segment', png, 'cat', ...pair]);
   t.equal(noSeg.code, 1);
   t.match(noSeg.err, /--seg-decoder/);
+
+  // --model FILE alone: its mmproj is found beside it, or the message says why not.
+  const beside = tmpDir();
+  const textFile = path.join(beside, 'tiny-f32.gguf');
+  fs.copyFileSync(files.model, textFile);
+  const lonely = await run(['caption', png, '--model', textFile]);
+  t.equal(lonely.code, 1);
+  t.match(lonely.err, /tiny-f32\.gguf: no mmproj file beside it \(expected <name>-mmproj-<type>\.gguf/);
+  fs.copyFileSync(files.mmproj, path.join(beside, 'tiny-mmproj-f32.gguf'));
+  const found = await run(['caption', png, '--model', textFile, '--gpu', 'cpu', '-n', '2']);
+  t.equal(found.code, 0, found.err);
+  fs.copyFileSync(files.mmproj, path.join(beside, 'tiny-mmproj-f16.gguf'));
+  const two = await run(['caption', png, '--model', textFile]);
+  t.equal(two.code, 1);
+  t.match(two.err, /2 mmproj files beside it \(tiny-mmproj-f16\.gguf, tiny-mmproj-f32\.gguf\): choose one with --mmproj FILE/);
+  t.equal(two.err.trim().split('\n').length, 1, 'one line, no usage dump');
 });
 
 t.test('selftest runs the bundled tiny model and passes', async (t) => {
@@ -122,6 +138,20 @@ t.test('the installed program exits with the right codes', (t) => {
   t.equal(spawnSync(process.execPath, [cli, 'caption'], { encoding: 'utf8' }).status, 2);
   t.equal(spawnSync(process.execPath, [cli, 'info', path.join(dir, 'missing.gguf')], { encoding: 'utf8' }).status, 1);
   t.end();
+});
+
+t.test('annotateImage: a PNG of the picture with boxes drawn, from a path, bytes or raw pixels', async (t) => {
+  const raw = { width: 40, height: 30, channels: 4 as const, data: new Uint8Array(40 * 30 * 4).fill(100) };
+  const items = [{ label: 'cat', box: { x1: 5, y1: 12, x2: 35, y2: 28 } }];
+  const fromRaw = await getBinding().binding.decodeImage(await annotateImage(raw, items));
+  t.same([fromRaw.width, fromRaw.height], [40, 30]);
+  t.not(fromRaw.data[(12 * 40 + 20) * 3 + 1], 100, 'box edge drawn');
+  t.equal(fromRaw.data[(20 * 40 + 20) * 3], 100, 'inside the box untouched');
+  const fromFile = await getBinding().binding.decodeImage(await annotateImage(png, []));
+  t.same([fromFile.width, fromFile.height], [150, 200], 'a file path: its own size');
+  await t.rejects(annotateImage(png, [{ label: 'x', box: { x1: 0, y1: 0, x2: Number.NaN, y2: 1 } }]), /items\[0\]\.box/);
+  await t.rejects(annotateImage(new ImageEmbedding(new Float32Array(4), 2, 2) as never, []), /an embedding has no pixels/);
+  await t.rejects(annotateImage(path.join(dir, 'missing.png'), []), { code: 'ERR_FILE_NOT_FOUND' });
 });
 
 t.test('annotate draws masks, boxes and labels without touching the input', (t) => {

@@ -4,8 +4,9 @@
 // one the load-time measurement picks is one of them.
 import path from 'node:path';
 import t from 'tap';
+import { writeSyntheticAdapter } from '../bench/adapters';
 import { writeSyntheticCheckpoint } from '../bench/synthetic';
-import { convert, PaliGemma, systemInfo } from '../lib/index';
+import { convert, convertLora, PaliGemma, systemInfo } from '../lib/index';
 import { relError } from '../lib/util/reference';
 import { FIXTURES } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
@@ -60,4 +61,47 @@ t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower'
   t.ok(['fused', 'separate', 'tiled'].includes(auto.info.visionAttention), `auto picked ${auto.info.visionAttention} attention`);
   t.ok(['ggml', 'int8'].includes(auto.info.visionMatmul), `auto picked the ${auto.info.visionMatmul} product`);
   t.ok(relError(auto.data, exact.data) < 5e-2, 'and its tower is as close as the others');
+});
+
+t.test('a LoRA adapter on every vision matrix: each product path applies it as merging it into the weights does', async (t) => {
+  const features = (await systemInfo()).cpuFeatures;
+  const vnni = features.AVX512 === '1' && features.AVX512_VNNI === '1';
+  const dir = tmpDir();
+  const shapes = {
+    text: { hidden: 128, ffn: 256, layers: 1, heads: 2, kvHeads: 1, headDim: 64, vocab: 1600 },
+    vision: { hidden: 128, ffn: 256, layers: 3, heads: 2 },
+  };
+  const ckpt = path.join(dir, 'ckpt');
+  writeSyntheticCheckpoint(ckpt, 224, () => undefined, shapes);
+  const adapterDir = path.join(dir, 'adapter');
+  writeSyntheticAdapter(adapterDir, 8, () => undefined, shapes, 2 ** -4);
+  const f32 = await convert({ input: ckpt, outDir: path.join(dir, 'f32'), type: 'f32', visionType: 'f32' });
+  const q8 = await convert({ input: ckpt, outDir: path.join(dir, 'q8'), type: 'f32', visionType: 'q8_0' });
+  const merged = await convert({ input: ckpt, outDir: path.join(dir, 'merged'), type: 'f32', visionType: 'f32', merge: adapterDir });
+  const lora = await convertLora({ adapter: adapterDir, base: f32.model, outDir: path.join(dir, 'lora'), type: 'f32' });
+  const embed = async (files: { model: string; mmproj: string }, options: Record<string, string>, adapted: boolean) => {
+    const m = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, ...options });
+    try {
+      const adapters = adapted ? [await m.loadAdapter(lora.adapter, { visionPath: lora.visionAdapter! })] : [];
+      return (await m.encodeImage(png, { adapters })).data;
+    } finally {
+      await m.dispose();
+    }
+  };
+  const exact = await embed(merged, { visionAttention: 'separate' }, false);
+  const base = await embed(f32, { visionAttention: 'separate' }, false);
+  const change = relError(base, exact);
+  t.ok(change > 5e-2, `the adapter changes the embedding (rel. ${change.toExponential(2)})`);
+  for (const visionAttention of ['separate', 'fused', ...(features.AVX512 === '1' ? ['tiled'] : [])]) {
+    const e = relError(await embed(f32, { visionAttention }, true), exact);
+    t.ok(e < (visionAttention === 'fused' ? 2e-3 : 1e-5), `f32 weights, ${visionAttention} attention: rel. error ${e.toExponential(2)} from the merged tower`);
+  }
+  const q8Base = relError(await embed(q8, { visionMatmul: 'ggml', visionAttention: 'separate' }, false), base);
+  for (const visionMatmul of ['ggml', ...(vnni ? ['int8'] : [])]) {
+    const e = relError(await embed(q8, { visionMatmul, visionAttention: 'separate' }, true), exact);
+    t.ok(
+      e < 2 * q8Base + 1e-4 && e < change / 3,
+      `q8_0 weights, ${visionMatmul} products: rel. error ${e.toExponential(2)} from the merged tower (q8_0's own: ${q8Base.toExponential(2)})`,
+    );
+  }
 });

@@ -40,3 +40,42 @@ t.test('a GPU binary that cannot load falls back to the CPU one and says why', (
   t.match(res.stdout, /WARN PALIGEMMA_GPU_FALLBACK .*Release-vulkan[\\/]paligemma\.node: .*(invalid ELF header|not a valid|too short|file too short)/);
   t.end();
 });
+
+// The portable binary (what the package ships): ggml's CPU backend comes as one library per CPU
+// generation beside the addon, and the core must load the best this CPU runs, not a baseline.
+const loaded = path.dirname(require(path.join(__dirname, '..', 'dist', 'native', 'binding.js')).getBinding().file as string);
+const portable = fs.readdirSync(loaded).some((f) => f.startsWith('libggml-cpu-'));
+
+t.test('the portable binary loads the best CPU variant beside it', { skip: !portable && 'a native (single-CPU) build is loaded' }, async (t) => {
+  const info = await systemInfo();
+  t.ok(fs.existsSync(path.join(loaded, `libggml-cpu-${info.cpuVariant}.so`)), `variant ${info.cpuVariant} is a library beside the addon`);
+  if (process.platform === 'linux' && process.arch === 'x64') {
+    const flags = new Set((/^flags\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').trim().split(/\s+/));
+    // What the CPU has, the loaded variant must use (ggml reports the variant's compiled features).
+    const expect: [string, string][] = [
+      ['avx2', 'AVX2'],
+      ['fma', 'FMA'],
+      ['avx512f', 'AVX512'],
+      ['avx512_vnni', 'AVX512_VNNI'],
+    ];
+    for (const [flag, feature] of expect) {
+      if (flags.has(flag)) t.equal(info.cpuFeatures[feature], '1', `the CPU has ${flag}: variant ${info.cpuVariant} uses ${feature}`);
+    }
+  }
+});
+
+t.test('a portable binary without its CPU libraries says so instead of crashing', { skip: !portable && 'a native build is loaded' }, async (t) => {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'pg-nocpu-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  for (const f of fs.readdirSync(loaded))
+    if (!f.startsWith('libggml-cpu-') && (f.endsWith('.node') || /\.so(\.\d+)?$/.test(f))) fs.copyFileSync(path.join(loaded, f), path.join(dir, f));
+  const addon = fs.readdirSync(dir).find((f) => f.endsWith('.node'))!;
+  const { convertedFixture } = require('./helpers/fixtures') as typeof import('./helpers/fixtures');
+  const pair = await convertedFixture('tiny-v1');
+  const script = `
+    const { PaliGemma } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+    PaliGemma.load(${JSON.stringify(pair)}).then(() => console.log('LOADED'), (e) => console.log('ERR', e.code, e.message));`;
+  const res = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, PALIGEMMA_NODE_BINARY: path.join(dir, addon) } });
+  t.equal(res.status, 0, res.stderr);
+  t.match(res.stdout, /ERR ERR_BACKEND no CPU backend: none of the libggml-cpu-\*\.so libraries in .*pg-nocpu-.* loads on this CPU/);
+});

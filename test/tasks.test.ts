@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { PaliGemma, parseLocations } from '../lib/index';
+import { PaliGemma, parseLocations, pixelRegion } from '../lib/index';
 import { pasteMask, resizeBilinear } from '../lib/tasks/masks';
 import { convertedFixture, FIXTURES, relError } from './helpers/fixtures';
 
@@ -11,8 +11,8 @@ const W = 640,
 t.test('parseLocations: objects, labels, segments', (t) => {
   const two = parseLocations('<loc0000><loc0000><loc0512><loc1023> cat ; <loc0256><loc0512><loc0768><loc1023> dog', { width: W, height: H });
   t.same(two, [
-    { label: 'cat', box: { x1: 0, y1: 0, x2: (1023 / 1024) * W, y2: 240 } },
-    { label: 'dog', box: { x1: 320, y1: 120, x2: (1023 / 1024) * W, y2: 360 } },
+    { label: 'cat', box: { x1: 0, y1: 0, x2: (1023 / 1024) * W, y2: 240 }, region: { left: 0, top: 0, width: 640, height: 240 } },
+    { label: 'dog', box: { x1: 320, y1: 120, x2: (1023 / 1024) * W, y2: 360 }, region: { left: 320, top: 120, width: 320, height: 240 } },
   ]);
   const seg = Array.from({ length: 16 }, (_, i) => `<seg${String(i * 7).padStart(3, '0')}>`).join('');
   const withSeg = parseLocations(`<loc0100><loc0200><loc0300><loc0400> ${seg} wall`, { width: 1024, height: 1024 });
@@ -36,6 +36,7 @@ t.test('parseLocations: junk, partial groups and broken tokens are skipped, boxe
   t.same(parseLocations('<loc0100><loc0200><loc0100><loc0400> flat', size), [], 'no area');
   const inverted = parseLocations('<loc0512><loc0768><loc0256><loc0128> x', size);
   t.same(inverted[0]!.box, { x1: 12.5, y1: 25, x2: 75, y2: 50 }, 'inverted corners are ordered');
+  t.same(inverted[0]!.region, { left: 12, top: 25, width: 63, height: 25 }, 'region: the box rounded outwards to whole pixels');
   const mixed = parseLocations('garbage <loc0001> ; <loc0000><loc0000><loc1023><loc1023> a ; junk ; <loc0512><loc0512><loc0600><loc0600>b', size);
   t.same(
     mixed.map((m) => m.label),
@@ -49,6 +50,14 @@ t.test('parseLocations: junk, partial groups and broken tokens are skipped, boxe
   t.equal(badSeg[0]!.seg, undefined, 'out-of-range seg codes are dropped');
   // @ts-expect-error: not a string on purpose
   t.same(parseLocations(null, size), []);
+  t.end();
+});
+
+t.test('pixelRegion: whole pixels covering the box, clipped to the image, never empty', (t) => {
+  t.same(pixelRegion({ x1: 0.2, y1: 1.9, x2: 3.1, y2: 4 }, 10, 10), { left: 0, top: 1, width: 4, height: 3 });
+  t.same(pixelRegion({ x1: -5, y1: -1, x2: 50, y2: 12 }, 10, 10), { left: 0, top: 0, width: 10, height: 10 }, 'clipped');
+  t.same(pixelRegion({ x1: 9.6, y1: 9.9, x2: 9.7, y2: 9.95 }, 10, 10), { left: 9, top: 9, width: 1, height: 1 }, 'at least one pixel');
+  t.same(pixelRegion({ x1: 12, y1: 3, x2: 14, y2: 4 }, 10, 10), { left: 9, top: 3, width: 1, height: 1 }, 'a box past the edge keeps the last pixel');
   t.end();
 });
 
@@ -181,7 +190,7 @@ t.test('tasks on the tiny model: prompts, boxes in source pixels, masks', async 
   // Teacher-force a known answer to check the parsing and placement end to end.
   const det = Array.from(await model.tokenize('<loc0256><loc0512><loc0768><loc1023> cat'));
   const boxes = await model.detect(png, ['cat', 'dog'], { forceTokens: det, maxTokens: det.length });
-  t.same(boxes, [{ label: 'cat', box: { x1: 75, y1: 50, x2: (1023 / 1024) * 150, y2: 150 } }]);
+  t.same(boxes, [{ label: 'cat', box: { x1: 75, y1: 50, x2: (1023 / 1024) * 150, y2: 150 }, region: { left: 75, top: 50, width: 75, height: 100 } }]);
   const unlabeled = Array.from(await model.tokenize('<loc0000><loc0000><loc0512><loc0512>'));
   t.same((await model.detect(png, 'bird', { forceTokens: unlabeled, maxTokens: unlabeled.length }))[0]!.label, 'bird', 'one label fills in');
 

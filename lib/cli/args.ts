@@ -74,3 +74,9 @@ export function writeJson(out: Out, value: unknown) {
     `${JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : ArrayBuffer.isView(v) && !(v instanceof DataView) ? Array.from(v as unknown as ArrayLike<number>) : v), 2)}\n`,
   );
 }
+
+/** `path[:scale]`: the scale is a number after the last colon (so `C:\x.gguf` stays a path). */
+export function splitScale(v: string): { path: string; scale?: number } {
+  const m = /^(.+):(-?\d+(?:\.\d+)?(?:e-?\d+)?)$/i.exec(v);
+  return m ? { path: m[1]!, scale: Number(m[2]) } : { path: v };
+}

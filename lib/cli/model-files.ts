@@ -21,8 +21,11 @@ function notConverted(dir: string): PaliGemmaError {
   return new PaliGemmaError('ERR_INVALID_ARGUMENT', `${dir} is a Hugging Face checkpoint, not GGUF files: convert it first with \`paligemma convert ${dir}\``);
 }
 
-/** The mmproj beside `<name>-<type>.gguf`: `<name>-mmproj-*.gguf`, else the folder's only vision GGUF. */
-async function mmprojBeside(model: string): Promise<string | undefined> {
+/**
+ * The mmproj beside `<name>-<type>.gguf`: `<name>-mmproj-*.gguf`, else the folder's only vision GGUF.
+ * Returns the candidates when there is not exactly one.
+ */
+async function mmprojBeside(model: string): Promise<string | string[]> {
   const dir = path.dirname(model);
   const base = path.basename(model, '.gguf');
   const type = TEXT_TYPES.find((t) => base.endsWith(`-${t}`));
@@ -33,9 +36,10 @@ async function mmprojBeside(model: string): Promise<string | undefined> {
     .sort();
   const named = ggufs.filter((f) => f.startsWith(`${name}-mmproj-`));
   if (named.length === 1) return path.join(dir, named[0]!);
+  if (named.length > 1) return named.map((f) => path.join(dir, f));
   const vision: string[] = [];
   for (const f of ggufs) if ((await architecture(path.join(dir, f))) === 'clip') vision.push(path.join(dir, f));
-  return vision.length === 1 ? vision[0] : undefined;
+  return vision.length === 1 ? vision[0]! : vision;
 }
 
 export async function resolveModelPair(model: string | undefined, mmproj: string | undefined): Promise<{ model: string; mmproj: string }> {
@@ -65,8 +69,11 @@ export async function resolveModelPair(model: string | undefined, mmproj: string
   }
   if (mmproj) return { model, mmproj };
   const found = await mmprojBeside(model);
-  if (!found) {
-    throw new UsageError(`no mmproj file beside ${model} (expected <name>-mmproj-<type>.gguf in the same folder): name it with --mmproj FILE`);
-  }
-  return { model, mmproj: found };
+  if (typeof found === 'string') return { model, mmproj: found };
+  throw new PaliGemmaError(
+    'ERR_INVALID_ARGUMENT',
+    found.length
+      ? `--model ${model}: ${found.length} mmproj files beside it (${found.map((f) => path.basename(f)).join(', ')}): choose one with --mmproj FILE`
+      : `--model ${model}: no mmproj file beside it (expected <name>-mmproj-<type>.gguf in the same folder): name it with --mmproj FILE`,
+  );
 }

@@ -14,6 +14,7 @@ import { GGUFValueType, GGUFWriter } from '../gguf/write';
 import { getBinding } from '../native/binding';
 import { type PaliGemmaConfig, readPaliGemmaConfig } from './config';
 import { DTYPE_BYTES, toFloat32 } from './dtype';
+import { type LoraMergeFactors, mergeLoraRows, readLoraForMerge } from './lora';
 import { readNpz } from './npz';
 import { Checkpoint, type SafeTensor } from './safetensors';
 import { PieceType, readVocabulary, type Vocabulary } from './tokenizer';
@@ -64,6 +65,13 @@ export interface ConvertOptions {
   name?: string;
   /** Threads for quantization (default: all CPUs). */
   threads?: number;
+  /**
+   * A PEFT LoRA adapter folder trained on this checkpoint, folded into the weights (W + s B A) before
+   * they are written or quantized: a fine-tuned pair with no runtime cost. `mergeScale` (default 1)
+   * multiplies the adapter as `scale` does at run time.
+   */
+  merge?: string;
+  mergeScale?: number;
   onProgress?: (p: ConvertProgress) => void;
   signal?: AbortSignal;
 }
@@ -103,6 +111,9 @@ function validate(o: ConvertOptions) {
     throw invalidArgument('convert options.name', 'a file name without slashes', o.name);
   if (o.threads !== undefined && !(Number.isInteger(o.threads) && o.threads > 0))
     throw invalidArgument('convert options.threads', 'a positive integer', o.threads);
+  if (o.merge !== undefined && (typeof o.merge !== 'string' || !o.merge)) throw invalidArgument('convert options.merge', 'a PEFT adapter folder', o.merge);
+  if (o.mergeScale !== undefined && !(typeof o.mergeScale === 'number' && Number.isFinite(o.mergeScale)))
+    throw invalidArgument('convert options.mergeScale', 'a finite number', o.mergeScale);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw invalidArgument('convert options.onProgress', 'a function', o.onProgress);
 }
 
@@ -388,7 +399,7 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
   const visionType: VisionType = options.visionType ?? (type === 'f32' ? 'f32' : 'f16');
   const input = path.resolve(options.input);
   const outDir = path.resolve(options.outDir ?? input);
-  const name = options.name ?? path.basename(input);
+  const name = options.name ?? (options.merge ? path.basename(path.resolve(options.merge)) : path.basename(input));
   const threads = options.threads ?? os.availableParallelism?.() ?? os.cpus().length;
   const checkAbort = () => {
     if (signal?.aborted) throw new AbortError('convert: aborted', { cause: signal.reason });
@@ -399,6 +410,7 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
     throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${input}: not a checkpoint folder`);
   }
   const cfg = await readPaliGemmaConfig(input);
+  const merge = options.merge ? await readLoraForMerge(options.merge, input, options.mergeScale ?? 1) : new Map<string, LoraMergeFactors>();
   const vocab = await readVocabulary(path.join(input, 'tokenizer.model'), path.join(input, 'tokenizer.json'));
   const seg = options.segDecoder ? await planSegDecoder(path.resolve(options.segDecoder)) : null;
   await ensureWritableDir(outDir);
@@ -450,6 +462,8 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
           const n = Math.min(perChunk, rows - r);
           let f32 = toFloat32(await ckpt.read(p.src, r * rowBytes, n * rowBytes), p.src.dtype);
           if (p.addOne) for (let i = 0; i < f32.length; i++) f32[i]! += 1;
+          const lora = merge.get(p.dst);
+          if (lora) mergeLoraRows(f32, r, n, lora);
           if (srcCols !== cols) {
             const wide = new Float32Array(n * cols);
             for (let i = 0; i < n; i++) wide.set(f32.subarray(i * srcCols, (i + 1) * srcCols), i * cols);

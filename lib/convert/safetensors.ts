@@ -81,7 +81,6 @@ export class Checkpoint {
 
   /** Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`, in `dir`. */
   static async open(dir: string): Promise<Checkpoint> {
-    const ckpt = new Checkpoint();
     const index = path.join(dir, 'model.safetensors.index.json');
     const single = path.join(dir, 'model.safetensors');
     let files: string[];
@@ -102,6 +101,12 @@ export class Checkpoint {
     } else {
       throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${dir}: no model.safetensors or model.safetensors.index.json`);
     }
+    return Checkpoint.openFiles(files);
+  }
+
+  /** Opens the given safetensors files as one checkpoint (a tensor may appear in one only). */
+  static async openFiles(files: string[]): Promise<Checkpoint> {
+    const ckpt = new Checkpoint();
     for (const f of files) {
       for (const t of await readHeader(f)) {
         if (ckpt.tensors.has(t.name)) throw invalid(f, `tensor '${t.name}' appears in two shards`);

@@ -2,8 +2,12 @@
  * Draws detections and masks onto an RGB image: translucent masks, box outlines and labels in a
  * built-in 5x7 bitmap font (so no font files or canvas library are needed).
  */
+import { callNative, invalidArgument } from '../errors';
+import { getBinding } from '../native/binding';
 import type { Box } from '../tasks/locations';
 import type { Mask } from '../tasks/masks';
+import { type RawImage, resolveImage } from './input';
+import { encodePNG } from './png';
 
 export interface RGBImage {
   width: number;
@@ -131,4 +135,43 @@ export function annotate(image: RGBImage, items: Annotation[]): RGBImage {
     }
   });
   return out;
+}
+
+function toRGB(img: { data: Uint8Array; width: number; height: number; channels: number }): RGBImage {
+  if (img.channels === 3) return { width: img.width, height: img.height, data: img.data };
+  const n = img.width * img.height;
+  const rgb = new Uint8Array(n * 3);
+  for (let p = 0; p < n; p++) {
+    const s = p * img.channels;
+    rgb[p * 3] = img.data[s]!;
+    rgb[p * 3 + 1] = img.data[img.channels === 1 ? s : s + 1]!;
+    rgb[p * 3 + 2] = img.data[img.channels === 1 ? s : s + 2]!;
+  }
+  return { width: img.width, height: img.height, data: rgb };
+}
+
+/**
+ * Draws what `detect()` or `segment()` returned over the image they ran on: translucent masks, box
+ * outlines, labels. Returns the picture as PNG bytes. The image is any input the model takes but an
+ * embedding (a path, encoded bytes or raw pixels).
+ */
+export async function annotateImage(image: string | Uint8Array | ArrayBuffer | RawImage, items: readonly Annotation[]): Promise<Buffer> {
+  if (!Array.isArray(items)) throw invalidArgument('annotateImage(image, items): items', 'an array of { label, box, mask? }', items);
+  items.forEach((it, i) => {
+    const b = (it as Partial<Annotation> | null)?.box;
+    if (!b || ![b.x1, b.y1, b.x2, b.y2].every(Number.isFinite)) throw invalidArgument(`annotateImage: items[${i}].box`, '{ x1, y1, x2, y2 } numbers', b);
+    if (typeof it.label !== 'string') throw invalidArgument(`annotateImage: items[${i}].label`, 'a string', it.label);
+  });
+  const resolved = await resolveImage(image, 'annotateImage: image');
+  let rgb: RGBImage;
+  if ('bytes' in resolved) {
+    const { bytes, label } = resolved;
+    rgb = toRGB(await callNative(() => getBinding().binding.decodeImage(bytes, label)));
+  } else if ('pixels' in resolved) {
+    rgb = toRGB({ data: resolved.pixels, width: resolved.width, height: resolved.height, channels: resolved.channels });
+  } else {
+    throw invalidArgument('annotateImage: image', 'a file path, image bytes or raw pixels (an embedding has no pixels to draw on)', image);
+  }
+  const drawn = annotate(rgb, items as Annotation[]);
+  return encodePNG(drawn.data, drawn.width, drawn.height, 3);
 }

@@ -22,9 +22,10 @@ import {
   type VisionAttentionMode,
   type VisionMatmulMode,
 } from '../native/contract';
-import type { Box } from '../tasks/locations';
+import type { Box, Region } from '../tasks/locations';
 import type { Mask } from '../tasks/masks';
 import * as v from '../validate';
+import { Adapter, type AdapterChoice } from './adapter';
 
 export interface LoadOptions {
   /** The text model GGUF (`<name>-<type>.gguf` from `paligemma convert`). */
@@ -104,6 +105,12 @@ export interface GenerateOptions {
   specialTokens?: boolean;
   /** Emit these tokens instead of sampling (teacher forcing), e.g. to score a given answer. */
   forceTokens?: ArrayLike<number>;
+  /**
+   * LoRA adapters of this model (`model.loadAdapter()`) that apply to this call, each at a scale
+   * (default 1): to the language model, and to the vision tower and projector where the adapter
+   * has parts for them (the image-embedding cache keeps those results apart).
+   */
+  adapters?: (Adapter | AdapterChoice)[];
   onToken?: (token: GeneratedToken) => void;
   /** Text as it is generated, in whole UTF-8 characters. */
   onText?: (chunk: string) => void;
@@ -124,8 +131,10 @@ export type TaskOptions = Omit<GenerateOptions, 'image' | 'prompt'> & {
 
 export interface Detection {
   label: string;
-  /** In pixels of the source image. */
+  /** In pixels of the source image (fractional: bin / 1024 * size). */
   box: Box;
+  /** The box as whole pixels inside the image, for cropping (`sharp(image).extract(region)`). */
+  region: Region;
 }
 
 export interface Segmentation extends Detection {
@@ -192,6 +201,7 @@ const GENERATE_KEYS = [
   'logits',
   'specialTokens',
   'forceTokens',
+  'adapters',
   'onToken',
   'onText',
   'onPhase',
@@ -255,6 +265,26 @@ export interface GeneratePlan {
   onText?: (s: string) => void;
   onPhase?: (phase: Phase) => void;
   signal?: AbortSignal;
+  adapters: { adapter: Adapter; scale: number }[];
+}
+
+/** Checks a call's adapters: loaded, not disposed, each once, with finite scales. */
+export function planAdapters(name: string, list: unknown): { adapter: Adapter; scale: number }[] {
+  if (list === undefined) return [];
+  if (!Array.isArray(list)) throw invalidArgument(name, 'an array of adapters (or { adapter, scale })', list);
+  return list.map((item: unknown, i) => {
+    const choice = item instanceof Adapter ? { adapter: item } : (item as AdapterChoice);
+    if (!v.isPlainObject(choice) || !(choice.adapter instanceof Adapter)) {
+      throw invalidArgument(`${name}[${i}]`, 'an Adapter from model.loadAdapter(), or { adapter, scale }', item);
+    }
+    checkKeys(`${name}[${i}]`, choice, ['adapter', 'scale']);
+    if (choice.adapter.disposed) throw new PaliGemmaError('ERR_DISPOSED', `${name}[${i}]: the adapter ${choice.adapter.info.path} has been disposed`);
+    const scale = v.optionalNumber(`${name}[${i}].scale`, choice.scale, -100, 100) ?? 1;
+    if (list.slice(0, i).some((o: unknown) => (o instanceof Adapter ? o : (o as AdapterChoice).adapter) === choice.adapter)) {
+      throw invalidArgument(`${name}[${i}]`, 'each adapter once', 'the same adapter twice');
+    }
+    return { adapter: choice.adapter, scale };
+  });
 }
 
 /** Checks generate's options (everything but the image). */
@@ -275,6 +305,7 @@ export function planGenerate(options: GenerateOptions, vocabSize: number, what =
       if (id < 0 || id >= vocabSize || id !== f[i]) throw invalidArgument(`${name('forceTokens')}[${i}]`, `a token id below ${vocabSize}`, f[i]);
     });
   }
+  const adapters = planAdapters(name('adapters'), options.adapters);
   if (options.logits !== undefined && typeof options.logits !== 'boolean') throw invalidArgument(name('logits'), 'a boolean', options.logits);
   if (options.specialTokens !== undefined && typeof options.specialTokens !== 'boolean') {
     throw invalidArgument(name('specialTokens'), 'a boolean', options.specialTokens);
@@ -294,7 +325,9 @@ export function planGenerate(options: GenerateOptions, vocabSize: number, what =
       logits: options.logits,
       specialTokens: options.specialTokens,
       forceTokens,
+      ...(adapters.length ? { adapters: adapters.map((a) => ({ id: a.adapter.id, scale: a.scale })) } : {}),
     },
+    adapters,
     onToken: v.optionalFunction<(t: GeneratedToken) => void>(name('onToken'), options.onToken),
     onText: v.optionalFunction<(s: string) => void>(name('onText'), options.onText),
     onPhase: v.optionalFunction<(p: Phase) => void>(name('onPhase'), options.onPhase),

@@ -4,6 +4,8 @@
  * Every method validates its input here, then makes ONE native call that runs the core's pipeline
  * (native/core/pg_model.h); calls on a model run one at a time, in call order.
  */
+import fs from 'node:fs';
+import nodePath from 'node:path';
 import { AbortError, callNative, invalidArgument, PaliGemmaError } from '../errors';
 import { ImageEmbedding, type ImageInput, resolveImage } from '../image/input';
 import { getBinding } from '../native/binding';
@@ -12,6 +14,7 @@ import { parseLocations } from '../tasks/locations';
 import { pasteMask } from '../tasks/masks';
 import { answerPrompt, captionPrompt, checkLabels, detectPrompt, OCR_PROMPT, segmentPrompt, type TaskPrompt } from '../tasks/prompts';
 import * as v from '../validate';
+import { Adapter, type AdapterChoice } from './adapter';
 import {
   type Detection,
   type GenerateOptions,
@@ -19,6 +22,7 @@ import {
   type GenerateResult,
   type LoadOptions,
   type ModelInfo,
+  planAdapters,
   planGenerate,
   planLoad,
   type Segmentation,
@@ -56,6 +60,7 @@ export class PaliGemma {
   /** Calls run one at a time, in order: they share one llama.cpp context. */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly running = new Set<NativeAbortToken>();
+  private readonly adapters = new Set<Adapter>();
   private disposing: Promise<void> | undefined;
 
   private constructor(native: NativeModelHandle, binding: NativeBinding, files: { model: string; mmproj: string }, cached: boolean) {
@@ -159,13 +164,16 @@ export class PaliGemma {
   }
 
   /** Runs the vision tower and projector once (or takes the cached result); pass the result as `image` to skip it next time. */
-  async encodeImage(image: ImageInput, options: { signal?: AbortSignal } = {}): Promise<ImageEmbedding> {
+  async encodeImage(image: ImageInput, options: { signal?: AbortSignal; adapters?: (Adapter | AdapterChoice)[] } = {}): Promise<ImageEmbedding> {
     const signal = v.optionalSignal('encodeImage options.signal', options.signal);
+    const adapters = planAdapters('encodeImage options.adapters', options.adapters);
+    this.checkAdapters(adapters, 'encodeImage options.adapters');
+    const uses = adapters.map((a) => ({ id: a.adapter.id, scale: a.scale }));
     const ready = this.prepareImage(image, 'encodeImage(image)');
     return this.enqueue(async (n) => {
       const input = await ready;
       if ('embedding' in input) return new ImageEmbedding(input.embedding, input.tokens, input.dim);
-      const r = await this.withToken(signal, 'encodeImage', (token) => n.encodeImage(input, token));
+      const r = await this.withToken(signal, 'encodeImage', (token) => n.encodeImage(input, token, uses));
       if (signal?.aborted || this.disposing) throw this.disposing ? disposedError('encodeImage') : abortError(signal, 'encodeImage');
       return new ImageEmbedding(r.data, r.tokens, r.dim);
     });
@@ -190,6 +198,7 @@ export class PaliGemma {
   /** One queued native generate call: image, prefix and answer in the core. */
   private runGenerate(plan: GeneratePlan, image: Promise<NativeImage>, what: string): Promise<GenerateResult> {
     const { native, onToken, onText, onPhase, signal } = plan;
+    this.checkAdapters(plan.adapters, `${what} options.adapters`);
     return this.enqueue(async (n) => {
       const input = await image;
       let callbackError: { error: unknown } | undefined;
@@ -226,6 +235,49 @@ export class PaliGemma {
       }
       return result;
     });
+  }
+
+  private checkAdapters(list: { adapter: Adapter }[], name: string) {
+    list.forEach(({ adapter }, i) => {
+      if (adapter.owner !== this)
+        throw invalidArgument(`${name}[${i}]`, "an adapter loaded by this model's loadAdapter()", `one of another model (${adapter.info.path})`);
+    });
+  }
+
+  /**
+   * Loads a LoRA adapter converted by `convertLora()` (`<name>-lora-<type>.gguf`; its vision part,
+   * `<name>-mmproj-lora-<type>.gguf`, is found beside it unless `visionPath` names it). It is
+   * checked against this model (family, widths, shapes, finite values) and applies to the calls
+   * that name it in `adapters`.
+   */
+  async loadAdapter(path: string, options: { visionPath?: string; signal?: AbortSignal } = {}): Promise<Adapter> {
+    if (typeof path !== 'string' || !path) throw invalidArgument('loadAdapter(path)', 'a LoRA GGUF file path', path);
+    if (!v.isPlainObject(options)) throw invalidArgument('loadAdapter options', 'an object', options);
+    for (const k of Object.keys(options)) {
+      if (k !== 'visionPath' && k !== 'signal') throw invalidArgument(`loadAdapter options.${k}`, 'one of visionPath, signal', `unknown option '${k}'`);
+    }
+    const signal = v.optionalSignal('loadAdapter options.signal', options.signal);
+    const visionPath = options.visionPath ?? visionPartBeside(path);
+    for (const [name, file] of [
+      ['loadAdapter(path)', path],
+      ['loadAdapter options.visionPath', visionPath],
+    ] as const) {
+      if (file && !fs.existsSync(file)) throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${file}: no such file (${name})`);
+    }
+    if (signal?.aborted) throw abortError(signal, 'loadAdapter');
+    const info = await this.enqueue((n) => callNative(() => n.loadAdapter(path, visionPath ?? '')));
+    const adapter = new Adapter(this, info, (id) =>
+      this.enqueue(async (n) => {
+        this.adapters.delete(adapter);
+        await callNative(() => n.freeAdapter(id));
+      }),
+    );
+    this.adapters.add(adapter);
+    if (signal?.aborted) {
+      await adapter.dispose();
+      throw abortError(signal, 'loadAdapter');
+    }
+    return adapter;
   }
 
   /** The generated text as an async iterable of chunks (whole UTF-8 characters). Breaking out aborts. */
@@ -281,7 +333,7 @@ export class PaliGemma {
     const list = checkLabels('detect labels', labels);
     const { result, size } = await this.task('detect', image, detectPrompt(list), options);
     if (!size) throw invalidArgument('detect options.imageSize', '{ width, height } (required with an ImageEmbedding)', undefined);
-    return parseLocations(result.text, size).map(({ label, box }) => ({ label: label || (list.length === 1 ? list[0]! : ''), box }));
+    return parseLocations(result.text, size).map(({ label, box, region }) => ({ label: label || (list.length === 1 ? list[0]! : ''), box, region }));
   }
 
   /** Finds and cuts out objects ('segment x'): boxes plus masks at the source image size. */
@@ -301,7 +353,7 @@ export class PaliGemma {
     for (const loc of parseLocations(result.text, size)) {
       if (!loc.seg) continue;
       const mask64 = await this.decodeMask(loc.seg);
-      out.push({ label: loc.label || one, box: loc.box, mask: pasteMask(mask64, loc.box, size.width, size.height), mask64 });
+      out.push({ label: loc.label || one, box: loc.box, region: loc.region, mask: pasteMask(mask64, loc.box, size.width, size.height), mask64 });
     }
     return out;
   }
@@ -324,6 +376,9 @@ export class PaliGemma {
         await this.queue;
         const native = this.native;
         this.native = undefined;
+        // The native model frees its adapters with it.
+        for (const a of this.adapters) a.markDisposed();
+        this.adapters.clear();
         if (native) await native.dispose();
       })();
     }
@@ -333,6 +388,15 @@ export class PaliGemma {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/** `<name>-lora-<type>.gguf` -> `<name>-mmproj-lora-<type>.gguf` when that file exists. */
+function visionPartBeside(file: string): string | undefined {
+  const dir = nodePath.dirname(file);
+  const m = /^(.*)-lora-([a-z0-9_]+)\.gguf$/i.exec(nodePath.basename(file));
+  if (!m) return undefined;
+  const beside = nodePath.join(dir, `${m[1]}-mmproj-lora-${m[2]}.gguf`);
+  return fs.existsSync(beside) ? beside : undefined;
 }
 
 function disposedError(what: string): PaliGemmaError {

@@ -14,10 +14,18 @@ import path from 'node:path';
 import { PaliGemmaError } from '../errors';
 import { GPU_VARIANTS, type GpuChoice, type GpuVariant, type NativeBinding } from './contract';
 
+function isOurPackage(file: string): boolean {
+  try {
+    return (JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: string }).name === 'paligemma-node';
+  } catch {
+    return false;
+  }
+}
+
 /** The package root: the nearest folder above this file that holds our package.json. */
 export const packageRoot = (() => {
   for (let dir = path.dirname(__dirname); ; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'binding.gyp'))) return dir;
+    if (isOurPackage(path.join(dir, 'package.json'))) return dir;
     if (path.dirname(dir) === dir) return path.resolve(__dirname, '..', '..');
   }
 })();
@@ -64,7 +72,8 @@ function loadCpu(): Loaded {
     throw new PaliGemmaError(
       'ERR_NO_BINARY',
       `paligemma-node: no native binary loads for ${process.platform}-${process.arch} (${(err as Error).message.split('\n')[0]}). ` +
-        'Build one with `npm run build` (needs cmake and a C++ compiler), or reinstall the package.',
+        'The package ships one for linux-x64; elsewhere its install step builds one from source: run `npm rebuild paligemma-node` ' +
+        '(needs cmake, a C++17 compiler and the cmake-js and node-addon-api packages), or in a checkout `npm run build`.',
       { cause: err },
     );
   }

@@ -41,6 +41,7 @@ export interface NativeSystemInfo {
   llamaCppCommit: string;
   backends: NativeDeviceInfo[];
   cpuFeatures: Record<string, string>;
+  cpuVariant: string;
   defaultThreads: number;
   logicalCpus: number;
 }
@@ -139,6 +140,7 @@ export interface NativeGenerateOptions {
   grammar?: string;
   stop?: string[];
   forceTokens?: Int32Array;
+  adapters?: NativeAdapterUse[];
 }
 
 export interface NativeTimings {
@@ -210,10 +212,37 @@ export interface NativeModelHandle {
   tokenize(text: string, special: boolean): Promise<Int32Array>;
   detokenize(ids: Int32Array): Promise<string>;
   preprocess(image: NativeImage): Promise<Float32Array>;
-  encodeImage(image: NativeImage, token: NativeAbortToken): Promise<NativeEncodeResult>;
+  encodeImage(image: NativeImage, token: NativeAbortToken, adapters?: NativeAdapterUse[]): Promise<NativeEncodeResult>;
   generate(options: NativeGenerateOptions, token: NativeAbortToken, onEvent: NativeTokenListener | undefined): Promise<NativeGenerateResult>;
   decodeMask(codes: Int32Array): Promise<Float32Array>;
+  /** visionPath '' for an adapter without a vision part. */
+  loadAdapter(path: string, visionPath: string): Promise<NativeAdapterInfo>;
+  freeAdapter(id: number): Promise<void>;
   dispose(): Promise<void>;
+}
+
+/** An adapter applied to one call. */
+export interface NativeAdapterUse {
+  id: number;
+  scale?: number;
+}
+
+export interface NativeAdapterInfo {
+  id: number;
+  path: string;
+  /** '' when the adapter leaves the vision tower and projector alone. */
+  visionPath: string;
+  name: string;
+  baseName: string;
+  family: string;
+  trainedOn: string;
+  rank: number;
+  alpha: number;
+  rslora: boolean;
+  targets: string[];
+  bytes: number;
+  hasText: boolean;
+  hasVision: boolean;
 }
 
 export interface NativeBinding {

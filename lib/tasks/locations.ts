@@ -13,9 +13,19 @@ export interface Box {
   y2: number;
 }
 
+/** Whole pixels covering a box, inside the image: what `sharp(...).extract(region)` takes. */
+export interface Region {
+  left: number;
+  top: number;
+  width: number;
+  height: number;
+}
+
 export interface Location {
   label: string;
   box: Box;
+  /** The box rounded outwards to whole pixels. */
+  region: Region;
   /** The 16 mask codes (a 4x4 grid, row-major) when the group has them. */
   seg?: number[];
 }
@@ -30,6 +40,15 @@ const SEG = /<seg(\d{3})>/g;
  * are in pixels of a `width` x `height` image and ordered (x1 < x2, y1 < y2); bins stop at 1023, so
  * every box lies inside the image.
  */
+/** The smallest whole-pixel rectangle holding `box`, clipped to the image (at least 1x1). */
+export function pixelRegion(box: Box, width: number, height: number): Region {
+  const left = Math.min(Math.max(0, Math.floor(box.x1)), width - 1);
+  const top = Math.min(Math.max(0, Math.floor(box.y1)), height - 1);
+  const right = Math.max(left + 1, Math.min(width, Math.ceil(box.x2)));
+  const bottom = Math.max(top + 1, Math.min(height, Math.ceil(box.y2)));
+  return { left, top, width: right - left, height: bottom - top };
+}
+
 export function parseLocations(text: string, size: { width: number; height: number }): Location[] {
   if (typeof text !== 'string') return [];
   const { width, height } = size;
@@ -44,6 +63,7 @@ export function parseLocations(text: string, size: { width: number; height: numb
     const loc: Location = {
       label: m[3]!.trim(),
       box: { x1, y1, x2, y2 },
+      region: pixelRegion({ x1, y1, x2, y2 }, width, height),
     };
     if (m[2]) {
       const codes = [...m[2].matchAll(SEG)].map((x) => Number(x[1]));

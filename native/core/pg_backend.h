@@ -1,5 +1,24 @@
-// Process-wide ggml/llama.cpp initialisation.
+// Process-wide ggml/llama.cpp initialisation, and the CPU backend's settings without linking it:
+// in a portable build the CPU backend is one of several libraries, chosen for this CPU at load.
 #pragma once
+#include "ggml-backend.h"
 
-// Initialises llama.cpp's backends and our log routing, once per process.
+#include <string>
+
+// Loads ggml's backends (portable builds: the best CPU variant for this CPU and any GPU backend
+// beside our binary), initialises llama.cpp and our log routing, once per process.
 void pg_backend_init_once();
+
+// Which CPU backend runs: "built in" for a build with one compiled-in CPU backend, otherwise the
+// variant's name ("haswell", "zen4", ...), or "" when none could be loaded.
+const std::string & pg_cpu_backend_variant();
+
+// Where a portable build looked for its backend libraries ("" in other builds).
+const std::string & pg_backend_dir();
+
+// Why there is no CPU device, for an error message that says where to look.
+std::string pg_no_cpu_backend_message();
+
+// The CPU backend's thread count and abort callback (no-ops for other backends).
+void pg_backend_set_threads(ggml_backend_t backend, int n_threads);
+void pg_backend_set_abort_callback(ggml_backend_t backend, ggml_abort_callback cb, void * data);

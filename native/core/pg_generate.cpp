@@ -210,7 +210,7 @@ bool pg_generate(pg_text_model & m, const pg_generate_params & p, const pg_gener
     if (aborted()) return stop(PG_PHASE_PREFILL);
     if (cb.on_phase) cb.on_phase(PG_PHASE_PREFILL);
     auto t0 = clock_type::now();
-    llama_set_causal_attn(ctx, false);
+    llama_set_causal_attn(ctx, dec.causal_prefix);
     int rc = llama_decode(ctx, bg.b);
     llama_set_causal_attn(ctx, true);
     out.prefill_ms = ms_since(t0);

@@ -31,6 +31,9 @@ struct pg_decoding {
     // Teacher forcing: step i emits forced[i] whatever the sampler says (to score a given answer, or
     // to compare every step's logits with a reference past a near-tie).
     std::vector<int32_t> forced;
+    // For speed comparisons only: decode the prefix causally, as a text model's prompt is (llama.cpp's
+    // attention then skips the masked half). PaliGemma's answers are wrong this way.
+    bool causal_prefix = false;
 };
 
 struct pg_generate_params {

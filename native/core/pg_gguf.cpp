@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -107,6 +108,32 @@ bool pg_check_tensor(const std::string & path, const char * name, ggml_type type
     if (!usable) return err.set(PG_ERR_INVALID_FILE, path + ": tensor '" + name + "' has an unusable type " + ggml_type_name(type));
     if (ne[0] % ggml_blck_size(type) != 0) {
         return err.set(PG_ERR_INVALID_FILE, path + ": tensor '" + name + "' rows do not divide into " + ggml_type_name(type) + " blocks");
+    }
+    return true;
+}
+
+bool pg_gguf_read_floats(const pg_gguf_file & f, FILE * fp, int64_t i, std::vector<float> & out, pg_error & err) {
+    const gguf_context * g    = f.ctx.get();
+    const char *         name = gguf_get_tensor_name(g, i);
+    const ggml_type      type = gguf_get_tensor_type(g, i);
+    const size_t         size = gguf_get_tensor_size(g, i);
+    if (type != GGML_TYPE_F32 && type != GGML_TYPE_F16 && type != GGML_TYPE_BF16) {
+        return err.set(PG_ERR_INVALID_FILE, f.path + ": tensor '" + name + "' is " + ggml_type_name(type) + ", expected f32, f16 or bf16");
+    }
+    const size_t         n = size / ggml_type_size(type);
+    std::vector<uint8_t> raw(size);
+    if (pg_fseek64(fp, gguf_get_data_offset(g) + gguf_get_tensor_offset(g, i)) != 0 || fread(raw.data(), 1, size, fp) != size) {
+        return err.set(PG_ERR_INVALID_FILE, f.path + ": tensor '" + name + "' is truncated");
+    }
+    out.resize(n);
+    if (type == GGML_TYPE_F32)
+        memcpy(out.data(), raw.data(), size);
+    else if (type == GGML_TYPE_F16)
+        ggml_fp16_to_fp32_row((const ggml_fp16_t *) raw.data(), out.data(), (int64_t) n);
+    else
+        ggml_bf16_to_fp32_row((const ggml_bf16_t *) raw.data(), out.data(), (int64_t) n);
+    for (size_t k = 0; k < n; ++k) {
+        if (!std::isfinite(out[k])) return err.set(PG_ERR_INVALID_FILE, f.path + ": tensor '" + name + "' holds NaN or infinite values");
     }
     return true;
 }

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 struct pg_gguf_file {
     std::string      path;
@@ -41,6 +42,10 @@ enum pg_tensor_use {
 // Messages start with `path` and name the tensor.
 bool pg_check_tensor(const std::string & path, const char * name, ggml_type type, const int64_t * ne, std::initializer_list<int64_t> shape,
                      pg_tensor_use use, pg_error & err);
+
+// Tensor i's data as floats (f32, f16 or bf16 in the file), checked to be finite: a message naming
+// the file and tensor otherwise. `fp` is the file, open for reading.
+bool pg_gguf_read_floats(const pg_gguf_file & f, FILE * fp, int64_t i, std::vector<float> & out, pg_error & err);
 
 // Seek to a 64-bit offset (fseek takes a long, which is 32 bits on Windows).
 inline int pg_fseek64(FILE * f, uint64_t offset) {

@@ -1,13 +1,28 @@
 #include "pg_model.h"
+#include "pg_backend.h"
 #include "pg_executor.h"
+#include "pg_gguf.h"
 #include "pg_image.h"
+#include "pg_log.h"
 #include "pg_mask.h"
 #include "pg_system.h"
 #include "pg_text.h"
 
+#include <sys/stat.h>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
+
+struct pg_adapter {
+    pg_adapter_info      info;
+    llama_adapter_lora * text = nullptr;  // null when the adapter leaves the language model alone
+    pg_vision_lora       vision;
+
+    ~pg_adapter() {
+        if (text) llama_adapter_lora_free(text);
+    }
+};
 
 struct pg_model {
     pg_vision_model vision;
@@ -16,6 +31,9 @@ struct pg_model {
     pg_embed_cache  cache;
     pg_mask_decoder mask;  // filled on first use (segmentation)
     bool            mask_ready = false;
+    // Last, so that adapters go before the model they belong to.
+    std::map<int, std::unique_ptr<pg_adapter>> adapters;
+    int                                        next_adapter_id = 1;
 };
 
 void pg_model_deleter::operator()(pg_model * m) const {
@@ -40,6 +58,8 @@ bool on_compute_thread(F && fn) {
 
 bool pick_device(const std::string & gpu, ggml_backend_dev_t & out, pg_error & err) {
     out = nullptr;
+    // The CPU backend is always needed (the vision tower's helpers, the sampler, and the fallback).
+    if (!ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU)) return err.set(PG_ERR_BACKEND, pg_no_cpu_backend_message());
     if (gpu == "cpu") return true;
     const char * want = gpu == "cuda" ? "CUDA" : gpu == "metal" ? "MTL" : gpu == "vulkan" ? "Vulkan" : nullptr;
     if (gpu != "auto" && !want) return err.set(PG_ERR_INVALID_ARGUMENT, "gpu: unknown value '" + gpu + "' (auto, cpu, cuda, metal, vulkan)");
@@ -113,6 +133,7 @@ void fill_info(pg_model & m, const std::string & backend, int threads) {
 }
 
 bool load(const pg_model_params & params, const pg_progress_fn & progress, pg_model & m, pg_error & err) {
+    pg_backend_init_once();
     ggml_backend_dev_t dev = nullptr;
     if (!pick_device(params.gpu, dev, err)) return false;
     const int threads = params.threads > 0 ? params.threads : pg_physical_cores();
@@ -173,10 +194,46 @@ bool check_embedding(const pg_model & m, const pg_image_input & in, pg_error & e
     return true;
 }
 
+// The adapters of one call, resolved: llama.cpp's for the language model, ours for the tower, and
+// what sets the tower's apart in the embedding cache.
+struct adapter_set {
+    std::vector<llama_adapter_lora *> text;
+    std::vector<float>                text_scales;
+    std::vector<pg_vision_lora_use>   vision;
+    std::string                       cache_suffix;
+};
+
+bool resolve_adapters(const pg_model & m, const std::vector<pg_adapter_use> & uses, adapter_set & out, pg_error & err) {
+    out = adapter_set();
+    for (size_t i = 0; i < uses.size(); ++i) {
+        const pg_adapter_use & u  = uses[i];
+        auto                   it = m.adapters.find(u.id);
+        if (it == m.adapters.end()) return err.set(PG_ERR_INVALID_ARGUMENT, "adapters[" + std::to_string(i) + "]: that adapter was disposed");
+        if (!std::isfinite(u.scale)) return err.set(PG_ERR_INVALID_ARGUMENT, "adapters[" + std::to_string(i) + "].scale: expected a finite number");
+        for (size_t j = 0; j < i; ++j) {
+            if (uses[j].id == u.id)
+                return err.set(PG_ERR_INVALID_ARGUMENT, "adapters[" + std::to_string(i) + "]: the same adapter twice in one call");
+        }
+        const pg_adapter & a = *it->second;
+        if (a.text) {
+            out.text.push_back(a.text);
+            out.text_scales.push_back(u.scale);
+        }
+        if (a.info.has_vision && u.scale != 0.0f) {
+            out.vision.push_back({ &a.vision, u.scale });
+            char buf[64];
+            snprintf(buf, sizeof buf, "|lora%d@%.9g", u.id, (double) u.scale);
+            out.cache_suffix += buf;
+        }
+    }
+    return true;
+}
+
 // Decoded, preprocessed and run through the tower, or taken from the cache. Compute thread only.
-bool encode(pg_model & m, const pg_image_input & in, const std::atomic<bool> * abort, const pg_phase_fn & on_phase, pg_encode_result & out,
-            pg_error & err) {
-    if (!in.cache_key.empty() && (out.embedding = m.cache.get(in.cache_key))) {
+bool encode(pg_model & m, const pg_image_input & in, const adapter_set & adapters, const std::atomic<bool> * abort, const pg_phase_fn & on_phase,
+            pg_encode_result & out, pg_error & err) {
+    const std::string key = in.cache_key.empty() ? std::string() : in.cache_key + adapters.cache_suffix;
+    if (!key.empty() && (out.embedding = m.cache.get(key))) {
         out.cached = true;
         return true;
     }
@@ -187,12 +244,12 @@ bool encode(pg_model & m, const pg_image_input & in, const std::atomic<bool> * a
     out.preprocess_ms = ms_since(t0);
     auto t1           = clock_type::now();
     auto e            = std::make_shared<pg_image_embedding>();
-    if (!pg_vision_encode(m.vision, pixels.data(), e->data, abort, err)) return false;
+    if (!pg_vision_encode(m.vision, pixels.data(), adapters.vision, e->data, abort, err)) return false;
     out.encode_ms = ms_since(t1);
     e->tokens     = m.vision.hp.image_tokens;
     e->dim        = m.vision.hp.proj_dim;
     out.embedding = e;
-    m.cache.put(in.cache_key, out.embedding);
+    m.cache.put(key, out.embedding);
     return true;
 }
 
@@ -215,6 +272,12 @@ bool generate(pg_model & m, const pg_generate_request & req, const pg_generate_c
         return true;
     };
     if (abort && abort->load()) return stop(PG_PHASE_ENCODE);
+    adapter_set adapters;
+    if (!resolve_adapters(m, req.adapters, adapters, err)) return false;
+    // llama.cpp keeps the context's set until it changes (then its graph is rebuilt once).
+    if (llama_set_adapters_lora(m.text.ctx.get(), adapters.text.data(), adapters.text.size(), adapters.text_scales.data()) != 0) {
+        return err.set(PG_ERR_BACKEND, "cannot apply the adapters to the language model");
+    }
     pg_generate_params gp;
     gp.decoding = req.decoding;
     gp.n_image  = m.vision.hp.image_tokens;
@@ -223,7 +286,7 @@ bool generate(pg_model & m, const pg_generate_request & req, const pg_generate_c
         if (!check_embedding(m, req.image, err)) return false;
         gp.image_embd = req.image.embedding;
     } else {
-        if (!encode(m, req.image, abort, cb.on_phase, image, err)) {
+        if (!encode(m, req.image, adapters, abort, cb.on_phase, image, err)) {
             if (err.code != PG_ERR_ABORTED) return false;
             err = pg_error();
             return stop(PG_PHASE_ENCODE);
@@ -271,7 +334,8 @@ bool pg_model_preprocess(const pg_model & m, const pg_image_input & image, std::
     return preprocess(m, image, pixels, err);
 }
 
-bool pg_model_encode(pg_model & m, const pg_image_input & image, const std::atomic<bool> * abort, pg_encode_result & out, pg_error & err) {
+bool pg_model_encode(pg_model & m, const pg_image_input & image, const std::vector<pg_adapter_use> & adapter_uses, const std::atomic<bool> * abort,
+                     pg_encode_result & out, pg_error & err) {
     out = pg_encode_result();
     if (image.kind == PG_IMAGE_EMBEDDING) {
         if (!check_embedding(m, image, err)) return false;
@@ -284,7 +348,104 @@ bool pg_model_encode(pg_model & m, const pg_image_input & image, const std::atom
     }
     return on_compute_thread([&] {
         if (abort && abort->load()) return err.set(PG_ERR_ABORTED, "image encoding aborted");
-        return encode(m, image, abort, nullptr, out, err);
+        adapter_set adapters;
+        if (!resolve_adapters(m, adapter_uses, adapters, err)) return false;
+        return encode(m, image, adapters, abort, nullptr, out, err);
+    });
+}
+
+namespace {
+
+// The language-model part, checked before llama.cpp sees it: llama.cpp's own loader refuses
+// mismatches too, but does not look at values.
+bool check_text_adapter(const pg_model & m, const std::string & path, pg_adapter_info & info, bool & has_tensors, pg_error & err) {
+    pg_gguf_file f;
+    if (!pg_gguf_open(path, f, err) || !pg_gguf_check_data_bounds(f, err)) return false;
+    const gguf_context * g = f.ctx.get();
+    if (pg_gguf_get_string(g, "general.type") != "adapter" || pg_gguf_get_string(g, "adapter.type") != "lora") {
+        return err.set(
+            PG_ERR_INVALID_FILE,
+            path + ": not a LoRA adapter (general.type 'adapter', adapter.type 'lora'); convert a PEFT adapter with `paligemma convert-lora`");
+    }
+    const std::string arch = pg_gguf_get_string(g, "general.architecture");
+    if (arch != m.text.arch)
+        return err.set(PG_ERR_INVALID_ARGUMENT, path + ": an adapter for " + arch + ", but the model's language model is " + m.text.arch);
+    const std::string family = pg_gguf_get_string(g, "paligemma.adapter.family");
+    if (!family.empty() && family != m.info.family) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, path + ": an adapter for " + family + ", but the model is " + m.info.family);
+    }
+    int64_t width = 0;
+    if (pg_gguf_get_int(g, "paligemma.adapter.text_embedding_length", width) && width != m.text.n_embd) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, path + ": an adapter for a language model of width " + std::to_string(width) +
+                                                    ", but the model's is " + std::to_string(m.text.n_embd));
+    }
+    FILE * fp = fopen(path.c_str(), "rb");
+    if (!fp) return err.set(PG_ERR_FILE_NOT_FOUND, path + ": cannot open");
+    std::unique_ptr<FILE, int (*)(FILE *)> guard(fp, fclose);
+    std::vector<float>                     data;
+    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
+        if (!pg_gguf_read_floats(f, fp, i, data, err)) return false;
+    }
+    has_tensors      = gguf_get_n_tensors(g) > 0;
+    info.name        = pg_gguf_get_string(g, "general.name");
+    info.base_name   = pg_gguf_get_string(g, "paligemma.adapter.base_name");
+    info.family      = family;
+    info.trained_on  = pg_gguf_get_string(g, "paligemma.adapter.trained_on");
+    int64_t rank     = 0;
+    info.rank        = pg_gguf_get_int(g, "paligemma.adapter.rank", rank) ? (int) rank : 0;
+    const int64_t ka = gguf_find_key(g, "paligemma.adapter.alpha");
+    info.alpha       = ka >= 0 && gguf_get_kv_type(g, ka) == GGUF_TYPE_FLOAT32 ? gguf_get_val_f32(g, ka) : 0.0f;
+    const int64_t kr = gguf_find_key(g, "paligemma.adapter.rslora");
+    info.rslora      = kr >= 0 && gguf_get_kv_type(g, kr) == GGUF_TYPE_BOOL && gguf_get_val_bool(g, kr);
+    const int64_t kt = gguf_find_key(g, "paligemma.adapter.targets");
+    if (kt >= 0 && gguf_get_kv_type(g, kt) == GGUF_TYPE_ARRAY && gguf_get_arr_type(g, kt) == GGUF_TYPE_STRING) {
+        for (size_t j = 0; j < gguf_get_arr_n(g, kt); ++j) info.targets.push_back(gguf_get_arr_str(g, kt, j));
+    }
+    return true;
+}
+
+}  // namespace
+
+bool pg_model_load_adapter(pg_model & m, const std::string & path, const std::string & vision_path, int & id, pg_adapter_info & info,
+                           pg_error & err) {
+    return on_compute_thread([&] {
+        auto a              = std::make_unique<pg_adapter>();
+        bool has_text       = false;
+        a->info.path        = path;
+        a->info.vision_path = vision_path;
+        if (!check_text_adapter(m, path, a->info, has_text, err)) return false;
+        if (has_text) {
+            pg_log_clear();
+            a->text = llama_adapter_lora_init(m.text.model.get(), path.c_str());
+            if (!a->text) {
+                const std::string why = pg_log_last_errors();
+                return err.set(PG_ERR_INVALID_FILE, path + ": llama.cpp refused the adapter" + (why.empty() ? "" : " (" + why + ")"));
+            }
+            a->info.has_text = true;
+            struct stat st {};
+            if (stat(path.c_str(), &st) == 0) a->info.bytes += (uint64_t) st.st_size;
+        }
+        if (!vision_path.empty()) {
+            if (!pg_vision_lora_load(m.vision, vision_path, a->vision, err)) return false;
+            a->info.has_vision = true;
+            a->info.bytes += a->vision.bytes;
+        }
+        if (!a->info.has_text && !a->info.has_vision) return err.set(PG_ERR_INVALID_FILE, path + ": the adapter changes nothing (no LoRA tensors)");
+        id   = m.next_adapter_id++;
+        info = a->info;
+        m.adapters.emplace(id, std::move(a));
+        return true;
+    });
+}
+
+bool pg_model_free_adapter(pg_model & m, int id) {
+    return on_compute_thread([&] {
+        auto it = m.adapters.find(id);
+        if (it == m.adapters.end()) return false;
+        // llama.cpp's context must not keep a pointer to a freed adapter.
+        if (it->second->text) llama_set_adapters_lora(m.text.ctx.get(), nullptr, 0, nullptr);
+        m.adapters.erase(it);
+        return true;
     });
 }
 

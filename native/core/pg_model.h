@@ -77,11 +77,32 @@ struct pg_encode_result {
     bool                   cached = false;
 };
 
+// A loaded LoRA adapter, as callers see it.
+struct pg_adapter_info {
+    std::string              path;         // the language-model part (llama.cpp's LoRA format)
+    std::string              vision_path;  // the vision tower / projector part; "" when none
+    std::string              name, base_name, family, trained_on;
+    int                      rank   = 0;
+    float                    alpha  = 0;
+    bool                     rslora = false;
+    std::vector<std::string> targets;         // "text.q_proj", "vision.fc1", "projector", ...
+    uint64_t                 bytes      = 0;  // weights held in memory
+    bool                     has_text   = false;
+    bool                     has_vision = false;
+};
+
+// An adapter applied to one call, at a scale (1: as trained; 0: no effect).
+struct pg_adapter_use {
+    int   id    = 0;
+    float scale = 1.0f;
+};
+
 struct pg_generate_request {
-    pg_image_input image;
-    std::string    prompt;
-    bool           special_tokens = false;  // <bos>, <eos>, <image> in the prompt as control tokens
-    pg_decoding    decoding;
+    pg_image_input              image;
+    std::string                 prompt;
+    bool                        special_tokens = false;  // <bos>, <eos>, <image> in the prompt as control tokens
+    pg_decoding                 decoding;
+    std::vector<pg_adapter_use> adapters;  // applied to the tower (their vision parts) and the language model
 };
 
 struct pg_model;
@@ -105,12 +126,23 @@ bool pg_model_preprocess(const pg_model & m, const pg_image_input & image, std::
 
 // The projector output for an image: from the cache, computed, or an embedding the caller gave
 // (checked for shape and finite values).
-bool pg_model_encode(pg_model & m, const pg_image_input & image, const std::atomic<bool> * abort, pg_encode_result & out, pg_error & err);
+// Vision parts of `adapters` apply; the cache keeps adapted embeddings apart from plain ones.
+bool pg_model_encode(pg_model & m, const pg_image_input & image, const std::vector<pg_adapter_use> & adapters, const std::atomic<bool> * abort,
+                     pg_encode_result & out, pg_error & err);
 
 // The whole pipeline in one call: the image (cached, encoded or given), the prefix, the answer. An
 // abort is not an error: out.reason is PG_STOP_ABORT and out.aborted_in says where it landed.
 bool pg_model_generate(pg_model & m, const pg_generate_request & req, const pg_generate_callbacks & cb, const std::atomic<bool> * abort,
                        pg_generate_result & out, pg_error & err);
+
+// Loads a LoRA adapter for this model: `path` in llama.cpp's LoRA format (may hold no tensors when
+// only the tower is adapted), `vision_path` ("" for none) with the tower's and projector's pairs.
+// Both are checked against the model (family, widths, tensor names and shapes, finite values)
+// before anything is allocated. Any number may be loaded; none applies until a call names it.
+bool pg_model_load_adapter(pg_model & m, const std::string & path, const std::string & vision_path, int & id, pg_adapter_info & info, pg_error & err);
+
+// Frees an adapter (false when no adapter has that id). The caller makes sure no call uses it.
+bool pg_model_free_adapter(pg_model & m, int id);
 
 // big_vision's VQ-VAE decoder: 16 codes (a 4x4 grid, row-major) -> 64 x 64 floats, about -1..1.
 bool pg_model_decode_mask(pg_model & m, const int32_t codes[16], std::vector<float> & out, pg_error & err);

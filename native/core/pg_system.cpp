@@ -1,6 +1,5 @@
 #include "pg_system.h"
 #include "pg_backend.h"
-#include "pg_log.h"
 
 #include "llama.h"
 
@@ -59,18 +58,11 @@ int pg_physical_cores() {
     return logical;
 }
 
-void pg_backend_init_once() {
-    static std::once_flag once;
-    std::call_once(once, [] {
-        pg_log_init();
-        llama_backend_init();
-    });
-}
-
 pg_system_info pg_get_system_info() {
     pg_backend_init_once();
     pg_system_info info;
     info.llama_cpp_commit = PG_LLAMA_COMMIT;
+    info.cpu_variant      = pg_cpu_backend_variant();
     info.logical_cpus     = (int) std::thread::hardware_concurrency();
     info.default_threads  = pg_physical_cores();
 

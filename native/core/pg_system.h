@@ -20,6 +20,7 @@ struct pg_feature {
 
 struct pg_system_info {
     std::string                 llama_cpp_commit;
+    std::string                 cpu_variant;  // pg_cpu_backend_variant()
     std::vector<pg_device_info> devices;
     std::vector<pg_feature>     cpu_features;  // as ggml's CPU backend reports them (only the ones present)
     int                         default_threads = 1;

@@ -25,13 +25,20 @@ bool pg_tune_finish(pg_tune_graph & g, ggml_backend_t backend, ggml_tensor * out
 }
 
 int pg_tune_race(ggml_backend_t backend, pg_tune_graph * graphs, int count, int rounds, double * us) {
-    for (int i = 0; i < count; ++i) us[i] = 1e30;
-    // In turn, so that a passing disturbance does not favour one; round 0 warms up.
+    std::vector<double> warm(count);
+    // In turn, so that a passing disturbance does not favour one; round 0 warms up, and a candidate
+    // already twice as slow as the best there is not timed further (it would only cost load time).
     for (int round = 0; round <= rounds; ++round) {
+        const double best_warm = round > 0 ? *std::min_element(warm.begin(), warm.end()) : 0;
         for (int i = 0; i < count; ++i) {
+            if (round > 0 && warm[i] > 2 * best_warm) continue;
             const int64_t t0 = ggml_time_us();
             if (ggml_backend_graph_compute(backend, graphs[i].graph) != GGML_STATUS_SUCCESS) return -1;
-            if (round > 0) us[i] = std::min(us[i], (double) (ggml_time_us() - t0));
+            const double t = (double) (ggml_time_us() - t0);
+            if (round == 0)
+                warm[i] = us[i] = t;
+            else
+                us[i] = round == 1 ? t : std::min(us[i], t);
         }
     }
     return (int) (std::min_element(us, us + count) - us);

@@ -23,8 +23,9 @@ void pg_tune_input(ggml_tensor * t);
 // Builds the graph up to `out` and allocates it; false when the backend cannot.
 bool pg_tune_finish(pg_tune_graph & g, ggml_backend_t backend, ggml_tensor * out);
 
-// Runs the graphs in turn (a warm-up round, then `rounds` timed ones) and returns the index of the
-// fastest by their best times (written to us[i]), or -1 when one fails to compute.
+// Runs the graphs in turn (a warm-up round, then `rounds` timed ones, skipping a graph already
+// twice as slow as the best when warm) and returns the index of the fastest by their best times
+// (written to us[i]), or -1 when one fails to compute.
 int pg_tune_race(ggml_backend_t backend, pg_tune_graph * graphs, int count, int rounds, double * us);
 
 // A choice remembered for this process under `key` (the shape, thread count, ...): -1 when none.

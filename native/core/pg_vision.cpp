@@ -6,7 +6,6 @@
 #include "pg_log.h"
 #include "pg_tune.h"
 
-#include "ggml-cpu.h"
 #include "gguf.h"
 
 #include <algorithm>
@@ -89,7 +88,7 @@ bool read_hparams(const gguf_context * g, const std::string & path, pg_vision_hp
 
 bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error & err) {
     ggml_backend_dev_t dev = params.device ? params.device : ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    if (!dev) return err.set(PG_ERR_BACKEND, "no CPU backend in this build");
+    if (!dev) return err.set(PG_ERR_BACKEND, pg_no_cpu_backend_message());
     m.backend.reset(ggml_backend_dev_init(dev, nullptr));
     if (!m.backend) return err.set(PG_ERR_BACKEND, std::string("cannot initialise ") + ggml_backend_dev_name(dev));
     m.is_cpu = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
@@ -101,14 +100,8 @@ bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error
     }
     m.n_threads = params.n_threads > 0 ? params.n_threads : 1;
     m.attention = params.attention;
-    if (m.is_cpu) ggml_backend_cpu_set_n_threads(m.backend.get(), m.n_threads);
+    pg_backend_set_threads(m.backend.get(), m.n_threads);
     return true;
-}
-
-// Our int8 product for q8_0 matrices: as asked, or, by default, when it measures faster here.
-void choose_matmul(const pg_vision_params & params, pg_vision_model & m) {
-    m.int8_matmul =
-        params.matmul == PG_VISION_MATMUL_INT8 || (params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu && pg_q8_gemm_available() && measure_matmul(m));
 }
 
 bool is_matrix_weight(const char * name) {
@@ -119,6 +112,20 @@ bool is_matrix_weight(const char * name) {
         if (n > k && strcmp(name + n - k, s) == 0 && strncmp(name, "v.blk.", 6) == 0) return true;
     }
     return strcmp(name, "mm.0.weight") == 0;
+}
+
+bool has_q8_matrices(const gguf_context * g) {
+    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
+        if (gguf_get_tensor_type(g, i) == GGML_TYPE_Q8_0 && is_matrix_weight(gguf_get_tensor_name(g, i))) return true;
+    }
+    return false;
+}
+
+// Our int8 product for q8_0 matrices (other weight types keep ggml's): as asked, or, by default,
+// when it measures faster here.
+void choose_matmul(const gguf_context * g, const pg_vision_params & params, pg_vision_model & m) {
+    const bool auto_pick = params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu && pg_q8_gemm_available();
+    m.int8_matmul        = has_q8_matrices(g) && (params.matmul == PG_VISION_MATMUL_INT8 || (auto_pick && measure_matmul(m)));
 }
 
 // The CPU backend's extra buffer type that repacks quantized weights for its matrix kernels.
@@ -294,6 +301,147 @@ ggml_tensor * pg_vision_tensor(const pg_vision_model & m, const char * name) {
     return t || !m.ctx_r ? t : ggml_get_tensor(m.ctx_r.get(), name);
 }
 
+namespace {
+
+// Which matrix an adapter tensor name adapts: "v.blk.N.<matrix>.weight.lora_a|b" or "mm.0.weight...".
+bool parse_lora_name(const std::string & name, int layers, int & layer, int & slot, bool & is_a) {
+    static const char * slots[] = { "attn_q", "attn_k", "attn_v", "attn_out", "ffn_up", "ffn_down" };
+    const size_t        n       = name.size();
+    if (n < 7 || (name.compare(n - 7, 7, ".lora_a") != 0 && name.compare(n - 7, 7, ".lora_b") != 0)) return false;
+    is_a                   = name[n - 1] == 'a';
+    const std::string base = name.substr(0, n - 7);
+    if (base == "mm.0.weight") {
+        layer = -1;
+        slot  = 0;
+        return true;
+    }
+    int  consumed = 0;
+    char matrix[16];
+    if (sscanf(base.c_str(), "v.blk.%d.%15[a-z_].weight%n", &layer, matrix, &consumed) != 2 || consumed != (int) base.size()) return false;
+    if (layer < 0 || layer >= layers) return false;
+    for (int i = 0; i < PG_LORA_SLOTS; ++i) {
+        if (strcmp(matrix, slots[i]) == 0) {
+            slot = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+bool pg_vision_lora_load(const pg_vision_model & m, const std::string & path, pg_vision_lora & out, pg_error & err) {
+    pg_gguf_file f;
+    if (!pg_gguf_open(path, f, err) || !pg_gguf_check_data_bounds(f, err)) return false;
+    const gguf_context * g     = f.ctx.get();
+    int64_t              width = 0, blocks = 0;
+    if (pg_gguf_get_string(g, "general.type") != "adapter" || pg_gguf_get_string(g, "general.architecture") != "clip") {
+        return err.set(PG_ERR_INVALID_FILE, path + ": not the vision part of a PaliGemma adapter (general.type 'adapter', architecture 'clip')");
+    }
+    const std::string family = pg_gguf_get_string(g, "paligemma.adapter.family");
+    if (!family.empty() && family != m.hp.family) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, path + ": an adapter for " + family + ", but the model is " + m.hp.family);
+    }
+    if (!pg_gguf_get_int(g, "paligemma.adapter.vision_embedding_length", width) ||
+        !pg_gguf_get_int(g, "paligemma.adapter.vision_block_count", blocks)) {
+        return err.set(PG_ERR_INVALID_FILE, path + ": paligemma.adapter.vision_embedding_length or vision_block_count is missing");
+    }
+    if (width != m.hp.hidden || blocks != m.hp.layers) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, path + ": an adapter for a vision tower of width " + std::to_string(width) + " and " +
+                                                    std::to_string(blocks) + " blocks, but the model's has " + std::to_string(m.hp.hidden) + " and " +
+                                                    std::to_string(m.hp.layers));
+    }
+    const int64_t C = m.hp.hidden, F = m.hp.ffn, D = m.hp.proj_dim;
+    // [in, out] of each matrix as the model holds it (the MLP at its padded width).
+    auto dims = [&](int layer, int slot, int64_t & in, int64_t & o) {
+        in = o = C;
+        if (layer < 0)
+            o = D;
+        else if (slot == PG_LORA_UP)
+            o = F;
+        else if (slot == PG_LORA_DOWN)
+            in = F;
+    };
+    struct pending {
+        int     layer, slot;
+        int64_t a = -1, b = -1;
+    };
+    std::vector<pending> pairs;
+    auto                 find_pair = [&](int layer, int slot) -> pending & {
+        for (auto & p : pairs) {
+            if (p.layer == layer && p.slot == slot) return p;
+        }
+        pairs.push_back({ layer, slot });
+        return pairs.back();
+    };
+    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
+        const std::string name  = gguf_get_tensor_name(g, i);
+        int               layer = 0, slot = 0;
+        bool              is_a = false;
+        if (!parse_lora_name(name, m.hp.layers, layer, slot, is_a)) {
+            return err.set(PG_ERR_INVALID_FILE, path + ": tensor '" + name + "' is not a LoRA factor of this vision tower");
+        }
+        pending & p        = find_pair(layer, slot);
+        (is_a ? p.a : p.b) = i;
+    }
+    out.layers.assign((size_t) m.hp.layers, std::vector<pg_vision_lora_pair>(PG_LORA_SLOTS));
+    out.ctx.reset(ggml_init({ ggml_tensor_overhead() * (pairs.size() * 2 + 1), nullptr, /*no_alloc =*/true }));
+    if (!out.ctx) return err.set(PG_ERR_OUT_OF_MEMORY, path + ": cannot create a context");
+    struct to_read {
+        int64_t       index;
+        ggml_tensor * t;
+        int64_t       cols, rows;  // as in the file
+        bool          transpose;
+    };
+    std::vector<to_read> reads;
+    for (const pending & p : pairs) {
+        const std::string what = p.layer < 0 ? "mm.0.weight" : "v.blk." + std::to_string(p.layer) + " matrix " + std::to_string(p.slot);
+        if (p.a < 0 || p.b < 0) return err.set(PG_ERR_INVALID_FILE, path + ": " + what + " has only one of lora_a and lora_b");
+        const int64_t * na = gguf_get_tensor_ne(g, p.a);
+        const int64_t * nb = gguf_get_tensor_ne(g, p.b);
+        int64_t         in = 0, o = 0;
+        dims(p.layer, p.slot, in, o);
+        const int64_t r = na[1];
+        // The MLP's width may be padded in the model (zero rows and columns): the file's may be the unpadded one.
+        const bool fits = r > 0 && r == nb[0] && na[2] == 1 && nb[2] == 1 && na[0] <= in && nb[1] <= o &&
+                          (p.slot == PG_LORA_DOWN && p.layer >= 0 ? na[0] + 32 > in : na[0] == in) &&
+                          (p.slot == PG_LORA_UP && p.layer >= 0 ? nb[1] + 32 > o : nb[1] == o);
+        if (!fits) {
+            return err.set(PG_ERR_INVALID_ARGUMENT, path + ": " + gguf_get_tensor_name(g, p.a) + " [" + std::to_string(na[0]) + ", " +
+                                                        std::to_string(na[1]) + "] and lora_b [" + std::to_string(nb[0]) + ", " +
+                                                        std::to_string(nb[1]) + "] do not fit the model's " + std::to_string(in) + " -> " +
+                                                        std::to_string(o) + " matrix: an adapter for another model");
+        }
+        pg_vision_lora_pair & dst = p.layer < 0 ? out.projector : out.layers[p.layer][p.slot];
+        dst.a                     = ggml_new_tensor_2d(out.ctx.get(), GGML_TYPE_F32, in, r);
+        dst.b_transposed          = m.is_cpu;
+        dst.b = dst.b_transposed ? ggml_new_tensor_2d(out.ctx.get(), GGML_TYPE_F32, o, r) : ggml_new_tensor_2d(out.ctx.get(), GGML_TYPE_F32, r, o);
+        reads.push_back({ p.a, dst.a, na[0], na[1], false });
+        reads.push_back({ p.b, dst.b, nb[0], nb[1], dst.b_transposed });
+    }
+    out.buf.reset(ggml_backend_alloc_ctx_tensors(out.ctx.get(), m.backend.get()));
+    if (!out.buf && !pairs.empty()) return err.set(PG_ERR_OUT_OF_MEMORY, path + ": cannot allocate memory for the adapter");
+    out.bytes = out.buf ? ggml_backend_buffer_get_size(out.buf.get()) : 0;
+    FILE * fp = fopen(path.c_str(), "rb");
+    if (!fp) return err.set(PG_ERR_FILE_NOT_FOUND, path + ": cannot open");
+    std::unique_ptr<FILE, int (*)(FILE *)> guard(fp, fclose);
+    std::vector<float>                     data, padded;
+    for (const to_read & rd : reads) {
+        if (!pg_gguf_read_floats(f, fp, rd.index, data, err)) return false;
+        const int64_t cols = rd.t->ne[0], rows = rd.t->ne[1];
+        padded.assign((size_t) (cols * rows), 0.0f);
+        for (int64_t y = 0; y < rd.rows; ++y) {
+            if (rd.transpose) {
+                for (int64_t x = 0; x < rd.cols; ++x) padded[(size_t) (x * cols + y)] = data[(size_t) (y * rd.cols + x)];
+            } else {
+                std::copy_n(data.data() + y * rd.cols, rd.cols, padded.data() + y * cols);
+            }
+        }
+        ggml_backend_tensor_set(rd.t, padded.data(), 0, padded.size() * sizeof(float));
+    }
+    return true;
+}
+
 bool pg_vision_load(const std::string & path, const pg_vision_params & params, pg_vision_model & m, const pg_progress_fn & progress, pg_error & err) {
     pg_backend_init_once();
     pg_gguf_file f;
@@ -301,7 +449,7 @@ bool pg_vision_load(const std::string & path, const pg_vision_params & params, p
     m.path                            = path;
     ggml_backend_buffer_type_t repack = nullptr;
     if (!read_hparams(f.ctx.get(), path, m.hp, err) || !init_backend(params, m, err)) return false;
-    choose_matmul(params, m);
+    choose_matmul(f.ctx.get(), params, m);
     if (!create_tensors(f.ctx.get(), params, repack, m, err) || !bind_tensors(m, f.ctx.get(), err) || !allocate_weights(m, repack, err) ||
         !read_weights(f, m, progress, err)) {
         return false;
@@ -337,15 +485,29 @@ inline float exp_clamped(float z) {
 // The MLP's bias + GELU (tanh approximation) in one pass over the activations, exactly:
 // 0.5 v (1 + tanh(u)) == v / (1 + exp(-2u)), u = sqrt(2/pi) (v + 0.044715 v^3). ggml's own GELU
 // reads an FP16 table on the CPU (inexact), and composing it from ggml ops costs eight passes.
+inline float gelu_tanh_value(float v) {
+    float z = -1.5957691216057308f * (v + 0.044715f * v * v * v);  // -2u
+    z       = z < -80.0f ? -80.0f : (z > 80.0f ? 80.0f : z);
+    return v / (1.0f + exp_clamped(z));
+}
+
+// Vector clones chosen at load by the CPU's features. Not "arch=<cpu>" clones: GCC dispatches those
+// on the CPU model (arch=haswell runs on Intel Haswell only), so every AMD CPU got the SSE default.
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-__attribute__((target_clones("arch=haswell", "default")))  // AVX2 + FMA where the CPU has them
+#define PG_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PG_SIMD_CLONES
 #endif
-void gelu_tanh_bias_row(float * y, const float * x, const float * bias, int64_t n) {
+
+PG_SIMD_CLONES void gelu_tanh_bias_row(float * y, const float * x, const float * bias, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
-        const float v = x[i] + bias[i];
-        float       z = -1.5957691216057308f * (v + 0.044715f * v * v * v);  // -2u
-        z             = z < -80.0f ? -80.0f : (z > 80.0f ? 80.0f : z);
-        y[i]          = v / (1.0f + exp_clamped(z));
+        y[i] = gelu_tanh_value(x[i] + bias[i]);
+    }
+}
+
+PG_SIMD_CLONES void gelu_tanh_row(float * y, const float * x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        y[i] = gelu_tanh_value(x[i]);
     }
 }
 
@@ -358,10 +520,105 @@ void gelu_tanh_bias_rows(ggml_tensor * dst, const ggml_tensor * a, const ggml_te
     }
 }
 
+void gelu_tanh_rows(ggml_tensor * dst, const ggml_tensor * a, int ith, int nth, void *) {
+    const int64_t rows = ggml_nrows(a);
+    const int64_t per = (rows + nth - 1) / nth, r0 = per * ith, r1 = r0 + per < rows ? r0 + per : rows;
+    for (int64_t r = r0; r < r1; ++r) {
+        gelu_tanh_row((float *) ((char *) dst->data + r * dst->nb[1]), (const float *) ((const char *) a->data + r * a->nb[1]), a->ne[0]);
+    }
+}
+
+// GELU(up + bias); bias may be null (already added).
 ggml_tensor * mlp_up_gelu(const pg_vision_model & m, ggml_context * ctx, ggml_tensor * up, ggml_tensor * bias) {
-    if (m.is_cpu) return ggml_map_custom2(ctx, up, bias, gelu_tanh_bias_rows, GGML_N_TASKS_MAX, nullptr);
+    if (m.is_cpu) {
+        return bias ? ggml_map_custom2(ctx, up, bias, gelu_tanh_bias_rows, GGML_N_TASKS_MAX, nullptr)
+                    : ggml_map_custom1(ctx, up, gelu_tanh_rows, GGML_N_TASKS_MAX, nullptr);
+    }
     // GPU backends run no custom ops; their GELU computes tanh exactly (only the CPU uses a table).
-    return ggml_gelu(ctx, ggml_add(ctx, up, bias));
+    return ggml_gelu(ctx, bias ? ggml_add(ctx, up, bias) : up);
+}
+
+// y[:, n] += sum_k t[k, n] * bt[:, k] for tokens n0..n1: our CPU op for B (A x), with t = A x
+// [r, N] and bt = B transposed ([out, r] in ggml order, so column k of B is a contiguous row). Four
+// tokens and 16 outputs at a time stay in registers while the r rows of bt stream past, so each load
+// of bt feeds four multiply-adds.
+PG_SIMD_CLONES void lora_rows(char * y, size_t y_stride, const char * t, size_t t_stride, const float * bt, int64_t out, int64_t r, int64_t n0,
+                              int64_t n1) {
+    constexpr int T = 4, W = 16;
+    int64_t       n = n0;
+    for (; n + T <= n1; n += T) {
+        float *       yt[T];
+        const float * tt[T];
+        for (int i = 0; i < T; ++i) {
+            yt[i] = (float *) (y + (n + i) * y_stride);
+            tt[i] = (const float *) (t + (n + i) * t_stride);
+        }
+        int64_t o = 0;
+        for (; o + W <= out; o += W) {
+            float acc[T][W];
+            for (int i = 0; i < T; ++i) {
+                for (int j = 0; j < W; ++j) acc[i][j] = yt[i][o + j];
+            }
+            for (int64_t k = 0; k < r; ++k) {
+                const float * b = bt + k * out + o;
+                for (int i = 0; i < T; ++i) {
+                    const float c = tt[i][k];
+                    for (int j = 0; j < W; ++j) acc[i][j] += c * b[j];
+                }
+            }
+            for (int i = 0; i < T; ++i) {
+                for (int j = 0; j < W; ++j) yt[i][o + j] = acc[i][j];
+            }
+        }
+        for (; o < out; ++o) {
+            for (int i = 0; i < T; ++i) {
+                float sum = yt[i][o];
+                for (int64_t k = 0; k < r; ++k) sum += tt[i][k] * bt[k * out + o];
+                yt[i][o] = sum;
+            }
+        }
+    }
+    for (; n < n1; ++n) {
+        float *       yn = (float *) (y + n * y_stride);
+        const float * tn = (const float *) (t + n * t_stride);
+        for (int64_t k = 0; k < r; ++k) {
+            for (int64_t o = 0; o < out; ++o) yn[o] += tn[k] * bt[k * out + o];
+        }
+    }
+}
+
+void lora_update(ggml_tensor * dst, const ggml_tensor * y, const ggml_tensor * t, const ggml_tensor * bt, int ith, int nth, void *) {
+    const int64_t tokens = y->ne[1];
+    const int64_t per = (tokens + nth - 1) / nth, n0 = per * ith, n1 = n0 + per < tokens ? n0 + per : tokens;
+    if (n0 < n1) lora_rows((char *) dst->data, dst->nb[1], (const char *) t->data, t->nb[1], (const float *) bt->data, y->ne[0], t->ne[0], n0, n1);
+}
+
+// y + the low-rank updates of every adapter that touches one matrix, for input x: y + the sum of
+// scale * B (A x). layer < 0 is the projector.
+ggml_tensor * lora_add(ggml_context * ctx, ggml_tensor * y, const std::vector<pg_vision_lora_use> & loras, int layer, int slot, ggml_tensor * x) {
+    for (const pg_vision_lora_use & u : loras) {
+        const pg_vision_lora_pair & p = layer < 0 ? u.lora->projector : u.lora->layers[layer][slot];
+        if (!p.a || u.scale == 0.0f) continue;
+        ggml_tensor * t = ggml_mul_mat(ctx, p.a, x);  // [r, N]
+        if (u.scale != 1.0f) t = ggml_scale(ctx, t, u.scale);
+        if (p.b_transposed) {
+            // y may be a view (q, k, v side by side): the op writes through its strides.
+            y = ggml_map_custom3_inplace(ctx, y, t, p.b, lora_update, GGML_N_TASKS_MAX, nullptr);
+        } else {
+            y = ggml_add(ctx, y, ggml_mul_mat(ctx, p.b, t));
+        }
+    }
+    return y;
+}
+
+bool lora_touches(const std::vector<pg_vision_lora_use> & loras, int layer, std::initializer_list<int> slots) {
+    for (const pg_vision_lora_use & u : loras) {
+        if (u.scale == 0.0f) continue;
+        for (int s : slots) {
+            if ((layer < 0 ? u.lora->projector : u.lora->layers[layer][s]).a) return true;
+        }
+    }
+    return false;
 }
 
 bool packed(const ggml_tensor * w) {
@@ -419,10 +676,16 @@ ggml_tensor * attention(const pg_vision_model & m, ggml_context * ctx, ggml_tens
 }
 
 // x + attention(layer_norm(x)): with packed q, k, v, one op normalizes and quantizes x and one
-// computes q, k and v side by side; a packed output projection adds the residual itself.
-ggml_tensor * attention_block(const pg_vision_model & m, ggml_context * ctx, const pg_vision_layer & L, ggml_tensor * x) {
+// computes q, k and v side by side; a packed output projection adds the residual itself. An
+// adapter's low-rank updates join the fused results (their input, layer_norm(x), is computed once
+// more in f32 for them: a small pass beside the products).
+ggml_tensor * attention_block(const pg_vision_model & m, ggml_context * ctx, const pg_vision_layer & L, int il,
+                              const std::vector<pg_vision_lora_use> & loras, ggml_tensor * x) {
     const int64_t C = m.hp.hidden, N = x->ne[1];
     ggml_tensor * q, *k, *v;
+    const bool    adapt_qkv = lora_touches(loras, il, { PG_LORA_Q, PG_LORA_K, PG_LORA_V });
+    ggml_tensor * normed    = nullptr;  // f32 layer_norm(x), when some op needs it
+    auto          norm_x    = [&] { return normed ? normed : (normed = layer_norm(ctx, x, L.ln1_w, L.ln1_b, m.hp.eps)); };
     if (packed(L.q_w) && packed(L.k_w) && packed(L.v_w)) {
         ggml_tensor * w[] = { L.q_w, L.k_w, L.v_w };
         ggml_tensor * b[] = { L.q_b, L.k_b, L.v_b };
@@ -432,33 +695,52 @@ ggml_tensor * attention_block(const pg_vision_model & m, ggml_context * ctx, con
         k                 = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], row);
         v                 = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], 2 * row);
     } else {
-        ggml_tensor * cur = layer_norm(ctx, x, L.ln1_w, L.ln1_b, m.hp.eps);
-        q                 = linear(ctx, L.q_w, L.q_b, cur);
-        k                 = linear(ctx, L.k_w, L.k_b, cur);
-        v                 = linear(ctx, L.v_w, L.v_b, cur);
+        q = linear(ctx, L.q_w, L.q_b, norm_x());
+        k = linear(ctx, L.k_w, L.k_b, norm_x());
+        v = linear(ctx, L.v_w, L.v_b, norm_x());
+    }
+    if (adapt_qkv) {
+        q = lora_add(ctx, q, loras, il, PG_LORA_Q, norm_x());
+        k = lora_add(ctx, k, loras, il, PG_LORA_K, norm_x());
+        v = lora_add(ctx, v, loras, il, PG_LORA_V, norm_x());
     }
     ggml_tensor * att = attention(m, ctx, q, k, v, m.hp.heads, m.attention);
-    if (packed(L.o_w)) return pg_q8_linear(ctx, &L.o_w, &L.o_b, 1, pg_q8_quantize(ctx, att), PG_Q8_BIAS_RESIDUAL, x);
-    return ggml_add(ctx, x, linear(ctx, L.o_w, L.o_b, att));
+    ggml_tensor * out = packed(L.o_w) ? pg_q8_linear(ctx, &L.o_w, &L.o_b, 1, pg_q8_quantize(ctx, att), PG_Q8_BIAS_RESIDUAL, x)
+                                      : ggml_add(ctx, x, linear(ctx, L.o_w, L.o_b, att));
+    if (!lora_touches(loras, il, { PG_LORA_O })) return out;
+    return lora_add(ctx, out, loras, il, PG_LORA_O, ggml_is_contiguous(att) ? att : ggml_cont(ctx, att));
 }
 
 // x + mlp(layer_norm(x)): with packed weights, fc1 applies GELU and quantizes for fc2 itself, and
-// fc2 adds the residual: no f32 activations of the MLP's width at all.
-ggml_tensor * mlp_block(const pg_vision_model & m, ggml_context * ctx, const pg_vision_layer & L, ggml_tensor * x) {
-    if (packed(L.up_w) && packed(L.down_w) && L.up_w->ne[1] % 2 == 0) {
+// fc2 adds the residual: no f32 activations of the MLP's width at all. An adapted fc1 or fc2 needs
+// those activations (the update joins before GELU / takes GELU's output), so its products stay
+// ours but unfused there.
+ggml_tensor * mlp_block(const pg_vision_model & m, ggml_context * ctx, const pg_vision_layer & L, int il,
+                        const std::vector<pg_vision_lora_use> & loras, ggml_tensor * x) {
+    const bool adapted = lora_touches(loras, il, { PG_LORA_UP, PG_LORA_DOWN });
+    if (!adapted && packed(L.up_w) && packed(L.down_w) && L.up_w->ne[1] % 2 == 0) {
         ggml_tensor * h =
             pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_norm_quantize(ctx, x, L.ln2_w, L.ln2_b, &m.hp.eps), PG_Q8_BIAS_GELU_QUANTIZE, nullptr);
         return pg_q8_linear(ctx, &L.down_w, &L.down_b, 1, h, PG_Q8_BIAS_RESIDUAL, x);
     }
     ggml_tensor * cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, m.hp.eps);
-    ggml_tensor * up  = packed(L.up_w) ? pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_quantize(ctx, cur), PG_Q8_BIAS, nullptr) : nullptr;
-    cur               = up ? ggml_gelu(ctx, up) : mlp_up_gelu(m, ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
-    return ggml_add(ctx, x, linear(ctx, L.down_w, L.down_b, cur));
+    ggml_tensor * up  = nullptr;
+    if (packed(L.up_w)) {
+        up = pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_quantize(ctx, cur), PG_Q8_BIAS, nullptr);
+        up = mlp_up_gelu(m, ctx, lora_add(ctx, up, loras, il, PG_LORA_UP, cur), nullptr);
+    } else {
+        up = lora_touches(loras, il, { PG_LORA_UP })
+                 ? mlp_up_gelu(m, ctx, lora_add(ctx, ggml_add(ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b), loras, il, PG_LORA_UP, cur), nullptr)
+                 : mlp_up_gelu(m, ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
+    }
+    ggml_tensor * out = packed(L.down_w) ? pg_q8_linear(ctx, &L.down_w, &L.down_b, 1, pg_q8_quantize(ctx, up), PG_Q8_BIAS_RESIDUAL, x)
+                                         : ggml_add(ctx, x, linear(ctx, L.down_w, L.down_b, up));
+    return lora_add(ctx, out, loras, il, PG_LORA_DOWN, up);
 }
 
-ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor ** inp_out) {
+ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, const std::vector<pg_vision_lora_use> & loras, ggml_tensor ** inp_out) {
     const pg_vision_hparams & hp = m.hp;
-    const int                 S = hp.image_size, P = hp.patch_size, C = hp.hidden, N = hp.image_tokens, H = hp.heads;
+    const int                 S = hp.image_size, P = hp.patch_size, C = hp.hidden, N = hp.image_tokens;
 
     ggml_tensor * inp = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, S, S, 3);
     ggml_set_name(inp, "pixels");
@@ -472,12 +754,17 @@ ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, ggml_tensor *
     x               = ggml_add(ctx, x, m.patch_b);
     x               = ggml_add(ctx, x, m.pos);
 
-    for (const pg_vision_layer & L : m.blocks) x = mlp_block(m, ctx, L, attention_block(m, ctx, L, x));
+    for (int il = 0; il < hp.layers; ++il) {
+        const pg_vision_layer & L = m.blocks[il];
+        x                         = mlp_block(m, ctx, L, il, loras, attention_block(m, ctx, L, il, loras, x));
+    }
+    ggml_tensor * pre = x;
     if (packed(m.mm_w)) {
         x = pg_q8_linear(ctx, &m.mm_w, &m.mm_b, 1, pg_q8_norm_quantize(ctx, x, m.post_w, m.post_b, &m.hp.eps), PG_Q8_BIAS, nullptr);  // [D, N]
     } else {
         x = linear(ctx, m.mm_w, m.mm_b, layer_norm(ctx, x, m.post_w, m.post_b, m.hp.eps));  // [D, N]
     }
+    if (lora_touches(loras, -1, { 0 })) x = lora_add(ctx, x, loras, -1, 0, layer_norm(ctx, pre, m.post_w, m.post_b, m.hp.eps));
     ggml_set_name(x, "image_embd");
     ggml_set_output(x);
 
@@ -497,7 +784,7 @@ bool abort_cb(void * data) {
 
 // Which attention kernel is faster on this machine at the tower's shape, measured once per shape
 // and thread count in this process: the two differ by 1.6-3x, in either direction, between CPU
-// kinds. The race takes all heads up to 1024 tokens and fewer above (one head of 4096 tokens is
+// kinds. The race takes all heads up to 512 tokens and fewer above (one head of 4096 tokens is
 // already ~2 GFLOP), at least one per thread; a few milliseconds at 224 px.
 pg_vision_attention measure_attention(const pg_vision_model & m) {
     const int H = m.hp.heads, HD = m.hp.hidden / H, N = m.hp.image_tokens;
@@ -507,7 +794,7 @@ pg_vision_attention measure_attention(const pg_vision_model & m) {
     if ((int64_t) N * N * H * (int64_t) sizeof(float) <= (256LL << 20)) kinds.push_back(PG_VISION_ATTENTION_SEPARATE);
     if (pg_attention_cpu_available()) kinds.push_back(PG_VISION_ATTENTION_TILED);
     if (kinds.size() == 1) return kinds[0];
-    const int         heads = std::max(std::min(m.n_threads, H), std::min(H, (int) ((16LL << 20) / ((int64_t) N * N))));
+    const int         heads = std::max(std::min(m.n_threads, H), std::min(H, (int) ((4LL << 20) / ((int64_t) N * N))));
     const std::string key =
         "attention " + std::to_string(N) + "x" + std::to_string(HD) + "x" + std::to_string(heads) + "@" + std::to_string(m.n_threads);
     const int known = pg_tune_recall(key);
@@ -526,7 +813,7 @@ pg_vision_attention measure_attention(const pg_vision_model & m) {
         for (int j = 0; j < 3; ++j) pg_tune_fill(qkv[j], j + 1);
     }
     std::vector<double>       us(kinds.size());
-    const int                 fastest = pg_tune_race(m.backend.get(), graphs.data(), (int) graphs.size(), 3, us.data());
+    const int                 fastest = pg_tune_race(m.backend.get(), graphs.data(), (int) graphs.size(), 2, us.data());
     const pg_vision_attention pick    = fastest < 0 ? PG_VISION_ATTENTION_FUSED : kinds[fastest];
     pg_tune_remember(key, pick);
     return pick;
@@ -587,19 +874,20 @@ bool measure_matmul(const pg_vision_model & m) {
 
 }  // namespace
 
-bool pg_vision_encode(pg_vision_model & m, const float * pixels, std::vector<float> & out, const std::atomic<bool> * abort_flag, pg_error & err) {
+bool pg_vision_encode(pg_vision_model & m, const float * pixels, const std::vector<pg_vision_lora_use> & loras, std::vector<float> & out,
+                      const std::atomic<bool> * abort_flag, pg_error & err) {
     ggml_context_ptr ctx(ggml_init({ m.graph_meta.size(), m.graph_meta.data(), /*no_alloc =*/true }));
     if (!ctx) return err.set(PG_ERR_OUT_OF_MEMORY, "vision: cannot create a graph context");
     ggml_tensor * inp = nullptr;
-    ggml_cgraph * gf  = build_graph(m, ctx.get(), &inp);
+    ggml_cgraph * gf  = build_graph(m, ctx.get(), loras, &inp);
     if (!ggml_gallocr_alloc_graph(m.galloc.get(), gf)) return err.set(PG_ERR_OUT_OF_MEMORY, "vision: cannot allocate the compute buffer");
     const size_t S = (size_t) m.hp.image_size;
     ggml_backend_tensor_set(inp, pixels, 0, 3 * S * S * sizeof(float));
 
     abort_ctx ac = { abort_flag };
-    if (m.is_cpu) ggml_backend_cpu_set_abort_callback(m.backend.get(), abort_cb, &ac);
+    pg_backend_set_abort_callback(m.backend.get(), abort_cb, &ac);
     enum ggml_status st = ggml_backend_graph_compute(m.backend.get(), gf);
-    if (m.is_cpu) ggml_backend_cpu_set_abort_callback(m.backend.get(), nullptr, nullptr);
+    pg_backend_set_abort_callback(m.backend.get(), nullptr, nullptr);
     // Only an abort that stopped the graph fails the encode; one seen after a complete encode is the caller's to act on.
     if (st == GGML_STATUS_ABORTED) return err.set(PG_ERR_ABORTED, "image encoding aborted");
     if (st != GGML_STATUS_SUCCESS) return err.set(PG_ERR_BACKEND, std::string("vision: graph computation failed: ") + ggml_status_to_string(st));

@@ -89,9 +89,41 @@ struct pg_vision_model {
 bool pg_vision_load(const std::string & path, const pg_vision_params & params, pg_vision_model & out, const pg_progress_fn & progress,
                     pg_error & err);
 
+// A LoRA adapter's part for the tower: per adapted matrix W, the pair (A, B) of W + B A, its scale
+// already folded into B; ggml layout [in, r] for A and [r, out] for B (as llama.cpp's text
+// adapters), f32, on the tower's backend. SigLIP's padded MLP width is padded here too.
+// One adapted matrix: W x + B (A x). On the CPU B is kept transposed, [out, r] as ggml sees it, so
+// that our update op adds r whole rows of it per token (ggml's product at an inner size of r wastes
+// most of its time on tiles); other backends keep B as ggml multiplies it, [r, out].
+struct pg_vision_lora_pair {
+    ggml_tensor * a            = nullptr;  // [in, r]
+    ggml_tensor * b            = nullptr;
+    bool          b_transposed = false;
+};
+
+enum pg_vision_lora_slot { PG_LORA_Q, PG_LORA_K, PG_LORA_V, PG_LORA_O, PG_LORA_UP, PG_LORA_DOWN, PG_LORA_SLOTS };
+
+struct pg_vision_lora {
+    std::vector<std::vector<pg_vision_lora_pair>> layers;  // [layer][slot]
+    pg_vision_lora_pair                           projector;
+    ggml_context_ptr                              ctx;
+    ggml_backend_buffer_ptr                       buf;
+    size_t                                        bytes = 0;
+};
+
+struct pg_vision_lora_use {
+    const pg_vision_lora * lora  = nullptr;
+    float                  scale = 1.0f;
+};
+
+// Reads the vision part of an adapter for this tower, checking it against the model first.
+bool pg_vision_lora_load(const pg_vision_model & m, const std::string & path, pg_vision_lora & out, pg_error & err);
+
 // A weight tensor of the loaded model by name (nullptr when absent).
 ggml_tensor * pg_vision_tensor(const pg_vision_model & m, const char * name);
 
 // pixels: 3 x S x S planar, normalized. out: image_tokens x proj_dim (projector output, unscaled).
 // abort_flag stops the graph between nodes on the CPU (PG_ERR_ABORTED); GPU graphs run to the end.
-bool pg_vision_encode(pg_vision_model & m, const float * pixels, std::vector<float> & out, const std::atomic<bool> * abort_flag, pg_error & err);
+// loras: adapters applied to this encode (empty for the plain tower).
+bool pg_vision_encode(pg_vision_model & m, const float * pixels, const std::vector<pg_vision_lora_use> & loras, std::vector<float> & out,
+                      const std::atomic<bool> * abort_flag, pg_error & err);

@@ -80,6 +80,24 @@ Napi::Int32Array to_i32(Napi::Env env, const std::vector<int32_t> & v) {
     return a;
 }
 
+// [{ id, scale }]: the adapters one call applies.
+std::vector<pg_adapter_use> read_adapters(Napi::Env env, Napi::Value v, const char * what) {
+    std::vector<pg_adapter_use> out;
+    if (v.IsUndefined()) return out;
+    if (!v.IsArray()) throw pg_make_error(env, PG_ERR_INVALID_ARGUMENT, std::string(what) + ": expected an array");
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+        const std::string name = std::string(what) + "[" + std::to_string(i) + "]";
+        pg_js_options     o(env, a.Get(i), name.c_str());
+        pg_adapter_use    u;
+        u.id    = (int) o.required_integer("id", 1, INT32_MAX);
+        u.scale = (float) o.num("scale", 1.0);
+        o.finish();
+        out.push_back(u);
+    }
+    return out;
+}
+
 Napi::Function optional_function(const Napi::CallbackInfo & info, size_t i) {
     return info.Length() > i && info[i].IsFunction() ? info[i].As<Napi::Function>() : Napi::Function();
 }
@@ -108,6 +126,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Value EncodeImage(const Napi::CallbackInfo & info);
     Napi::Value Generate(const Napi::CallbackInfo & info);
     Napi::Value DecodeMask(const Napi::CallbackInfo & info);
+    Napi::Value LoadAdapter(const Napi::CallbackInfo & info);
+    Napi::Value FreeAdapter(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
 };
 
@@ -280,11 +300,15 @@ Napi::Value NativeModel::Preprocess(const Napi::CallbackInfo & info) {
 
 class EncodeWorker : public PgPromiseWorker {
   public:
-    EncodeWorker(Napi::Env env, model_ptr m, owned_image in, pg_flag_ptr abort)
-        : PgPromiseWorker(env, "paligemma:encodeImage"), m_(std::move(m)), in_(std::move(in)), abort_(std::move(abort)) {}
+    EncodeWorker(Napi::Env env, model_ptr m, owned_image in, std::vector<pg_adapter_use> adapters, pg_flag_ptr abort)
+        : PgPromiseWorker(env, "paligemma:encodeImage"),
+          m_(std::move(m)),
+          in_(std::move(in)),
+          adapters_(std::move(adapters)),
+          abort_(std::move(abort)) {}
 
   protected:
-    bool        Run() override { return pg_model_encode(*m_, in_.view(), &abort_->flag, res_, err_); }
+    bool        Run() override { return pg_model_encode(*m_, in_.view(), adapters_, &abort_->flag, res_, err_); }
     Napi::Value Result(Napi::Env env) override {
         const pg_image_embedding & e = *res_.embedding;
         Napi::Object               o = Napi::Object::New(env);
@@ -298,16 +322,19 @@ class EncodeWorker : public PgPromiseWorker {
     }
 
   private:
-    model_ptr        m_;
-    owned_image      in_;
-    pg_flag_ptr      abort_;
-    pg_encode_result res_;
+    model_ptr                   m_;
+    owned_image                 in_;
+    std::vector<pg_adapter_use> adapters_;
+    pg_flag_ptr                 abort_;
+    pg_encode_result            res_;
 };
 
-// encodeImage(image: NativeImage, token)
+// encodeImage(image: NativeImage, token, adapters?: NativeAdapterUse[])
 Napi::Value NativeModel::EncodeImage(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    return (new EncodeWorker(env, Get(env), read_image(env, arg(info, 0), "encodeImage image"), pg_abort_flag(arg(info, 1))))->Start();
+    Napi::Env   env   = info.Env();
+    owned_image image = read_image(env, arg(info, 0), "encodeImage image");
+    auto        uses  = read_adapters(env, arg(info, 2), "encodeImage adapters");
+    return (new EncodeWorker(env, Get(env), std::move(image), std::move(uses), pg_abort_flag(arg(info, 1))))->Start();
 }
 
 // A token (id >= 0), the held-back end of the text (id -1), or a phase starting (id -2, its name in piece).
@@ -408,6 +435,7 @@ Napi::Value NativeModel::Generate(const Napi::CallbackInfo & info) {
     d.sampling.grammar        = o.str("grammar");
     d.stop                    = o.strings("stop");
     d.forced                  = o.typed<int32_t>("forceTokens", napi_int32_array, "an Int32Array");
+    req.adapters              = read_adapters(env, o.raw("adapters"), "generate options.adapters");
     o.finish();
     return (new GenerateWorker(env, Get(env), std::move(image), std::move(req), pg_abort_flag(arg(info, 1)), optional_function(info, 2)))->Start();
 }
@@ -435,6 +463,71 @@ Napi::Value NativeModel::DecodeMask(const Napi::CallbackInfo & info) {
     }
     Napi::Int32Array a = info[0].As<Napi::Int32Array>();
     return (new DecodeMaskWorker(env, Get(env), std::vector<int32_t>(a.Data(), a.Data() + 16)))->Start();
+}
+
+class LoadAdapterWorker : public PgPromiseWorker {
+  public:
+    LoadAdapterWorker(Napi::Env env, model_ptr m, std::string path, std::string vision_path)
+        : PgPromiseWorker(env, "paligemma:loadAdapter"), m_(std::move(m)), path_(std::move(path)), vision_path_(std::move(vision_path)) {}
+
+  protected:
+    bool        Run() override { return pg_model_load_adapter(*m_, path_, vision_path_, id_, info_, err_); }
+    Napi::Value Result(Napi::Env env) override {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("id", id_);
+        o.Set("path", info_.path);
+        o.Set("visionPath", info_.vision_path);
+        o.Set("name", info_.name);
+        o.Set("baseName", info_.base_name);
+        o.Set("family", info_.family);
+        o.Set("trainedOn", info_.trained_on);
+        o.Set("rank", info_.rank);
+        o.Set("alpha", info_.alpha);
+        o.Set("rslora", info_.rslora);
+        Napi::Array t = Napi::Array::New(env, info_.targets.size());
+        for (size_t i = 0; i < info_.targets.size(); ++i) t.Set((uint32_t) i, info_.targets[i]);
+        o.Set("targets", t);
+        o.Set("bytes", (double) info_.bytes);
+        o.Set("hasText", info_.has_text);
+        o.Set("hasVision", info_.has_vision);
+        return o;
+    }
+
+  private:
+    model_ptr       m_;
+    std::string     path_, vision_path_;
+    int             id_ = 0;
+    pg_adapter_info info_;
+};
+
+// loadAdapter(path: string, visionPath: string)
+Napi::Value NativeModel::LoadAdapter(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!arg(info, 0).IsString() || !arg(info, 1).IsString())
+        throw pg_make_error(env, PG_ERR_INVALID_ARGUMENT, "loadAdapter(path, visionPath): expected two strings");
+    return (new LoadAdapterWorker(env, Get(env), info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value()))->Start();
+}
+
+class FreeAdapterWorker : public PgPromiseWorker {
+  public:
+    FreeAdapterWorker(Napi::Env env, model_ptr m, int id) : PgPromiseWorker(env, "paligemma:freeAdapter"), m_(std::move(m)), id_(id) {}
+
+  protected:
+    bool Run() override {
+        return pg_model_free_adapter(*m_, id_) || err_.set(PG_ERR_INVALID_ARGUMENT, "freeAdapter: no adapter " + std::to_string(id_));
+    }
+    Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+
+  private:
+    model_ptr m_;
+    int       id_;
+};
+
+// freeAdapter(id: number)
+Napi::Value NativeModel::FreeAdapter(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (!arg(info, 0).IsNumber()) throw pg_make_error(env, PG_ERR_INVALID_ARGUMENT, "freeAdapter(id): expected a number");
+    return (new FreeAdapterWorker(env, Get(env), info[0].As<Napi::Number>().Int32Value()))->Start();
 }
 
 // Drops the model off the JS thread: freeing a large model takes time. lib/ calls this after its
@@ -468,6 +561,8 @@ Napi::Function NativeModel::Define(Napi::Env env) {
                            InstanceMethod("encodeImage", &NativeModel::EncodeImage),
                            InstanceMethod("generate", &NativeModel::Generate),
                            InstanceMethod("decodeMask", &NativeModel::DecodeMask),
+                           InstanceMethod("loadAdapter", &NativeModel::LoadAdapter),
+                           InstanceMethod("freeAdapter", &NativeModel::FreeAdapter),
                            InstanceMethod("dispose", &NativeModel::Dispose),
                        });
 }

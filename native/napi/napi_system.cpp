@@ -33,6 +33,7 @@ class SystemInfoWorker : public PgPromiseWorker {
         Napi::Object features = Napi::Object::New(env);
         for (const auto & f : info_.cpu_features) features.Set(f.name, f.value);
         out.Set("cpuFeatures", features);
+        out.Set("cpuVariant", info_.cpu_variant);
         out.Set("defaultThreads", info_.default_threads);
         out.Set("logicalCpus", info_.logical_cpus);
         return out;

@@ -1,13 +1,12 @@
 // paligemma-native: the C++ core without Node, for checks on machines that have no Node.js. It
 // calls the same pg_model functions as the addon.
 #include "pg_attention_cpu.h"
+#include "pg_backend.h"
 #include "pg_gemm_q8.h"
 #include "pg_gguf.h"
 #include "pg_model.h"
 #include "pg_system.h"
 #include "pg_tune.h"
-
-#include "ggml-cpu.h"
 
 #include "ggml.h"
 
@@ -24,14 +23,15 @@
 namespace {
 
 int usage() {
-    fprintf(stderr,
-            "usage: paligemma-native system\n"
-            "       paligemma-native gguf FILE\n"
-            "       paligemma-native encode MODEL MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [options] [--reps N]\n"
-            "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...]\n"
-            "       paligemma-native kernels [--threads N]   our int8 q8_0 product against ggml's and f32, at SigLIP shapes\n"
-            "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled\n"
-            "         --vision-matmul ggml|int8  --no-repack\n");
+    fprintf(
+        stderr,
+        "usage: paligemma-native system\n"
+        "       paligemma-native gguf FILE\n"
+        "       paligemma-native encode MODEL MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [options] [--reps N]\n"
+        "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...] [--causal-prefix]\n"
+        "       paligemma-native kernels [--threads N]   our int8 q8_0 product against ggml's and f32, at SigLIP shapes\n"
+        "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled\n"
+        "         --vision-matmul ggml|int8  --no-repack\n");
     return 2;
 }
 
@@ -60,6 +60,7 @@ struct tool_options {
     int                  reps       = 0;
     const char *         logits_out = nullptr;
     std::vector<int32_t> forced;
+    bool                 causal_prefix = false;
 };
 
 bool parse_options(int argc, char ** argv, int first, tool_options & o) {
@@ -88,6 +89,8 @@ bool parse_options(int argc, char ** argv, int first, tool_options & o) {
             o.model.vision_matmul = v == "int8" ? PG_VISION_MATMUL_INT8 : PG_VISION_MATMUL_GGML;
         } else if (!strcmp(a, "--reps") && more)
             o.reps = atoi(argv[++i]);
+        else if (!strcmp(a, "--causal-prefix"))
+            o.causal_prefix = true;
         else if (!strcmp(a, "--logits") && more)
             o.logits_out = argv[++i];
         else if (!strcmp(a, "--force") && more) {
@@ -101,6 +104,7 @@ bool parse_options(int argc, char ** argv, int first, tool_options & o) {
 int cmd_system() {
     pg_system_info info = pg_get_system_info();
     printf("llama.cpp commit: %s\n", info.llama_cpp_commit.c_str());
+    printf("cpu backend: %s\n", info.cpu_variant.c_str());
     printf("threads: %d default (physical cores), %d logical\n", info.default_threads, info.logical_cpus);
     for (const auto & d : info.devices) {
         printf("device %s (%s, %s): %s, %.1f/%.1f GiB free\n", d.name.c_str(), d.type.c_str(), d.backend.c_str(), d.description.c_str(),
@@ -164,7 +168,7 @@ int cmd_encode(int argc, char ** argv) {
     pg_encode_result res;
     for (int r = 0; r <= o.reps; r++) {
         const int64_t t0 = ggml_time_us();
-        if (!pg_model_encode(*m, image, nullptr, res, err)) return fail(err.message);
+        if (!pg_model_encode(*m, image, {}, nullptr, res, err)) return fail(err.message);
         if (o.reps > 0) printf("encode %d: %.1f ms\n", r, (ggml_time_us() - t0) / 1000.0);
     }
     const pg_image_embedding & e = *res.embedding;
@@ -182,13 +186,21 @@ int cmd_generate(int argc, char ** argv) {
     std::vector<uint8_t> bytes;
     pg_generate_request  req;
     if (int rc = load(argv[2], argv[3], argv[4], o, m, bytes, req.image)) return rc;
-    req.prompt               = argv[5];
-    req.decoding.max_tokens  = atoi(argv[6]);
-    req.decoding.want_logits = o.logits_out != nullptr;
-    req.decoding.forced      = o.forced;
+    req.prompt                 = argv[5];
+    req.decoding.max_tokens    = atoi(argv[6]);
+    req.decoding.want_logits   = o.logits_out != nullptr;
+    req.decoding.forced        = o.forced;
+    req.decoding.causal_prefix = o.causal_prefix;
     pg_error           err;
     pg_generate_result res;
     if (!pg_model_generate(*m, req, {}, nullptr, res, err)) return fail(err.message);
+    // --reps N: N more generations, each timed (the first warmed up; the image is encoded each time).
+    for (int r = 1; r <= o.reps; ++r) {
+        pg_generate_result again;
+        if (!pg_model_generate(*m, req, {}, nullptr, again, err)) return fail(err.message);
+        printf("generation %d: encode %.1f ms, prefill %.1f ms (%.1f tok/s), decode %.1f ms\n", r, again.encode_ms, again.prefill_ms,
+               again.prompt_tokens / (again.prefill_ms / 1000), again.decode_ms);
+    }
     printf("backend %s; %d prompt tokens\ntokens", pg_model_get_info(*m).backend.c_str(), res.prompt_tokens);
     for (int32_t id : res.tokens) printf(" %d", id);
     printf("\ntext %s\nencode %.1f ms, prefill %.1f ms, decode %.1f ms\n", res.text.c_str(), res.encode_ms, res.prefill_ms, res.decode_ms);
@@ -404,9 +416,10 @@ int check_attention(ggml_backend_t cpu, int64_t n) {
 int cmd_kernels(int argc, char ** argv) {
     tool_options o;
     if (!parse_options(argc, argv, 2, o)) return usage();
+    pg_backend_init_once();
     ggml_backend_ptr cpu(ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr));
-    if (!cpu) return fail("no CPU backend");
-    ggml_backend_cpu_set_n_threads(cpu.get(), o.model.threads > 0 ? o.model.threads : pg_physical_cores());
+    if (!cpu) return fail(pg_no_cpu_backend_message().c_str());
+    pg_backend_set_threads(cpu.get(), o.model.threads > 0 ? o.model.threads : pg_physical_cores());
     printf("our int8 product: %s\n", pg_q8_gemm_available() ? "available (AVX-512 VNNI)" : "not available on this CPU");
     // SigLIP-So400m: q/k/v/o 1152 -> 1152, fc1 1152 -> 4320 (padded), fc2 back; 256 and 1024 tokens, and an odd count.
     const int64_t linears[][3] = { { 1152, 1152, 256 }, { 1152, 4320, 256 }, { 4320, 1152, 256 }, { 1152, 1152, 1024 }, { 1152, 1152, 37 } };

@@ -35,6 +35,17 @@ options:
       return 0;
     }
     out.write(`${file}: GGUF v${info.version}, ${formatBytes(info.fileSize)}, ${Object.keys(info.metadata).length} keys, ${info.tensors.length} tensors\n`);
+    const md = info.metadata;
+    if (md['general.type'] === 'adapter') {
+      const part = md['general.architecture'] === 'clip' ? 'vision tower / projector part' : 'language-model part';
+      const targets = md['paligemma.adapter.targets'];
+      out.write(
+        `LoRA adapter (${part}) for ${String(md['paligemma.adapter.base_name'] ?? 'an unnamed base')} (${String(md['paligemma.adapter.family'] ?? '?')})` +
+          `${md['paligemma.adapter.trained_on'] ? `, trained on ${String(md['paligemma.adapter.trained_on'])}` : ''}: rank ${String(md['paligemma.adapter.rank'] ?? '?')}` +
+          `, alpha ${String(md['paligemma.adapter.alpha'] ?? '?')}${md['paligemma.adapter.rslora'] ? ' (rsLoRA)' : ''}, ${info.tensors.length / 2} matrices` +
+          `${Array.isArray(targets) ? `; targets ${targets.join(' ')}` : ''}\n`,
+      );
+    }
     for (const [k, v] of Object.entries(info.metadata)) {
       out.write(`  ${k.padEnd(44)} ${formatValue(v)}${info.truncatedKeys.includes(k) ? ' (truncated)' : ''}\n`);
     }
@@ -63,7 +74,7 @@ options:
     out.write(`llama.cpp ${info.llamaCppCommit}\nbinary ${info.binary.variant}: ${info.binary.path}\n`);
     out.write(`threads: ${info.defaultThreads} by default (physical cores), ${info.logicalCpus} logical\n`);
     for (const d of info.backends) out.write(`device ${d.name} (${d.type}): ${d.description}, ${formatBytes(d.memoryTotal)}\n`);
-    out.write(`cpu: ${Object.keys(info.cpuFeatures).join(' ')}\n`);
+    out.write(`cpu backend ${info.cpuVariant}: ${Object.keys(info.cpuFeatures).join(' ')}\n`);
     return 0;
   },
 };

@@ -4,14 +4,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { callNative, PaliGemmaError } from '../../errors';
-import { type Annotation, annotate } from '../../image/annotate';
+import { type Annotation, annotateImage } from '../../image/annotate';
 import { encodePNG } from '../../image/png';
 import { PaliGemma } from '../../model/paligemma';
 import { getBinding } from '../../native/binding';
 import { GPU_CHOICES } from '../../native/contract';
 import { parseLocations } from '../../tasks/locations';
 import { type Mask, maskToRLE } from '../../tasks/masks';
-import { type CliIO, type Command, choiceOption, intOption, type OptionSpec, type Parsed, UsageError, writeJson } from '../args';
+import { type CliIO, type Command, choiceOption, intOption, type OptionSpec, type Parsed, splitScale, UsageError, writeJson } from '../args';
 import { resolveModelPair } from '../model-files';
 import { loadProgress } from '../progress';
 
@@ -24,6 +24,7 @@ const MODEL_OPTIONS: OptionSpec = {
   threads: { type: 'string', short: 't' },
   'context-size': { type: 'string' },
   'max-tokens': { type: 'string', short: 'n' },
+  lora: { type: 'string', multiple: true },
   json: { type: 'boolean' },
 };
 
@@ -34,6 +35,7 @@ const MODEL_USAGE = `model options:
   -t, --threads <n>          CPU threads (default: physical cores)
       --context-size <n>     tokens of context (default: image tokens + 512)
   -n, --max-tokens <n>       answer length limit (default: the task's)
+      --lora <file[:scale]>  apply a LoRA adapter from convert-lora (repeatable; scale default 1)
       --json                 print one JSON object instead of streaming text
   -h, --help                 this text`;
 
@@ -43,6 +45,19 @@ const round = (b: { x1: number; y1: number; x2: number; y2: number }) => ({
   x2: Math.round(b.x2),
   y2: Math.round(b.y2),
 });
+
+/** `--lora file[:scale]` */
+export function parseLoraOption(v: string, command: string): { file: string; scale: number } {
+  const { path: file, scale = 1 } = splitScale(v);
+  if (!fs.existsSync(file)) {
+    const colon = v.lastIndexOf(':');
+    if (file === v && colon > 0 && fs.existsSync(v.slice(0, colon))) {
+      throw new UsageError(`--lora ${v}: the scale after ':' must be a number, got '${v.slice(colon + 1)}'`, command);
+    }
+    throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `--lora ${file}: no such file`);
+  }
+  return { file, scale };
+}
 
 function checkLabel(task: string, label: string): string {
   const l = label.trim();
@@ -91,12 +106,19 @@ async function runTask(task: TaskName, { values, positionals }: Parsed, { out, e
   const labels = task === 'detect' ? text!.split(';').map((l) => checkLabel(task, l)) : task === 'segment' ? [checkLabel(task, text!)] : [];
   if (task === 'segment' && text!.includes(';')) throw new UsageError('segment takes one label', task);
   if (!fs.existsSync(image)) throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${image}: no such file`);
+  const loras = ((values.lora as string[] | undefined) ?? []).map((v) => parseLoraOption(v, task));
   const files = await resolveModelPair(str('model'), str('mmproj'));
 
   const model = await PaliGemma.load({ ...files, gpu, threads, contextSize, onProgress: loadProgress(err) });
   try {
+    const adapters = [];
+    for (const l of loras) adapters.push({ adapter: await model.loadAdapter(l.file), scale: l.scale });
     const json = values.json === true;
-    const common = { onText: json ? undefined : (c: string) => out.write(c), ...(maxTokens !== undefined ? { maxTokens } : {}) };
+    const common = {
+      onText: json ? undefined : (c: string) => out.write(c),
+      ...(maxTokens !== undefined ? { maxTokens } : {}),
+      ...(adapters.length ? { adapters } : {}),
+    };
     let result: Record<string, unknown>;
     let items: Annotation[] = [];
     const started = performance.now();
@@ -154,9 +176,7 @@ async function runTask(task: TaskName, { values, positionals }: Parsed, { out, e
     }
     const annotated = str('annotate');
     if (annotated) {
-      const decoded = await callNative(() => getBinding().binding.decodeImage(fs.readFileSync(image), image));
-      const drawn = annotate(decoded, items);
-      fs.writeFileSync(annotated, encodePNG(drawn.data, drawn.width, drawn.height, 3));
+      fs.writeFileSync(annotated, await annotateImage(image, items));
       err.write(`annotated picture: ${annotated}\n`);
     }
     if (json) writeJson(out, { task, image, model: files.model, backend: model.info.backend, ...result, ms: Math.round(performance.now() - started) });
