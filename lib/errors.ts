@@ -16,7 +16,7 @@ export const NATIVE_ERROR_CODES = [
   'ERR_INTERNAL',
 ] as const;
 /** Every code a PaliGemmaError can carry: the native ones and those only lib/ raises. */
-export const ERROR_CODES = [...NATIVE_ERROR_CODES, 'ERR_DISPOSED', 'ERR_NO_BINARY'] as const;
+export const ERROR_CODES = [...NATIVE_ERROR_CODES, 'ERR_DISPOSED', 'ERR_NO_BINARY', 'ERR_WRITE'] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export type PaliGemmaErrorCode = ErrorCode;

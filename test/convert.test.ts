@@ -1,9 +1,13 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import t from 'tap';
+import { writeSyntheticCheckpoint } from '../bench/synthetic';
 import { toFloat32 } from '../lib/convert/dtype';
+import { readNpz } from '../lib/convert/npz';
 import { Checkpoint } from '../lib/convert/safetensors';
-import { parseSentencePiece } from '../lib/convert/tokenizer';
+import { parseSentencePiece, parseTokenizerJson } from '../lib/convert/tokenizer';
 import { AbortError, type ConvertProgress, convert, PaliGemma, PaliGemmaError, readGGUF } from '../lib/index';
 import { getBinding } from '../lib/native/binding';
 import { copyCheckpoint, FIXTURES, readF32, reference, relError, rewriteSafetensors } from './helpers/fixtures';
@@ -218,6 +222,44 @@ t.test('bad checkpoints fail with errors naming the file, leaving no output', as
       /model-00001-of-00002\.safetensors: shard named in model\.safetensors\.index\.json is missing/,
       'ERR_FILE_NOT_FOUND',
     ],
+    ...(
+      [
+        ['shard outside the folder', '../model.safetensors', /weight_map names "\.\.\/model\.safetensors", not a file name of the checkpoint folder/],
+        ['absolute shard path', '/etc/passwd', /weight_map names "\/etc\/passwd"/],
+      ] as const
+    ).map(
+      ([what, shard, pattern]) =>
+        [
+          what,
+          (d: string) => {
+            fs.renameSync(path.join(d, 'model.safetensors'), path.join(d, '..', 'model.safetensors'));
+            fs.writeFileSync(path.join(d, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: shard } }));
+          },
+          pattern,
+          'ERR_INVALID_FILE',
+        ] as [string, (dir: string) => void, RegExp, string],
+    ),
+    [
+      'shard symlinked out of the folder',
+      (d) => {
+        const outside = path.join(d, '..', 'outside.safetensors');
+        fs.renameSync(path.join(d, 'model.safetensors'), outside);
+        fs.symlinkSync(outside, path.join(d, 'model-00001-of-00001.safetensors'));
+        fs.writeFileSync(path.join(d, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: 'model-00001-of-00001.safetensors' } }));
+      },
+      /model-00001-of-00001\.safetensors: shard named in model\.safetensors\.index\.json leads out of the checkpoint folder/,
+      'ERR_INVALID_FILE',
+    ],
+    [
+      'query_pre_attn_scalar llama.cpp does not apply',
+      (d) => {
+        const c = JSON.parse(fs.readFileSync(path.join(d, 'config.json'), 'utf8'));
+        c.text_config.query_pre_attn_scalar = 48;
+        fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify(c));
+      },
+      /text_config\.query_pre_attn_scalar is 48, but llama\.cpp's gemma scales queries by 1\/sqrt\(32\)/,
+      'ERR_INVALID_FILE',
+    ],
     [
       'truncated weights',
       (d) => {
@@ -342,4 +384,163 @@ t.test('quantized vision: the 4304-style MLP width is zero-padded to whole block
   const embd = await model.encodeImage(img);
   const err = relError(embd.data, readF32(path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.embd.f32')));
   t.ok(err < 2e-2, `q8_0 vision embedding rel. error ${err.toExponential(2)}`);
+});
+
+t.test('tokenizers at real size: a 257,216-piece tokenizer.model and tokenizer.json both parse', async (t) => {
+  const n = 257216;
+  const piece = (i: number) => (i < 3 ? ['<pad>', '<eos>', '<bos>'][i]! : `▁p${i}`);
+  // tokenizer.model: a SentencePiece ModelProto, pieces as field 1 { piece = 1, score = 2, type = 3 }.
+  const chunks: Buffer[] = [];
+  const varint = (v: number) => {
+    const b: number[] = [];
+    while (v > 127) {
+      b.push((v & 127) | 128);
+      v >>>= 7;
+    }
+    b.push(v);
+    return Buffer.from(b);
+  };
+  for (let i = 0; i < n; i++) {
+    const text = Buffer.from(piece(i));
+    const score = Buffer.alloc(4);
+    score.writeFloatLE(-i);
+    const body = Buffer.concat([Buffer.from([0x0a]), varint(text.length), text, Buffer.from([0x15]), score, Buffer.from([0x18, i < 3 ? 3 : 1])]);
+    chunks.push(Buffer.from([0x0a]), varint(body.length), body);
+  }
+  chunks.push(Buffer.from([0x12, 0x02, 0x18, 0x02])); // trainer_spec { model_type: BPE }
+  const sp = parseSentencePiece(Buffer.concat(chunks), 'big-tokenizer.model');
+  t.equal(sp.pieces.length, n);
+  t.equal(sp.pieces[n - 1], piece(n - 1));
+  const vocab: Record<string, number> = {};
+  for (let i = 3; i < n; i++) vocab[piece(i)] = i;
+  const json = JSON.stringify({
+    model: { type: 'BPE', vocab, unk_token: '<unk>' },
+    added_tokens: [0, 1, 2].map((id) => ({ id, content: piece(id), special: true })),
+  });
+  const hf = parseTokenizerJson(json, 'big-tokenizer.json');
+  t.equal(hf.pieces.length, n, 'no RangeError: the largest id is found without spreading 257k arguments');
+  t.equal(hf.bosId, 2);
+  t.throws(
+    () => parseTokenizerJson(JSON.stringify({ model: { vocab: { a: 1e12 } } }), 'huge.json'),
+    { code: 'ERR_INVALID_FILE', message: /huge\.json: piece "a" has id 1000000000000/ },
+    'an absurd id is refused, not allocated',
+  );
+  t.throws(() => parseTokenizerJson(JSON.stringify({ model: { vocab: { a: -1 } } }), 'neg.json'), { code: 'ERR_INVALID_FILE' });
+});
+
+t.test('npz archives: members named out of the archive, and entries that inflate past their declared size, are refused', async (t) => {
+  // A one-entry zip (deflated) with a given name and declared size.
+  const npy = (() => {
+    const header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }";
+    const pad = 64 - ((10 + header.length + 1) % 64);
+    const h = Buffer.from(`${header}${' '.repeat(pad)}\n`, 'latin1');
+    const pre = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, h.length & 255, h.length >> 8]);
+    return Buffer.concat([pre, h, Buffer.from(new Float32Array([1, 2, 3, 4]).buffer)]);
+  })();
+  const zip = (name: string, declared = npy.length) => {
+    const data = zlib.deflateRawSync(npy);
+    const n = Buffer.from(name);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(8, 8);
+    local.writeUInt32LE(data.length, 18);
+    local.writeUInt32LE(declared, 22);
+    local.writeUInt16LE(n.length, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(8, 10);
+    central.writeUInt32LE(data.length, 20);
+    central.writeUInt32LE(declared, 24);
+    central.writeUInt16LE(n.length, 28);
+    central.writeUInt32LE(0, 42);
+    const cdOffset = 30 + n.length + data.length;
+    const end = Buffer.alloc(22);
+    end.writeUInt32LE(0x06054b50, 0);
+    end.writeUInt16LE(1, 8);
+    end.writeUInt16LE(1, 10);
+    end.writeUInt32LE(46 + n.length, 12);
+    end.writeUInt32LE(cdOffset, 16);
+    return Buffer.concat([local, n, data, central, n, end]);
+  };
+  const dir = tmpDir();
+  const write = (name: string, buf: Buffer) => {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f, buf);
+    return f;
+  };
+  t.same(Array.from((await readNpz(write('ok.npz', zip('a.npy')))).get('a')!.data), [1, 2, 3, 4], 'a well-formed archive reads');
+  await t.rejects(readNpz(write('climb.npz', zip('../../etc/x.npy'))), {
+    code: 'ERR_INVALID_FILE',
+    message: /climb\.npz: zip entry '\.\.\/\.\.\/etc\/x\.npy' has a path outside the archive/,
+  });
+  await t.rejects(readNpz(write('abs.npz', zip('/abs.npy'))), { code: 'ERR_INVALID_FILE', message: /path outside the archive/ });
+  await t.rejects(readNpz(write('bomb.npz', zip('a.npy', 8))), {
+    code: 'ERR_INVALID_FILE',
+    message: /bomb\.npz: zip entry a\.npy does not inflate to its declared 8 bytes/,
+  });
+});
+
+t.test('converter faults: SIGINT / SIGTERM mid-conversion, disk full mid-write, one output converted twice at once', async (t) => {
+  const ckpt = path.join(out, 'faults-ckpt');
+  // About 100 MB of BF16 (a real vocabulary's embedding at width 192): long enough to interrupt.
+  writeSyntheticCheckpoint(ckpt, 224, () => undefined, {
+    text: { hidden: 192, ffn: 384, layers: 2, heads: 2, kvHeads: 1, headDim: 96, vocab: 257216 },
+    vision: { hidden: 128, ffn: 256, layers: 2, heads: 2 },
+  });
+  const cli = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    const outDir = path.join(out, `signal-${signal}`);
+    fs.mkdirSync(outDir);
+    const child = spawn(process.execPath, [cli, 'convert', ckpt, '--out', outDir, '--type', 'q8_0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let sent = false;
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      // The first progress line: the conversion is writing.
+      if (!sent && /converting|%/.test(stderr)) {
+        sent = true;
+        child.kill(signal);
+      }
+    });
+    const status = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    t.ok(sent, `${signal}: sent while converting`);
+    t.equal(status, code, `${signal}: exit code ${code}`);
+    t.match(stderr, new RegExp(`stopped by ${signal}; no output was written`));
+    t.same(fs.readdirSync(outDir), [], `${signal}: no file under a final name, no temporary file left`);
+  }
+
+  // Disk full: every write past 1 MB fails with ENOSPC, as a full disk does.
+  const probe = await fs.promises.open(path.join(out, 'probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as { write: (...args: unknown[]) => Promise<unknown> };
+  await probe.close();
+  const realWrite = proto.write;
+  let bytes = 0;
+  proto.write = function (this: unknown, ...args: unknown[]) {
+    const data = args[0] as Uint8Array;
+    bytes += data.byteLength ?? 0;
+    if (bytes > 1 << 20) return Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+    return realWrite.apply(this, args);
+  };
+  const fullDir = path.join(out, 'disk-full');
+  let err: unknown;
+  try {
+    err = await convert({ input: ckpt, outDir: fullDir, type: 'f16' }).catch((e: unknown) => e);
+  } finally {
+    proto.write = realWrite;
+  }
+  t.ok(err instanceof PaliGemmaError && err.code === 'ERR_WRITE', 'disk full: ERR_WRITE');
+  t.match((err as Error).message, /disk-full\/faults-ckpt-f16\.gguf: cannot write \(the disk is full; ENOSPC\)/, 'naming the output and the cause');
+  t.same(fs.readdirSync(fullDir), [], 'disk full: nothing left behind');
+
+  // The same output, twice at once: both finish, the result is one complete, loadable pair.
+  const twiceDir = path.join(out, 'twice');
+  const [a, b] = await Promise.all([0, 1].map(() => convert({ input: path.join(FIXTURES, 'tiny-v2'), outDir: twiceDir, type: 'q8_0' })));
+  t.same(a, b, 'both name the same files');
+  t.same(fs.readdirSync(twiceDir).sort(), [path.basename(a!.model), path.basename(a!.mmproj)].sort(), 'no temporary file left');
+  const model = await PaliGemma.load({ ...a!, gpu: 'cpu' });
+  t.equal(model.info.family, 'paligemma2', 'and the pair loads');
+  await model.dispose();
 });

@@ -89,6 +89,21 @@ export async function readPaliGemmaConfig(dir: string): Promise<PaliGemmaConfig>
   const patchSize = num(vc, 'patch_size', 14);
   if (imageSize % patchSize !== 0) throw fail(`vision_config.image_size ${imageSize} is not a multiple of patch_size ${patchSize}`);
 
+  // llama.cpp scales queries by 1/sqrt(head_dim), or, for a 46-layer gemma2 (the 27B layout),
+  // 1/sqrt(hidden / heads); it reads no query_pre_attn_scalar. Any other scalar would run silently
+  // wrong, so it is refused.
+  const layers = num(tc, 'num_hidden_layers', 18);
+  const headDim = num(tc, 'head_dim', 256);
+  if (tc.query_pre_attn_scalar !== undefined && tc.query_pre_attn_scalar !== null) {
+    const scalar = num(tc, 'query_pre_attn_scalar');
+    const llamaScalar = arch === 'gemma2' && layers === 46 ? hidden / heads : headDim;
+    if (Math.abs(scalar - llamaScalar) > 1e-6 * llamaScalar) {
+      throw fail(
+        `text_config.query_pre_attn_scalar is ${scalar}, but llama.cpp's ${arch} scales queries by 1/sqrt(${llamaScalar}) for this layout (${layers} layers, ${arch === 'gemma2' && layers === 46 ? 'hidden_size / num_attention_heads' : 'head_dim'}): the converted model would answer wrongly`,
+      );
+    }
+  }
+
   const pre = (await readJson(path.join(dir, 'preprocessor_config.json'), false)) ?? {};
   const triple = (v: unknown, fallback: number): [number, number, number] =>
     Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number') ? (v as [number, number, number]) : [fallback, fallback, fallback];
@@ -99,10 +114,10 @@ export async function readPaliGemmaConfig(dir: string): Promise<PaliGemmaConfig>
       arch,
       hidden,
       ffn: num(tc, 'intermediate_size', 16384),
-      layers: num(tc, 'num_hidden_layers', 18),
+      layers,
       heads,
       kvHeads: num(tc, 'num_key_value_heads', heads),
-      headDim: num(tc, 'head_dim', 256),
+      headDim,
       rmsEps: num(tc, 'rms_norm_eps', 1e-6),
       ropeTheta: num(tc, 'rope_theta', 10000),
       contextLength: num(tc, 'max_position_embeddings', 8192),

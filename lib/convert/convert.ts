@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { AbortError, callNative, invalidArgument, PaliGemmaError } from '../errors';
 import { GGML_TYPES, type GGMLTypeName } from '../gguf/types';
-import { GGUFValueType, GGUFWriter } from '../gguf/write';
+import { GGUFValueType, GGUFWriter, uniqueSuffix } from '../gguf/write';
 import { getBinding } from '../native/binding';
 import { type PaliGemmaConfig, readPaliGemmaConfig } from './config';
 import { DTYPE_BYTES, toFloat32 } from './dtype';
@@ -478,7 +478,7 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
     };
 
     // Text model: final type directly, or a lossless intermediate that llama.cpp then quantizes.
-    const textOut = quantized ? path.join(outDir, `.${name}-${type}.${process.pid}.unquantized.gguf`) : modelPath;
+    const textOut = quantized ? path.join(outDir, `.${name}-${type}.${uniqueSuffix()}.unquantized.gguf`) : modelPath;
     if (quantized) temps.push(textOut);
     const tw = new GGUFWriter(textOut);
     writers.push(tw);
@@ -503,7 +503,7 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
     if (quantized) {
       checkAbort();
       report('quantize');
-      const partial = path.join(outDir, `.${name}-${type}.${process.pid}.partial`);
+      const partial = path.join(outDir, `.${name}-${type}.${uniqueSuffix()}.partial`);
       temps.push(partial);
       await callNative(() => binding.quantizeModel(textOut, partial, type, threads));
       checkAbort();

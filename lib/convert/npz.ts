@@ -60,6 +60,7 @@ export async function readNpz(file: string): Promise<Map<string, NpyArray>> {
     if (p + 46 > buf.length || buf.readUInt32LE(p) !== 0x02014b50) throw bad(file, 'corrupt zip central directory');
     const method = buf.readUInt16LE(p + 10);
     const compSize = buf.readUInt32LE(p + 20);
+    const size = buf.readUInt32LE(p + 24);
     const nameLen = buf.readUInt16LE(p + 28);
     const extraLen = buf.readUInt16LE(p + 30);
     const commentLen = buf.readUInt16LE(p + 32);
@@ -67,14 +68,24 @@ export async function readNpz(file: string): Promise<Map<string, NpyArray>> {
     const name = buf.toString('utf8', p + 46, p + 46 + nameLen);
     p += 46 + nameLen + extraLen + commentLen;
     if (compSize === 0xffffffff || local === 0xffffffff) throw bad(file, 'zip64 archives are not supported');
+    // Entries are read into memory, never extracted, but a name that climbs out of the archive
+    // says the file is not what it claims.
+    if (name.split(/[\\/]/).includes('..') || /^([\\/]|[A-Za-z]:)/.test(name)) throw bad(file, `zip entry '${name}' has a path outside the archive`);
     if (local + 30 > buf.length || buf.readUInt32LE(local) !== 0x04034b50) throw bad(file, `corrupt zip entry ${name}`);
     const dataStart = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
     const raw = buf.subarray(dataStart, dataStart + compSize);
     if (raw.length !== compSize) throw bad(file, `truncated zip entry ${name}`);
     let content: Buffer;
     if (method === 0) content = raw;
-    else if (method === 8) content = zlib.inflateRawSync(raw);
-    else throw bad(file, `zip entry ${name} uses compression method ${method}`);
+    else if (method === 8) {
+      // Inflate no further than the size the directory declares: a zip bomb stops there.
+      try {
+        content = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, size) });
+      } catch (err) {
+        throw new PaliGemmaError('ERR_INVALID_FILE', `${file}: zip entry ${name} does not inflate to its declared ${size} bytes`, { cause: err });
+      }
+    } else throw bad(file, `zip entry ${name} uses compression method ${method}`);
+    if (content.length !== size) throw bad(file, `zip entry ${name} holds ${content.length} bytes, its directory says ${size}`);
     if (name.endsWith('.npy')) out.set(name.slice(0, -4), parseNpy(content, file, name));
   }
   return out;

@@ -92,9 +92,21 @@ export class Checkpoint {
         throw new PaliGemmaError('ERR_INVALID_FILE', `${index}: not valid JSON with a weight_map`, { cause: err });
       }
       if (!map || typeof map !== 'object') throw new PaliGemmaError('ERR_INVALID_FILE', `${index}: no weight_map`);
-      files = [...new Set(Object.values(map))].map((f) => path.join(dir, f));
-      for (const f of files) {
+      files = [];
+      // A checkpoint is untrusted input: every shard must be a file of this folder (no '..', no
+      // absolute path, no symlink leading out of it).
+      const realDir = await fs.promises.realpath(dir);
+      for (const name of new Set(Object.values(map))) {
+        if (typeof name !== 'string' || !name || name !== path.basename(name) || name === '..' || name.includes('\\')) {
+          throw new PaliGemmaError('ERR_INVALID_FILE', `${index}: weight_map names ${JSON.stringify(name)}, not a file name of the checkpoint folder`);
+        }
+        const f = path.join(dir, name);
         if (!fs.existsSync(f)) throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${f}: shard named in ${path.basename(index)} is missing`);
+        const real = await fs.promises.realpath(f);
+        if (path.dirname(real) !== realDir) {
+          throw new PaliGemmaError('ERR_INVALID_FILE', `${f}: shard named in ${path.basename(index)} leads out of the checkpoint folder (to ${real})`);
+        }
+        files.push(f);
       }
     } else if (fs.existsSync(single)) {
       files = [single];

@@ -167,6 +167,9 @@ export function parseSentencePiece(buf: Uint8Array, file: string): Vocabulary {
   };
 }
 
+/** More pieces than any real vocabulary (Gemma's: 256000 + 1024 + 128): ids beyond are refused, not allocated. */
+const MAX_PIECES = 1 << 22;
+
 /**
  * Reads a Hugging Face tokenizer.json (BPE, as Gemma's). Scores are not stored there: pieces get
  * -id, which preserves the merge order SentencePiece BPE assigns (pieces are stored by priority).
@@ -183,13 +186,38 @@ export function parseTokenizerJson(text: string, file: string): Vocabulary {
   } catch (err) {
     throw new PaliGemmaError('ERR_INVALID_FILE', `${file}: not valid JSON`, { cause: err });
   }
+  const bad = (what: string) => new PaliGemmaError('ERR_INVALID_FILE', `${file}: ${what}`);
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(json)) throw bad('not a JSON object');
   const model = json.model;
-  if (!model || !model.vocab) throw new PaliGemmaError('ERR_INVALID_FILE', `${file}: no model.vocab`);
-  const entries: [string, number, number][] = Array.isArray(model.vocab)
-    ? model.vocab.map(([p, s], i) => [p, i, s] as [string, number, number])
-    : Object.entries(model.vocab).map(([p, id]) => [p, id, -id] as [string, number, number]);
-  for (const t of json.added_tokens ?? []) entries.push([t.content, t.id, 0]);
-  const n = Math.max(...entries.map((e) => e[1])) + 1;
+  if (!isObject(model) || !model.vocab || typeof model.vocab !== 'object') throw bad('no model.vocab');
+  const entries: [string, number, number][] = [];
+  if (Array.isArray(model.vocab)) {
+    // Unigram: [piece, score] pairs, id = position.
+    model.vocab.forEach((e: unknown, i) => {
+      if (!Array.isArray(e) || typeof e[0] !== 'string' || typeof e[1] !== 'number') throw bad(`model.vocab[${i}] is not a [piece, score] pair`);
+      entries.push([e[0], i, e[1]]);
+    });
+  } else {
+    for (const [p, id] of Object.entries(model.vocab)) entries.push([p, id as number, -(id as number)]);
+  }
+  const added = json.added_tokens ?? [];
+  if (!Array.isArray(added)) throw bad('added_tokens is not an array');
+  added.forEach((t: unknown, i) => {
+    if (!isObject(t) || typeof t.content !== 'string') throw bad(`added_tokens[${i}] has no content string`);
+    entries.push([t.content, t.id as number, 0]);
+  });
+  // A loop, not Math.max(...ids): a real vocabulary (256k+ pieces) overflows the call stack as arguments.
+  let n = 0;
+  for (const [p, id] of entries) {
+    if (!Number.isInteger(id) || id < 0 || id >= MAX_PIECES) {
+      throw new PaliGemmaError(
+        'ERR_INVALID_FILE',
+        `${file}: piece ${JSON.stringify(p).slice(0, 40)} has id ${JSON.stringify(id)}, not an integer in [0, ${MAX_PIECES})`,
+      );
+    }
+    if (id + 1 > n) n = id + 1;
+  }
   const pieces: string[] = new Array(n).fill('');
   const scores = new Float32Array(n);
   const types = new Int32Array(n).fill(PieceType.UNUSED);
@@ -198,13 +226,13 @@ export function parseTokenizerJson(text: string, file: string): Vocabulary {
     scores[id] = score;
     types[id] = /^<0x[0-9A-F]{2}>$/.test(p) ? PieceType.BYTE : PieceType.NORMAL;
   }
-  const special = new Map((json.added_tokens ?? []).map((t) => [t.id, t.special === true]));
+  const special = new Map(added.map((t) => [t.id, t.special === true]));
   for (const [id, isSpecial] of special) types[id] = isSpecial ? PieceType.CONTROL : PieceType.USER_DEFINED;
   const idOf = (p: string, fallback: number) => {
     const i = pieces.indexOf(p);
     return i >= 0 ? i : fallback;
   };
-  const unkId = idOf(model.unk_token ?? '<unk>', 0);
+  const unkId = idOf(typeof model.unk_token === 'string' ? model.unk_token : '<unk>', 0);
   types[unkId] = PieceType.UNKNOWN;
   // Gemma's normalizer prepends nothing; a "Prepend ▁" normalizer step means add_dummy_prefix.
   const addSpacePrefix = JSON.stringify(json.normalizer ?? null).includes('"prepend":"▁"');

@@ -5,6 +5,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { PaliGemmaError } from '../errors';
+
+let written = 0;
+/** Process id + a counter: two writers of one final name, in any processes, never share a temporary file. */
+export function uniqueSuffix(): string {
+  return `${process.pid}-${++written}`;
+}
+
 import { GGML_TYPES, type GGMLTypeName, tensorBytes } from './types';
 
 export enum GGUFValueType {
@@ -168,7 +176,7 @@ export class GGUFWriter {
 
   constructor(finalPath: string) {
     this.path = finalPath;
-    this.tmpPath = path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.${process.pid}.partial`);
+    this.tmpPath = path.join(path.dirname(finalPath), `.${path.basename(finalPath)}.${uniqueSuffix()}.partial`);
   }
 
   set(key: string, value: GGUFWritable): this {
@@ -241,8 +249,20 @@ export class GGUFWriter {
     }
     sink.pad(ALIGNMENT);
     this.dataStart = sink.length;
-    this.fd = await fs.promises.open(this.tmpPath, 'w');
-    await this.fd.write(sink.bytes(), 0, sink.length, 0);
+    this.fd = await this.io(() => fs.promises.open(this.tmpPath, 'w'));
+    await this.io(() => this.fd!.write(sink.bytes(), 0, sink.length, 0));
+  }
+
+  /** A file-system call whose failure (ENOSPC, EIO, EACCES...) becomes an error naming the output. */
+  private async io<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (!code) throw err;
+      const why = code === 'ENOSPC' ? 'the disk is full' : code === 'EDQUOT' ? 'the disk quota is exceeded' : (err as Error).message;
+      throw new PaliGemmaError('ERR_WRITE', `${this.path}: cannot write (${why}; ${code})`, { cause: err });
+    }
   }
 
   /**
@@ -257,11 +277,11 @@ export class GGUFWriter {
       throw new Error(`GGUF: tensor '${name}' needs ${t.bytes} bytes, got ${this.cursor + data.byteLength}`);
     }
     const pos = this.dataStart + t.offset + this.cursor;
-    if (data.byteLength) await this.fd.write(data, 0, data.byteLength, pos);
+    if (data.byteLength) await this.io(() => this.fd!.write(data, 0, data.byteLength, pos));
     this.cursor += data.byteLength;
     if (this.cursor === t.bytes) {
       const pad = align(t.bytes) - t.bytes;
-      if (pad) await this.fd.write(Buffer.alloc(pad), 0, pad, this.dataStart + t.offset + t.bytes);
+      if (pad) await this.io(() => this.fd!.write(Buffer.alloc(pad), 0, pad, this.dataStart + t.offset + t.bytes));
       t.written = true;
       this.next++;
       this.cursor = 0;
@@ -273,8 +293,8 @@ export class GGUFWriter {
     if (!this.fd) throw new Error('GGUF: begin() first');
     const missing = this.tensors.filter((t) => !t.written).map((t) => t.name);
     if (missing.length) throw new Error(`GGUF: no data written for ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
-    await this.fd.sync();
-    await this.fd.close();
+    await this.io(() => this.fd!.sync());
+    await this.io(() => this.fd!.close());
     this.fd = undefined;
     this.closed = true;
   }
@@ -282,7 +302,7 @@ export class GGUFWriter {
   /** Renames the closed file to its final name. */
   async commit(): Promise<string> {
     if (!this.closed) throw new Error('GGUF: close() first');
-    await fs.promises.rename(this.tmpPath, this.path);
+    await this.io(() => fs.promises.rename(this.tmpPath, this.path));
     this.committed = true;
     return this.path;
   }

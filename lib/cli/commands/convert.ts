@@ -1,8 +1,38 @@
 /** `paligemma convert`: a Hugging Face checkpoint to a GGUF pair. */
+import os from 'node:os';
 import { convert, TEXT_TYPES, VISION_TYPES } from '../../convert/index';
 import { convertLora, LORA_TYPES } from '../../convert/lora';
+import { AbortError } from '../../errors';
 import { type Command, choiceOption, intOption, splitScale, UsageError, writeJson } from '../args';
 import { progressPrinter } from '../progress';
+
+/**
+ * Runs a conversion that SIGINT / SIGTERM abort (the converter then removes its temporary files and
+ * writes nothing under the final names); exits 128 + the signal's number, as a shell expects.
+ */
+async function untilSignal(err: NodeJS.WritableStream, command: string, run: (signal: AbortSignal) => Promise<number>): Promise<number> {
+  const controller = new AbortController();
+  let received: NodeJS.Signals | undefined;
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((name) => {
+    const h = () => {
+      received = name;
+      controller.abort();
+    };
+    process.once(name, h);
+    return [name, h] as const;
+  });
+  try {
+    return await run(controller.signal);
+  } catch (e) {
+    if (received && e instanceof AbortError) {
+      err.write(`paligemma: ${command}: stopped by ${received}; no output was written\n`);
+      return 128 + os.constants.signals[received];
+    }
+    throw e;
+  } finally {
+    for (const [name, h] of handlers) process.removeListener(name, h);
+  }
+}
 
 /** `--merge dir[:scale]` */
 function mergeOption(v: string | undefined): { merge?: string; mergeScale?: number } {
@@ -44,10 +74,7 @@ options:
   async run({ values, positionals }, { out, err }) {
     if (positionals.length !== 1) throw new UsageError('convert takes exactly one checkpoint folder', 'convert');
     const merge = mergeOption(values.merge as string | undefined);
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    process.once('SIGINT', onSignal);
-    try {
+    return untilSignal(err, 'convert', async (signal) => {
       const res = await convert({
         ...merge,
         input: positionals[0]!,
@@ -57,15 +84,13 @@ options:
         segDecoder: values['seg-decoder'] as string | undefined,
         name: values.name as string | undefined,
         threads: intOption('threads', values.threads, 1),
-        signal: controller.signal,
+        signal,
         onProgress: progressPrinter(err),
       });
       if (values.json) writeJson(out, res);
       else out.write(`${res.model}\n${res.mmproj}\n`);
       return 0;
-    } finally {
-      process.removeListener('SIGINT', onSignal);
-    }
+    });
   },
 };
 
@@ -95,26 +120,22 @@ options:
     json: { type: 'boolean' },
   },
   positionals: true,
-  async run({ values, positionals }, { out }) {
+  async run({ values, positionals }, { out, err }) {
     if (positionals.length !== 1) throw new UsageError('convert-lora takes exactly one adapter folder', 'convert-lora');
-    if (typeof values.base !== 'string') throw new UsageError('--base is required: the model the adapter was trained on', 'convert-lora');
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    process.once('SIGINT', onSignal);
-    try {
+    const base = values.base;
+    if (typeof base !== 'string') throw new UsageError('--base is required: the model the adapter was trained on', 'convert-lora');
+    return untilSignal(err, 'convert-lora', async (signal) => {
       const res = await convertLora({
         adapter: positionals[0]!,
-        base: values.base,
+        base,
         outDir: (values.out as string | undefined) ?? process.cwd(),
         type: choiceOption('type', values.type, LORA_TYPES),
         name: values.name as string | undefined,
-        signal: controller.signal,
+        signal,
       });
       if (values.json) writeJson(out, res);
       else out.write(`${res.adapter}\n${res.visionAdapter ? `${res.visionAdapter}\n` : ''}`);
       return 0;
-    } finally {
-      process.removeListener('SIGINT', onSignal);
-    }
+    });
   },
 };
