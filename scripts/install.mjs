@@ -35,8 +35,14 @@ function missingBuildTools() {
 
 const gpu = process.env.PALIGEMMA_GPU && process.env.PALIGEMMA_GPU !== 'cpu' ? process.env.PALIGEMMA_GPU : null;
 
+// A git checkout (contributors, CI): `npm run build` / `npm test` build the portable addon
+// incrementally; building here too would compile llama.cpp twice.
+const checkout = fs.existsSync(path.join(root, '.git'));
+
 if (process.env.PALIGEMMA_SKIP_BUILD === '1') {
   say('PALIGEMMA_SKIP_BUILD=1: not building the native addon');
+} else if (checkout && !gpu && process.env.PALIGEMMA_BUILD_FROM_SOURCE !== '1') {
+  say('a git checkout: `npm run build` builds the addon (npm test does it first)');
 } else if (process.env.PALIGEMMA_BUILD_FROM_SOURCE !== '1' && !gpu && binaryLoads()) {
   say('using the prebuilt native addon');
 } else {
