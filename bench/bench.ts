@@ -240,10 +240,12 @@ export async function runBench(o: BenchOptions) {
     return JSON.parse(child.stdout.trim().split('\n').pop()!) as BenchRun;
   };
   for (let i = 0; i < o.reps; i++) {
+    // With a second binary, the two alternate which goes first, so a drifting machine favors neither.
+    const otherFirst = o.compareBinary && i % 2 === 1 ? runOurs(o.compareBinary) : undefined;
     const run = runOurs();
     ours.push(run);
     if (o.compareBinary) {
-      other.push(runOurs(o.compareBinary));
+      other.push(otherFirst ?? runOurs(o.compareBinary));
       const c = other.at(-1)!;
       o.log(
         `   compared binary: encode ${c.encode_ms.toFixed(0)} ms, prefill ${c.prefill_tok_s.toFixed(1)} tok/s, decode ${c.decode_tok_s.toFixed(2)} tok/s (${c.cpu_variant})`,
@@ -315,10 +317,11 @@ export async function runBench(o: BenchOptions) {
         prefill_tok_s: mo('prefill_tok_s'),
         decode_tok_s: mo('decode_tok_s'),
         ttft_ms: mo('ttft_ms'),
-        // Above 1: the default binary is faster.
-        encode_speedup: mo('encode_ms') / encodeMs,
-        prefill_ratio: m('prefill_tok_s') / mo('prefill_tok_s'),
-        decode_ratio: m('decode_tok_s') / mo('decode_tok_s'),
+        // Above 1: the default binary is faster. Medians of the ratios within each pair of runs
+        // (taken minutes apart at most), not a ratio of medians, which the machine's drift skews.
+        encode_speedup: median(ours.map((r, i) => other[i]!.encode_ms / r.encode_ms)),
+        prefill_ratio: median(ours.map((r, i) => r.prefill_tok_s / other[i]!.prefill_tok_s)),
+        decode_ratio: median(ours.map((r, i) => r.decode_tok_s / other[i]!.decode_tok_s)),
       },
     });
   }

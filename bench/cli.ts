@@ -158,7 +158,9 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
     | undefined;
   if (cb) {
     out(`  compared with ${cb.path} (CPU backend: ${cb.cpu_variant}): encode ${f(cb.encode_ms, 0)} ms`);
-    out(`  ratios default / compared: encode speed ${f(cb.encode_speedup, 2)}x, prefill ${f(cb.prefill_ratio, 2)}x, decode ${f(cb.decode_ratio, 2)}x`);
+    out(
+      `  ratios default / compared (median of paired runs): encode speed ${f(cb.encode_speedup, 2)}x, prefill ${f(cb.prefill_ratio, 2)}x, decode ${f(cb.decode_ratio, 2)}x`,
+    );
   }
   return 0;
 }

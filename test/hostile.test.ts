@@ -2,8 +2,9 @@
 // loads and runs); the process never dies and a good model keeps working.
 import fs from 'node:fs';
 import path from 'node:path';
+import fc from 'fast-check';
 import t from 'tap';
-import { PaliGemma, PaliGemmaError, readGGUF } from '../lib/index';
+import { convertLora, PaliGemma, PaliGemmaError, readGGUF } from '../lib/index';
 import { convertedFixture, FIXTURES } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
 
@@ -73,3 +74,63 @@ for (const which of ['model', 'mmproj'] as const) {
     t.equal(await tryLoad(good.model, good.mmproj), 'loaded', 'the good pair still works');
   });
 }
+
+t.test('hostile LoRA adapter files (text and vision parts) and mask codes: refused or harmless, the model keeps working', async (t) => {
+  const files = await convertedFixture('tiny-v2', 'f32', true);
+  const lora = await convertLora({ adapter: path.join(FIXTURES, 'tiny-v2-lora'), base: files.model, outDir: tmpDir('pg-lora-'), type: 'f32' });
+  const model = await PaliGemma.load({ ...files, gpu: 'cpu', threads: 1 });
+  t.teardown(() => model.dispose());
+  const baseline = (await model.generate({ image: png, prompt: 'caption en', maxTokens: 4 })).tokens;
+  const counts = { text: { tried: 0, loaded: 0 }, vision: { tried: 0, loaded: 0 } };
+  for (const part of ['text', 'vision'] as const) {
+    const valid = fs.readFileSync(part === 'text' ? lora.adapter : lora.visionAdapter!);
+    const info = await readGGUF(part === 'text' ? lora.adapter : lora.visionAdapter!);
+    // Damage where it matters most: the header and tensor infos, and the first tensor's data.
+    const headerEnd = Number(info.tensors[0]!.offset) + 64;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.array(fc.tuple(fc.nat(Math.min(valid.length, headerEnd + 4096) - 1), fc.constantFrom(0, 0xff, 0x7f, 0x80, 1, 0x41)), {
+            minLength: 1,
+            maxLength: 4,
+          }),
+          fc.nat(valid.length - 1).map((cut) => cut),
+        ),
+        async (edit) => {
+          const b = typeof edit === 'number' ? valid.subarray(0, edit) : Buffer.from(valid);
+          if (typeof edit !== 'number') for (const [at, value] of edit) b[at] = value;
+          const f = path.join(dir, `adapter-${part}-${counts[part].tried++}.gguf`);
+          fs.writeFileSync(f, b);
+          try {
+            const a = await (part === 'text' ? model.loadAdapter(f, { visionPath: lora.visionAdapter! }) : model.loadAdapter(lora.adapter, { visionPath: f }));
+            counts[part].loaded++;
+            await model.generate({ image: png, prompt: 'caption en', maxTokens: 2, adapters: [a] }).catch((err) => {
+              if (!(err instanceof PaliGemmaError)) throw err;
+            });
+            await a.dispose();
+          } catch (err) {
+            if (!(err instanceof PaliGemmaError)) throw err;
+          } finally {
+            fs.rmSync(f);
+          }
+          return true;
+        },
+      ),
+      { numRuns: 150, seed: 7 },
+    );
+    t.pass(`${part} part: ${counts[part].tried} damaged files, ${counts[part].loaded} harmless enough to load, the rest refused with a PaliGemmaError`);
+  }
+  let masks = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.oneof(fc.integer(), fc.nat(127), fc.double()), { minLength: 16, maxLength: 16 }), async (codes) => {
+      masks++;
+      await model.decodeMask(codes).catch((err) => {
+        if (!(err instanceof PaliGemmaError)) throw err;
+      });
+      return true;
+    }),
+    { numRuns: 300, seed: 8 },
+  );
+  t.pass(`${masks} arbitrary mask-code vectors: decoded or refused`);
+  t.same((await model.generate({ image: png, prompt: 'caption en', maxTokens: 4 })).tokens, baseline, 'and the model answers as before');
+});

@@ -64,6 +64,13 @@ export interface LoadOptions {
    * the vision tower (default 64; 0 turns the cache off). Keyed by a SHA-256 of the image bytes or pixels.
    */
   imageCacheMB?: number;
+  /**
+   * Refuse, before allocating anything, a model that cannot fit in the memory available (default
+   * true on Linux and Windows when the model runs on the CPU): an error with the estimate instead of
+   * a process the out-of-memory killer ends. `PALIGEMMA_MEMORY_AVAILABLE_MB` overrides what is
+   * considered available (containers, tests).
+   */
+  memoryCheck?: boolean;
   /** Called with 0..1 while the weights load. */
   onProgress?: (fraction: number) => void;
   signal?: AbortSignal;
@@ -183,6 +190,7 @@ const LOAD_KEYS = [
   'visionMatmul',
   'mmap',
   'imageCacheMB',
+  'memoryCheck',
   'onProgress',
   'signal',
 ] as const;
@@ -227,6 +235,7 @@ async function checkReadable(name: string, file: unknown) {
 
 export interface LoadPlan {
   native: NativeLoadOptions;
+  memoryCheck: boolean;
   onProgress?: (fraction: number) => void;
   signal?: AbortSignal;
 }
@@ -237,6 +246,8 @@ export async function planLoad(options: LoadOptions): Promise<LoadPlan> {
   checkKeys('PaliGemma.load options', options, LOAD_KEYS);
   const cacheMB = v.optionalNumber('options.imageCacheMB', options.imageCacheMB, 0, 1 << 20) ?? 64;
   if (options.mmap !== undefined && typeof options.mmap !== 'boolean') throw invalidArgument('options.mmap', 'a boolean', options.mmap);
+  if (options.memoryCheck !== undefined && typeof options.memoryCheck !== 'boolean')
+    throw invalidArgument('options.memoryCheck', 'a boolean', options.memoryCheck);
   const native: NativeLoadOptions = {
     model: options.model,
     mmproj: options.mmproj,
@@ -255,7 +266,7 @@ export async function planLoad(options: LoadOptions): Promise<LoadPlan> {
   const signal = v.optionalSignal('options.signal', options.signal);
   await checkReadable('options.model', options.model);
   await checkReadable('options.mmproj', options.mmproj);
-  return { native, onProgress, signal };
+  return { native, memoryCheck: options.memoryCheck !== false, onProgress, signal };
 }
 
 /** A checked generate call: the addon's options (image filled in later) and the JS-side parts. */

@@ -15,6 +15,7 @@ import { pasteMask } from '../tasks/masks';
 import { answerPrompt, captionPrompt, checkLabels, detectPrompt, OCR_PROMPT, segmentPrompt, type TaskPrompt } from '../tasks/prompts';
 import * as v from '../validate';
 import { Adapter, type AdapterChoice } from './adapter';
+import { checkMemory } from './memory';
 import {
   type Detection,
   type GenerateOptions,
@@ -72,9 +73,10 @@ export class PaliGemma {
 
   /** Loads a text model and its mmproj (in a worker), checking that they belong together. */
   static async load(options: LoadOptions): Promise<PaliGemma> {
-    const { native, onProgress, signal } = await planLoad(options);
+    const { native, memoryCheck, onProgress, signal } = await planLoad(options);
     if (signal?.aborted) throw abortError(signal, 'PaliGemma.load');
     const { binding } = getBinding(native.gpu);
+    if (memoryCheck) await checkMemory(native, binding);
     const token = new binding.AbortToken();
     const unlink = linkAbort(signal, token);
     const report = (f: number) => {

@@ -1,0 +1,75 @@
+/**
+ * The memory check before a load: weights (both files, read into memory on the CPU) + the KV cache
+ * of the context asked for, against what the system (and a container's cgroup limit) has available.
+ * A model that cannot fit is refused with the figures, before anything is allocated.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import { PaliGemmaError } from '../errors';
+import { readGGUF } from '../gguf/read';
+import type { NativeBinding, NativeLoadOptions } from '../native/contract';
+
+const MB = 1024 * 1024;
+
+/** Bytes available to this process, and where the figure comes from; null where it cannot be known well. */
+export function availableMemory(): { bytes: number; source: string } | null {
+  const forced = process.env.PALIGEMMA_MEMORY_AVAILABLE_MB;
+  if (forced !== undefined && forced !== '') {
+    const mb = Number(forced);
+    if (!Number.isFinite(mb) || mb < 0) throw new PaliGemmaError('ERR_INVALID_ARGUMENT', `PALIGEMMA_MEMORY_AVAILABLE_MB=${forced}: expected a number of MiB`);
+    return { bytes: mb * MB, source: 'PALIGEMMA_MEMORY_AVAILABLE_MB' };
+  }
+  if (process.platform === 'linux') {
+    let best: { bytes: number; source: string } | null = null;
+    const meminfo = readText('/proc/meminfo');
+    const m = meminfo && /^MemAvailable:\s+(\d+) kB/m.exec(meminfo);
+    if (m) best = { bytes: Number(m[1]) * 1024, source: 'MemAvailable in /proc/meminfo' };
+    // A container's limit (cgroup v2), which MemAvailable does not see.
+    const max = readText('/sys/fs/cgroup/memory.max')?.trim();
+    const current = Number(readText('/sys/fs/cgroup/memory.current')?.trim());
+    if (max && max !== 'max' && Number.isFinite(Number(max)) && Number.isFinite(current)) {
+      const left = Number(max) - current;
+      if (!best || left < best.bytes) best = { bytes: Math.max(0, left), source: 'the cgroup memory limit (memory.max)' };
+    }
+    return best;
+  }
+  // macOS's free figure leaves out memory the system would hand over (inactive pages): no check there.
+  if (process.platform === 'win32') return { bytes: os.freemem(), source: 'free physical memory' };
+  return null;
+}
+
+function readText(file: string): string | null {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/** Throws ERR_OUT_OF_MEMORY when the model evidently cannot fit; returns the estimate otherwise. */
+export async function checkMemory(native: NativeLoadOptions, binding: NativeBinding): Promise<number | null> {
+  if (native.gpu !== 'cpu') {
+    // Weights may go to a GPU's memory: the host's figure says nothing then.
+    const { backends } = await binding.systemInfo();
+    if (backends.some((d) => d.type !== 'cpu')) return null;
+  }
+  const available = availableMemory();
+  if (!available) return null;
+  const weights = fs.statSync(native.model).size + fs.statSync(native.mmproj).size;
+  const md = (await readGGUF(native.model, { maxArrayLength: 0 })).metadata;
+  const arch = String(md['general.architecture']);
+  const n = (key: string) => (typeof md[`${arch}.${key}`] === 'number' ? (md[`${arch}.${key}`] as number) : 0);
+  // The context the runtime picks without contextSize is image tokens + 512; 768 is the least of those.
+  const ctx = native.contextSize ?? 768;
+  const kvBytesPerElement = native.kvCacheType === 'f32' ? 4 : 2;
+  const kv = ctx * n('block_count') * n('attention.head_count_kv') * (n('attention.key_length') + n('attention.value_length')) * kvBytesPerElement;
+  const need = weights + kv;
+  if (need > available.bytes) {
+    throw new PaliGemmaError(
+      'ERR_OUT_OF_MEMORY',
+      `${native.model}: the model needs about ${Math.ceil(need / MB)} MiB (weights ${Math.ceil(weights / MB)} MiB + KV cache ${Math.ceil(kv / MB)} MiB for ${ctx} tokens), ` +
+        `but ${Math.floor(available.bytes / MB)} MiB are available (${available.source}); use a smaller weight type, free memory, or pass memoryCheck: false`,
+    );
+  }
+  return need;
+}
