@@ -441,10 +441,8 @@ async function openAdapterFolder(dir: string, basePath: string): Promise<{ cfg: 
 
 /** One module's factors for merging, in f32: A [rank, in], B [out, rank] with its scale folded in. */
 export interface LoraMergeFactors {
-  module: string;
   rank: number;
   inDim: number;
-  outDim: number;
   a: Float32Array;
   b: Float32Array;
 }
@@ -462,7 +460,7 @@ export async function readLoraForMerge(adapterDir: string, input: string, scale:
     for (const t of planLora(ckpt, weights, cfg, base)) {
       const a = await finiteFloats(ckpt, t.a, 1, weights, t.module);
       const b = await finiteFloats(ckpt, t.b, t.scale * scale, weights, t.module);
-      out.set(t.tensor, { module: t.module, rank: t.rank, inDim: t.inDim, outDim: t.outDim, a, b });
+      out.set(t.tensor, { rank: t.rank, inDim: t.inDim, a, b });
     }
     return out;
   } finally {

@@ -6,26 +6,10 @@
 import { PaliGemmaError } from '../errors';
 import type { NativeAdapterInfo } from '../native/contract';
 
-export interface AdapterInfo {
-  /** The language-model part (llama.cpp's LoRA format). */
-  path: string;
-  /** The vision tower / projector part, when the adapter has one. */
+/** What `NativeAdapterInfo` says, with the empty optional parts left out. */
+export interface AdapterInfo extends Omit<NativeAdapterInfo, 'id' | 'visionPath' | 'trainedOn'> {
   visionPath?: string;
-  name: string;
-  /** The model it was converted against, and its family. */
-  baseName: string;
-  family: string;
-  /** base_model_name_or_path from the PEFT config, when it said. */
   trainedOn?: string;
-  rank: number;
-  alpha: number;
-  rslora: boolean;
-  /** Module kinds it changes: 'text.q_proj', 'vision.fc1', 'projector', ... */
-  targets: string[];
-  /** Memory its weights take. */
-  bytes: number;
-  hasText: boolean;
-  hasVision: boolean;
 }
 
 /** An adapter and the scale one call applies it at (1: as trained; 0: as if absent). */
@@ -48,20 +32,12 @@ export class Adapter {
     this.owner = owner;
     this.id = native.id;
     this.free = free;
+    const { id: _id, visionPath, trainedOn, ...rest } = native;
     this.info = Object.freeze({
-      path: native.path,
-      ...(native.visionPath ? { visionPath: native.visionPath } : {}),
-      name: native.name,
-      baseName: native.baseName,
-      family: native.family,
-      ...(native.trainedOn ? { trainedOn: native.trainedOn } : {}),
-      rank: native.rank,
-      alpha: native.alpha,
-      rslora: native.rslora,
-      targets: Object.freeze([...native.targets]) as string[],
-      bytes: native.bytes,
-      hasText: native.hasText,
-      hasVision: native.hasVision,
+      ...rest,
+      ...(visionPath ? { visionPath } : {}),
+      ...(trainedOn ? { trainedOn } : {}),
+      targets: Object.freeze([...rest.targets]) as string[],
     });
   }
 

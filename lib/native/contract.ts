@@ -229,17 +229,22 @@ export interface NativeAdapterUse {
 
 export interface NativeAdapterInfo {
   id: number;
+  /** The language-model part (llama.cpp's LoRA format). */
   path: string;
-  /** '' when the adapter leaves the vision tower and projector alone. */
+  /** The vision tower / projector part; '' when the adapter leaves them alone. */
   visionPath: string;
   name: string;
+  /** The model it was converted against, and its family. */
   baseName: string;
   family: string;
+  /** base_model_name_or_path from the PEFT config; '' when it said nothing. */
   trainedOn: string;
   rank: number;
   alpha: number;
   rslora: boolean;
+  /** Module kinds it changes: 'text.q_proj', 'vision.fc1', 'projector', ... */
   targets: string[];
+  /** Memory its weights take. */
   bytes: number;
   hasText: boolean;
   hasVision: boolean;

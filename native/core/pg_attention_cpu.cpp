@@ -10,6 +10,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include <immintrin.h>
+#include "pg_simd_exp.h"
 #define PG_AVX512 __attribute__((target("avx512f")))
 
 namespace {
@@ -20,22 +21,6 @@ constexpr int CHUNK   = PG_ATTENTION_CHUNK;
 
 __mmask16 lanes(int64_t n) {
     return n >= 16 ? (__mmask16) 0xFFFF : n <= 0 ? (__mmask16) 0 : (__mmask16) ((1u << n) - 1);
-}
-
-// exp(x) for x <= 0 (scores minus their maximum): 2^n * e^r with |r| <= ln2/2, e^r by its series to
-// r^6 (relative error under 2e-7), 2^n applied exactly by vscalefps.
-PG_AVX512 __m512 exp_nonpositive(__m512 x) {
-    x              = _mm512_max_ps(x, _mm512_set1_ps(-88.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
-    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x));
-    __m512       p = _mm512_set1_ps(1.0f / 720);
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
 }
 
 // s[r][j0 .. j0+nk) = q[r] . kt[.][j]: R query rows against up to 32 keys (side by side in lanes).
@@ -75,7 +60,7 @@ PG_AVX512 void softmax_chunk(float * s, int64_t n, float scale, float * m, float
     __m512       sum   = _mm512_setzero_ps();
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 k = lanes(n - j);
-        const __m512    p = exp_nonpositive(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), sc, shift));
+        const __m512    p = pg_exp_avx512(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), sc, shift));
         _mm512_mask_storeu_ps(s + j, k, p);
         sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, p));
     }

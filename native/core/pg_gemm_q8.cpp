@@ -60,6 +60,7 @@ void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out) {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include <immintrin.h>
+#include "pg_simd_exp.h"
 #define PG_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
 namespace {
@@ -77,27 +78,11 @@ PG_AVX512_VNNI inline void quantize_block(__m512 v0, __m512 v1, uint8_t * q, flo
     _mm_storeu_si128((__m128i *) (q + 16), _mm512_cvtepi32_epi8(i1));
 }
 
-// exp(x), x clamped to [-88, 88]: 2^n e^r with |r| <= ln2/2, e^r by its series to r^6 (relative
-// error under 2e-7), 2^n applied exactly by vscalefps.
-PG_AVX512_VNNI inline __m512 exp_ps(__m512 x) {
-    x              = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0f)), _mm512_set1_ps(88.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
-    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x));
-    __m512       p = _mm512_set1_ps(1.0f / 720);
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 // SigLIP's GELU, tanh form, exactly: 0.5 v (1 + tanh(u)) == v / (1 + exp(-2u)), u = sqrt(2/pi) (v + 0.044715 v^3).
 PG_AVX512_VNNI inline __m512 gelu_tanh(__m512 v) {
     const __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
     const __m512 z  = _mm512_mul_ps(_mm512_set1_ps(-1.5957691216057308f), _mm512_fmadd_ps(v3, _mm512_set1_ps(0.044715f), v));
-    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(z)));
+    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), pg_exp_avx512(z)));
 }
 
 // Quantizes rows [r0, r1) of x (f32, k values each), with a layer norm first when w is given.

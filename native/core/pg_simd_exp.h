@@ -1,0 +1,21 @@
+// exp(x) on 16 floats with AVX-512F, shared by our kernels (softmax in pg_attention_cpu, GELU in
+// pg_gemm_q8). Include only where <immintrin.h> and the x86-64 GNU target attributes are available.
+#pragma once
+
+#include <immintrin.h>
+
+// x clamped to [-88, 88]: 2^n e^r with |r| <= ln2/2, e^r by its series to r^6 (relative error under
+// 2e-7), 2^n applied exactly by vscalefps. Inlines into any caller compiled for AVX-512F or more.
+__attribute__((target("avx512f"))) inline __m512 pg_exp_avx512(__m512 x) {
+    x              = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
+    const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x));
+    __m512       p = _mm512_set1_ps(1.0f / 720);
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
