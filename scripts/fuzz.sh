@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # libFuzzer over the GGUF reading/validation path, the image decoding path, the LoRA adapter loader
 # and the mask decoder's input, bounded in time.
-#   scripts/fuzz.sh [SECONDS_PER_TARGET=60]
+#   scripts/fuzz.sh [SECONDS_PER_TARGET=60] [TARGET...]     (targets: gguf image adapter mask; default all)
 # Needs clang (Debian: apt-get install clang). Crashes land in native-build/fuzz/artifacts/; turn each
 # into a regression test (test/hostile.test.ts, test/model.test.ts) before fixing it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
+shift $(($# > 0 ? 1 : 0))
+if [ $# -gt 0 ]; then targets=("$@"); else targets=(gguf image adapter mask); fi
+for t in "${targets[@]}"; do
+  case $t in gguf | image | adapter | mask) ;; *) echo "fuzz: unknown target '$t' (gguf, image, adapter, mask)"; exit 2 ;; esac
+done
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (apt-get install clang)"; exit 2; }
 llama=$(node scripts/llama-source.mjs 2>/dev/null || echo "${LLAMA_CPP_DIR:?set LLAMA_CPP_DIR when Node is absent}")
 build=native-build/fuzz
@@ -32,7 +37,7 @@ if [ -z "$(ls "$build/corpus/adapter")" ]; then
 fi
 cp native/fuzz/corpus/mask/* "$build/corpus/mask/"
 export PG_FUZZ_MODEL="$build/model/tiny-v2-f32.gguf" PG_FUZZ_MMPROJ="$build/model/tiny-v2-mmproj-f32.gguf"
-for target in gguf image adapter mask; do
+for target in "${targets[@]}"; do
   echo "fuzz_$target: $secs s"
   "$build/fuzz_$target" -max_total_time="$secs" -max_len=$((4 << 20)) -rss_limit_mb=4096 \
     -artifact_prefix="$build/artifacts/$target-" "$build/corpus/$target"

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import t from 'tap';
 import { PaliGemma } from '../lib/index';
-import { availableMemory } from '../lib/model/memory';
+import { availableMemory, checkMemory } from '../lib/model/memory';
 import { getBinding } from '../lib/native/binding';
 import { convertedFixture } from './helpers/fixtures';
 
@@ -36,4 +36,46 @@ t.test('a model larger than the memory available is refused with the figures; me
   delete process.env.PALIGEMMA_MEMORY_AVAILABLE_MB;
   const real = availableMemory();
   if (process.platform === 'linux') t.ok(real && real.bytes > 0, `this machine: ${real && Math.round(real.bytes / (1 << 20))} MiB available (${real?.source})`);
+});
+
+t.test('with every layer on a GPU, the GPU memory is the limit', async (t) => {
+  const files = await convertedFixture('tiny-v2');
+  const weights = fs.statSync(files.model).size + fs.statSync(files.mmproj).size;
+  const cpu = { name: 'CPU', description: 'a CPU', type: 'cpu' as const, backend: 'CPU', memoryFree: 1e12, memoryTotal: 1e12 };
+  const gpu = (free: number, total = 1e11) => ({
+    name: 'CUDA0',
+    description: 'a big GPU',
+    type: 'gpu' as const,
+    backend: 'CUDA',
+    memoryFree: free,
+    memoryTotal: total,
+  });
+  const system = (...backends: (typeof cpu | ReturnType<typeof gpu>)[]) => ({
+    systemInfo: async () => ({ llamaCppCommit: '', backends, cpuFeatures: {}, cpuVariant: '', defaultThreads: 1, logicalCpus: 1 }),
+  });
+  t.teardown(() => {
+    delete process.env.PALIGEMMA_GPU_MEMORY_AVAILABLE_MB;
+  });
+  await t.rejects(checkMemory({ ...files, gpu: 'auto' }, system(cpu, gpu(weights / 2))), {
+    code: 'ERR_OUT_OF_MEMORY',
+    message:
+      /needs about \d+ MiB on a big GPU .* are available \(free memory of CUDA0\); use a smaller weight type, fewer layers on the GPU \(gpuLayers\), gpu: 'cpu'/,
+  });
+  t.ok(((await checkMemory({ ...files, gpu: 'cuda' }, system(cpu, gpu(weights * 4)))) ?? 0) > weights, 'fits: the estimate is returned');
+  t.equal(await checkMemory({ ...files, gpu: 'auto', gpuLayers: 3 }, system(cpu, gpu(1))), null, 'a partial offload is not checked');
+  t.equal(await checkMemory({ ...files, gpu: 'auto' }, system(cpu, gpu(0, 0))), null, 'a backend that reports no memory is not checked');
+  process.env.PALIGEMMA_GPU_MEMORY_AVAILABLE_MB = '1';
+  await t.rejects(checkMemory({ ...files, gpu: 'auto' }, system(cpu, gpu(1e11))), { message: /\(PALIGEMMA_GPU_MEMORY_AVAILABLE_MB\)/ });
+  process.env.PALIGEMMA_GPU_MEMORY_AVAILABLE_MB = 'x';
+  await t.rejects(checkMemory({ ...files, gpu: 'auto' }, system(cpu, gpu(1e11))), {
+    code: 'ERR_INVALID_ARGUMENT',
+    message: /PALIGEMMA_GPU_MEMORY_AVAILABLE_MB=x/,
+  });
+  // gpu: 'vulkan' with only a CUDA device, or gpu: 'cpu': the host's memory is the limit.
+  process.env.PALIGEMMA_MEMORY_AVAILABLE_MB = '1';
+  t.teardown(() => {
+    delete process.env.PALIGEMMA_MEMORY_AVAILABLE_MB;
+  });
+  await t.rejects(checkMemory({ ...files, gpu: 'vulkan' }, system(cpu, gpu(1e11))), { message: /\(PALIGEMMA_MEMORY_AVAILABLE_MB\)/ });
+  await t.rejects(checkMemory({ ...files, gpu: 'cpu' }, system(cpu, gpu(1e11))), { message: /\(PALIGEMMA_MEMORY_AVAILABLE_MB\)/ });
 });

@@ -59,6 +59,30 @@ t.test('generations keep no memory: under 1 KiB per call, native and JS', async 
   t.ok(js < 1024, `JavaScript heap: ${js.toFixed(0)} bytes per generation`);
 });
 
+t.test('images of varied sizes and kinds, a cached embedding among them, keep no memory', async (t) => {
+  const model = await PaliGemma.load({ ...(await convertedFixture('tiny-v2')), gpu: 'cpu', threads: 1 });
+  t.teardown(() => model.dispose());
+  const cached = await model.encodeImage(png);
+  // Sizes cycle through a fixed list, so the slope compares like with like.
+  const sizes = [
+    [8, 8],
+    [640, 480],
+    [33, 1021],
+    [1536, 1024],
+    [224, 224],
+    [97, 5],
+  ] as const;
+  const raw = sizes.map(([w, h], k) => ({ data: new Uint8Array(w * h * 3).fill(40 * k), width: w, height: h, channels: 3 as const }));
+  const { native, js, nativeKnown } = await growthPerCall(
+    (i) => model.generate({ image: i % 7 === 6 ? cached : raw[i % raw.length]!, prompt: 'caption en', maxTokens: 1 + (i % 5) }),
+    42,
+    420,
+    42,
+  );
+  if (nativeKnown) t.ok(native < 1024, `native memory: ${native.toFixed(0)} bytes per generation`);
+  t.ok(js < 4096, `JavaScript heap: ${js.toFixed(0)} bytes per generation`);
+});
+
 t.test('load/dispose cycles keep no memory: under 16 KiB per cycle', async (t) => {
   const files = await convertedFixture('tiny-v2');
   const { native, js, nativeKnown } = await growthPerCall(

@@ -1,13 +1,13 @@
 /**
- * The memory check before a load: weights (both files, read into memory on the CPU) + the KV cache
- * of the context asked for, against what the system (and a container's cgroup limit) has available.
+ * The memory check before a load: weights (both files) + the KV cache of the context asked for,
+ * against what the system (and a container's cgroup limit) has available, or the GPU the model goes to.
  * A model that cannot fit is refused with the figures, before anything is allocated.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import { PaliGemmaError } from '../errors';
 import { readGGUF } from '../gguf/read';
-import type { NativeBinding, NativeLoadOptions } from '../native/contract';
+import type { NativeBinding, NativeDeviceInfo, NativeLoadOptions } from '../native/contract';
 
 const MB = 1024 * 1024;
 
@@ -46,14 +46,29 @@ function readText(file: string): string | null {
   }
 }
 
-/** Throws ERR_OUT_OF_MEMORY when the model evidently cannot fit; returns the estimate otherwise. */
-export async function checkMemory(native: NativeLoadOptions, binding: NativeBinding): Promise<number | null> {
-  if (native.gpu !== 'cpu') {
-    // Weights may go to a GPU's memory: the host's figure says nothing then.
-    const { backends } = await binding.systemInfo();
-    if (backends.some((d) => d.type !== 'cpu')) return null;
+/** The device the weights go to when they are all offloaded to a GPU: the first of the backend asked for. */
+function offloadDevice(native: NativeLoadOptions, devices: NativeDeviceInfo[]): NativeDeviceInfo | undefined {
+  if (native.gpu === 'cpu') return undefined;
+  return devices.find((d) => d.type !== 'cpu' && (native.gpu === undefined || native.gpu === 'auto' || d.backend.toLowerCase().includes(native.gpu)));
+}
+
+/**
+ * Throws ERR_OUT_OF_MEMORY when the model evidently cannot fit; returns the estimate otherwise.
+ * With every layer on a GPU, the GPU's free memory is the limit; with some layers (gpuLayers), the
+ * split between host and device is llama.cpp's to make, and no figure is checked.
+ */
+export async function checkMemory(native: NativeLoadOptions, binding: Pick<NativeBinding, 'systemInfo'>): Promise<number | null> {
+  let available: { bytes: number; source: string } | null;
+  let where = '';
+  const { backends } = await binding.systemInfo();
+  const gpu = offloadDevice(native, backends);
+  if (gpu) {
+    if (native.gpuLayers !== undefined) return null;
+    available = gpuMemory(gpu);
+    where = ` on ${gpu.description || gpu.name}`;
+  } else {
+    available = availableMemory();
   }
-  const available = availableMemory();
   if (!available) return null;
   const weights = fs.statSync(native.model).size + fs.statSync(native.mmproj).size;
   const md = (await readGGUF(native.model, { maxArrayLength: 0 })).metadata;
@@ -67,9 +82,23 @@ export async function checkMemory(native: NativeLoadOptions, binding: NativeBind
   if (need > available.bytes) {
     throw new PaliGemmaError(
       'ERR_OUT_OF_MEMORY',
-      `${native.model}: the model needs about ${Math.ceil(need / MB)} MiB (weights ${Math.ceil(weights / MB)} MiB + KV cache ${Math.ceil(kv / MB)} MiB for ${ctx} tokens), ` +
-        `but ${Math.floor(available.bytes / MB)} MiB are available (${available.source}); use a smaller weight type, free memory, or pass memoryCheck: false`,
+      `${native.model}: the model needs about ${Math.ceil(need / MB)} MiB${where} (weights ${Math.ceil(weights / MB)} MiB + KV cache ${Math.ceil(kv / MB)} MiB for ${ctx} tokens), ` +
+        `but ${Math.floor(available.bytes / MB)} MiB are available (${available.source}); ` +
+        `use a smaller weight type${gpu ? ", fewer layers on the GPU (gpuLayers), gpu: 'cpu'" : ''}, free memory, or pass memoryCheck: false`,
     );
   }
   return need;
+}
+
+/** A GPU's free memory (PALIGEMMA_GPU_MEMORY_AVAILABLE_MB overrides it); null where the backend reports none. */
+function gpuMemory(device: NativeDeviceInfo): { bytes: number; source: string } | null {
+  const forced = process.env.PALIGEMMA_GPU_MEMORY_AVAILABLE_MB;
+  if (forced !== undefined && forced !== '') {
+    const mb = Number(forced);
+    if (!Number.isFinite(mb) || mb < 0)
+      throw new PaliGemmaError('ERR_INVALID_ARGUMENT', `PALIGEMMA_GPU_MEMORY_AVAILABLE_MB=${forced}: expected a number of MiB`);
+    return { bytes: mb * MB, source: 'PALIGEMMA_GPU_MEMORY_AVAILABLE_MB' };
+  }
+  if (!(device.memoryTotal > 0)) return null;
+  return { bytes: device.memoryFree, source: `free memory of ${device.name}` };
 }
