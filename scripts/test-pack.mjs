@@ -153,6 +153,27 @@ try {
     if (!/selftest passed/.test(self.stdout) || (self.stdout.match(/^PASS /gm) ?? []).length !== manifest.cases.length)
       throw new Error(`selftest: ${self.stdout}`);
     log('selftest from the installed package: passed');
+
+    // The server's runtime dependencies came with the package: its health answers while no model is loaded.
+    const served = run(
+      path.join(bin, 'node'),
+      [
+        '-e',
+        `
+    const { createServer } = require('paligemma-node');
+    const server = createServer(new Promise(() => {}), { page: false });
+    server.listen({ port: 0 }).then(async (url) => {
+      const res = await fetch(url + '/health');
+      console.log(JSON.stringify({ status: res.status, body: await res.json() }));
+      await server.close();
+    });
+  `,
+      ],
+      { cwd: app, env },
+    );
+    const health = JSON.parse(served.stdout);
+    if (health.status !== 503 || health.body.status !== 'loading') throw new Error(`createServer from the installed package: ${served.stdout}`);
+    log('createServer from the installed package: ok');
   }
 
   const withScripts = installInto('app', []);
