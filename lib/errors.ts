@@ -15,8 +15,11 @@ export const NATIVE_ERROR_CODES = [
   'ERR_BACKEND',
   'ERR_INTERNAL',
 ] as const;
-/** Every code a PaliGemmaError can carry: the native ones and those only lib/ raises. */
-export const ERROR_CODES = [...NATIVE_ERROR_CODES, 'ERR_DISPOSED', 'ERR_NO_BINARY', 'ERR_WRITE'] as const;
+/**
+ * Every code a PaliGemmaError can carry: the native ones and those only lib/ raises (ERR_NETWORK: the
+ * hub could not be reached or kept failing; ERR_AUTH: the hub refused the token, or wants one).
+ */
+export const ERROR_CODES = [...NATIVE_ERROR_CODES, 'ERR_DISPOSED', 'ERR_NO_BINARY', 'ERR_WRITE', 'ERR_NETWORK', 'ERR_AUTH'] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export type PaliGemmaErrorCode = ErrorCode;

@@ -10,6 +10,8 @@ export type { PaliGemmaErrorCode } from './errors';
 export { AbortError, PaliGemmaError } from './errors';
 export type { GGUFInfo, GGUFTensorInfo, GGUFValue, ReadGGUFOptions } from './gguf/read';
 export { readGGUF } from './gguf/read';
+export type { PullOptions, PullProgress, PullResult } from './hub/pull';
+export { pull } from './hub/pull';
 export type { Annotation } from './image/annotate';
 export { annotateImage } from './image/annotate';
 export type { ImageInput, RawImage } from './image/input';
@@ -29,6 +31,8 @@ export type {
 } from './model/options';
 export { PaliGemma } from './model/paligemma';
 export type { FlashAttentionMode, GpuChoice, KvCacheType, Phase, StopReason, VisionAttentionMode, VisionMatmulMode } from './native/contract';
+export type { PaliGemmaServer, ServerAddress, ServerOptions } from './server/app';
+export { createServer } from './server/app';
 export type { DeviceInfo, SystemInfo } from './system';
 export { systemInfo } from './system';
 export type { Box, Location, Region } from './tasks/locations';

@@ -9,11 +9,24 @@ import { PaliGemmaError } from '../errors';
 import { packageRoot } from '../native/binding';
 import { type CliIO, type Command, type Out, parseCommand, UsageError } from './args';
 import { CONVERT_COMMAND, CONVERT_LORA_COMMAND } from './commands/convert';
+import { CACHE_COMMAND, MODELS_COMMAND, PULL_COMMAND } from './commands/hub';
 import { INFO_COMMAND, SYSTEM_COMMAND } from './commands/inspect';
 import { SELFTEST_COMMAND } from './commands/selftest';
+import { SERVE_COMMAND } from './commands/serve';
 import { TASK_COMMANDS } from './commands/tasks';
 
-export const COMMANDS: Command[] = [...TASK_COMMANDS, CONVERT_COMMAND, CONVERT_LORA_COMMAND, INFO_COMMAND, SYSTEM_COMMAND, SELFTEST_COMMAND];
+export const COMMANDS: Command[] = [
+  ...TASK_COMMANDS,
+  CONVERT_COMMAND,
+  CONVERT_LORA_COMMAND,
+  PULL_COMMAND,
+  MODELS_COMMAND,
+  CACHE_COMMAND,
+  INFO_COMMAND,
+  SYSTEM_COMMAND,
+  SELFTEST_COMMAND,
+  SERVE_COMMAND,
+];
 
 function version(): string {
   return (JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;

@@ -1,13 +1,17 @@
 /**
- * Which GGUF pair a CLI command runs: --model names a text GGUF (its mmproj is found beside it) or
- * a folder holding one of each; --mmproj names the vision file explicitly.
+ * Which GGUF pair a CLI command runs: --model names a text GGUF (its mmproj is found beside it), a
+ * folder holding one of each, or a hub repo (`org/name[@revision]` where no such path exists, or
+ * `hf://org/name[@revision]`), pulled and converted on first use; --mmproj names the vision file explicitly.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { TEXT_TYPES } from '../convert/index';
 import { PaliGemmaError } from '../errors';
 import { readGGUF } from '../gguf/read';
-import { UsageError } from './args';
+import { resolveHubModel } from '../hub/pull';
+import { hubModelRef } from '../hub/repo';
+import { type Out, UsageError } from './args';
+import { pullProgress } from './progress';
 
 async function architecture(file: string): Promise<unknown> {
   return (await readGGUF(file, { maxArrayLength: 0 }).catch(() => null))?.metadata['general.architecture'];
@@ -42,8 +46,37 @@ async function mmprojBeside(model: string): Promise<string | string[]> {
   return vision.length === 1 ? vision[0]! : vision;
 }
 
-export async function resolveModelPair(model: string | undefined, mmproj: string | undefined): Promise<{ model: string; mmproj: string }> {
+/** A hub repo as --model: the pair from paligemma's cache, pulled (with progress on `err`) when not there yet. */
+async function hubPair(model: string, mmproj: string | undefined, o: ModelPairOptions): Promise<{ model: string; mmproj: string }> {
+  if (mmproj !== undefined)
+    throw new PaliGemmaError('ERR_INVALID_ARGUMENT', `--mmproj ${mmproj}: not with a hub repo as --model (${model}): the repo's pair is used`);
+  try {
+    const r = await resolveHubModel(model, { signal: o.signal, onProgress: o.err ? pullProgress(o.err, o.json) : undefined });
+    return { model: r.model, mmproj: r.mmproj };
+  } catch (err) {
+    // `org/name` could also be a mistyped path: say so.
+    if (err instanceof PaliGemmaError && err.code === 'ERR_FILE_NOT_FOUND' && !model.startsWith('hf://')) {
+      throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `--model ${model}: no such file or folder, and as a hub repo: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+export interface ModelPairOptions {
+  /** Where a hub repo's download and conversion progress goes (none without). */
+  err?: Out;
+  /** Progress as JSON lines. */
+  json?: boolean;
+  signal?: AbortSignal;
+}
+
+export async function resolveModelPair(
+  model: string | undefined,
+  mmproj: string | undefined,
+  options: ModelPairOptions = {},
+): Promise<{ model: string; mmproj: string }> {
   if (!model) throw new UsageError('--model is required (a text GGUF, or a folder holding the text GGUF and its mmproj)');
+  if (hubModelRef(model)) return hubPair(model, mmproj, options);
   if (!fs.existsSync(model)) throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `--model ${model}: no such file or folder`);
   if (mmproj !== undefined && !fs.existsSync(mmproj)) throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `--mmproj ${mmproj}: no such file`);
   if (fs.statSync(model).isDirectory()) {

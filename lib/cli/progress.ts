@@ -1,5 +1,6 @@
-/** Progress on stderr: a bar with bytes, rate and ETA on a TTY, a few plain lines otherwise. */
+/** Progress on stderr: a bar with bytes, rate and ETA on a TTY, a few plain lines otherwise (conversion, pull, load). */
 import type { ConvertProgress } from '../convert/index';
+import type { PullProgress } from '../hub/pull';
 import type { Out } from './args';
 
 export function formatBytes(n: number): string {
@@ -49,6 +50,71 @@ export function loadProgress(err: Out) {
     else if (Math.floor(pct / 25) !== last) {
       last = Math.floor(pct / 25);
       err.write(`loading model ${pct}%\n`);
+    }
+  };
+}
+
+/**
+ * Pull progress on stderr: the download (bytes, rate and ETA of this run's transfer), then the
+ * conversion as progressPrinter shows it. With `json`, one JSON object a line instead, at most one
+ * a second per phase (plus each phase's end), for programs that watch.
+ */
+export function pullProgress(err: Out, json = false, now: () => number = Date.now) {
+  let convert: ReturnType<typeof progressPrinter> | undefined;
+  let start = 0;
+  let base = 0;
+  let lastWrite = -Infinity;
+  let lastPlain = -1;
+  let lastPhase = '';
+  let total = -1;
+  return (p: PullProgress) => {
+    const t = now();
+    const phaseChanged = p.phase !== lastPhase;
+    lastPhase = p.phase;
+    if (p.phase !== 'download') {
+      if (!json) {
+        convert ??= progressPrinter(err, now);
+        convert(p);
+      } else if (phaseChanged || p.phase === 'done' || t - lastWrite >= 1000) {
+        lastWrite = t;
+        err.write(`${JSON.stringify({ phase: p.phase, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, fraction: Number(p.fraction.toFixed(4)) })}\n`);
+      }
+      return;
+    }
+    if (phaseChanged || p.bytesTotal !== total) {
+      // A new download (or another batch of files within one): rate and ETA start over.
+      start = t;
+      base = p.bytesDone;
+      total = p.bytesTotal;
+      lastPlain = -1;
+    }
+    const elapsed = (t - start) / 1000;
+    const rate = elapsed > 0 ? (p.bytesDone - base) / elapsed : 0;
+    const eta = rate > 0 ? (p.bytesTotal - p.bytesDone) / rate : Infinity;
+    const finished = p.bytesDone >= p.bytesTotal;
+    if (json) {
+      if (!phaseChanged && !finished && t - lastWrite < 1000) return;
+      lastWrite = t;
+      const line = {
+        ...p,
+        fraction: Number(p.fraction.toFixed(4)),
+        bytesPerSecond: Math.round(rate),
+        etaSeconds: Number.isFinite(eta) ? Math.round(eta) : null,
+      };
+      err.write(`${JSON.stringify(line)}\n`);
+      return;
+    }
+    const pct = Math.floor(p.fraction * 100);
+    const line = `downloading ${p.file.padEnd(20)} ${String(pct).padStart(3)}% ${formatBytes(p.bytesDone)}/${formatBytes(p.bytesTotal)} ${formatBytes(rate)}/s ETA ${formatDuration(eta)}`;
+    if (err.isTTY) {
+      if (!finished && t - lastWrite < 100) return;
+      lastWrite = t;
+      const width = 24;
+      const filled = Math.round(p.fraction * width);
+      err.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${line}\x1b[K${finished ? '\n' : ''}`);
+    } else if (Math.floor(pct / 10) !== lastPlain) {
+      lastPlain = Math.floor(pct / 10);
+      err.write(`${line}\n`);
     }
   };
 }

@@ -94,8 +94,10 @@ export class Checkpoint {
       if (!map || typeof map !== 'object') throw new PaliGemmaError('ERR_INVALID_FILE', `${index}: no weight_map`);
       files = [];
       // A checkpoint is untrusted input: every shard must be a file of this folder (no '..', no
-      // absolute path, no symlink leading out of it).
+      // absolute path, no symlink leading out of it), or, in a Hugging Face cache snapshot
+      // (`snapshots/<commit>/`), a link to that repo's `blobs/`.
       const realDir = await fs.promises.realpath(dir);
+      const blobs = path.basename(path.dirname(realDir)) === 'snapshots' ? path.join(path.dirname(path.dirname(realDir)), 'blobs') : null;
       for (const name of new Set(Object.values(map))) {
         if (typeof name !== 'string' || !name || name !== path.basename(name) || name === '..' || name.includes('\\')) {
           throw new PaliGemmaError('ERR_INVALID_FILE', `${index}: weight_map names ${JSON.stringify(name)}, not a file name of the checkpoint folder`);
@@ -103,7 +105,7 @@ export class Checkpoint {
         const f = path.join(dir, name);
         if (!fs.existsSync(f)) throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${f}: shard named in ${path.basename(index)} is missing`);
         const real = await fs.promises.realpath(f);
-        if (path.dirname(real) !== realDir) {
+        if (path.dirname(real) !== realDir && path.dirname(real) !== blobs) {
           throw new PaliGemmaError('ERR_INVALID_FILE', `${f}: shard named in ${path.basename(index)} leads out of the checkpoint folder (to ${real})`);
         }
         files.push(f);

@@ -4,6 +4,9 @@
  */
 import fs from 'node:fs';
 import { invalidArgument, PaliGemmaError } from '../errors';
+import type { PullOptions } from '../hub/pull';
+import { resolveHubModel } from '../hub/pull';
+import { hubModelRef } from '../hub/repo';
 import type { ImageInput } from '../image/input';
 import {
   FLASH_ATTENTION_MODES,
@@ -28,10 +31,16 @@ import * as v from '../validate';
 import { Adapter, type AdapterChoice } from './adapter';
 
 export interface LoadOptions {
-  /** The text model GGUF (`<name>-<type>.gguf` from `paligemma convert`). */
+  /**
+   * The text model GGUF (`<name>-<type>.gguf` from `paligemma convert`), or a Hugging Face hub repo:
+   * `org/name[@revision]` (when no such path exists) or `hf://org/name[@revision]`, pulled and
+   * converted on first use (see pull()); then `mmproj` is left out.
+   */
   model: string;
-  /** The vision model GGUF (`<name>-mmproj-<type>.gguf`). */
-  mmproj: string;
+  /** The vision model GGUF (`<name>-mmproj-<type>.gguf`); required unless `model` is a hub repo. */
+  mmproj?: string;
+  /** With a hub repo as `model`: pull()'s options (types, progress, token...). */
+  pull?: Omit<PullOptions, 'repo' | 'signal'>;
   /** Where to run: 'auto' (a GPU when this build has one, else CPU), 'cpu', 'cuda', 'metal' or 'vulkan'. */
   gpu?: GpuChoice;
   /** With a GPU: how many text layers to offload (default: all). */
@@ -180,6 +189,7 @@ export interface GenerateResult {
 const LOAD_KEYS = [
   'model',
   'mmproj',
+  'pull',
   'gpu',
   'gpuLayers',
   'threads',
@@ -250,7 +260,7 @@ export async function planLoad(options: LoadOptions): Promise<LoadPlan> {
     throw invalidArgument('options.memoryCheck', 'a boolean', options.memoryCheck);
   const native: NativeLoadOptions = {
     model: options.model,
-    mmproj: options.mmproj,
+    mmproj: options.mmproj as string,
     gpu: v.optionalEnum('options.gpu', options.gpu, GPU_CHOICES) ?? 'auto',
     gpuLayers: v.optionalInteger('options.gpuLayers', options.gpuLayers, 0, 100000),
     threads: v.optionalInteger('options.threads', options.threads, 1, 1024),
@@ -264,8 +274,19 @@ export async function planLoad(options: LoadOptions): Promise<LoadPlan> {
   };
   const onProgress = v.optionalFunction<(f: number) => void>('options.onProgress', options.onProgress);
   const signal = v.optionalSignal('options.signal', options.signal);
-  await checkReadable('options.model', options.model);
-  await checkReadable('options.mmproj', options.mmproj);
+  const hub = typeof options.model === 'string' ? hubModelRef(options.model) : null;
+  if (options.pull !== undefined && (!v.isPlainObject(options.pull) || !hub)) {
+    throw invalidArgument('options.pull', 'an object, with a hub repo as options.model', options.pull);
+  }
+  if (hub) {
+    if (options.mmproj !== undefined)
+      throw invalidArgument('options.mmproj', `nothing when options.model is a hub repo (${options.model}): its pair is used`, options.mmproj);
+    const pulled = await resolveHubModel(options.model, { ...options.pull, signal });
+    native.model = pulled.model;
+    native.mmproj = pulled.mmproj;
+  }
+  await checkReadable('options.model', native.model);
+  await checkReadable('options.mmproj', native.mmproj);
   return { native, memoryCheck: options.memoryCheck !== false, onProgress, signal };
 }
 

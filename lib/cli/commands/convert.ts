@@ -10,7 +10,12 @@ import { progressPrinter } from '../progress';
  * Runs a conversion that SIGINT / SIGTERM abort (the converter then removes its temporary files and
  * writes nothing under the final names); exits 128 + the signal's number, as a shell expects.
  */
-async function untilSignal(err: NodeJS.WritableStream, command: string, run: (signal: AbortSignal) => Promise<number>): Promise<number> {
+export async function untilSignal(
+  err: NodeJS.WritableStream,
+  command: string,
+  run: (signal: AbortSignal) => Promise<number>,
+  left = 'no output was written',
+): Promise<number> {
   const controller = new AbortController();
   let received: NodeJS.Signals | undefined;
   const handlers = (['SIGINT', 'SIGTERM'] as const).map((name) => {
@@ -25,7 +30,7 @@ async function untilSignal(err: NodeJS.WritableStream, command: string, run: (si
     return await run(controller.signal);
   } catch (e) {
     if (received && e instanceof AbortError) {
-      err.write(`paligemma: ${command}: stopped by ${received}; no output was written\n`);
+      err.write(`paligemma: ${command}: stopped by ${received}; ${left}\n`);
       return 128 + os.constants.signals[received];
     }
     throw e;

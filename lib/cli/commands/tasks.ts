@@ -29,7 +29,9 @@ const MODEL_OPTIONS: OptionSpec = {
 };
 
 const MODEL_USAGE = `model options:
-  -m, --model <x.gguf|DIR>   the text GGUF (its <name>-mmproj-*.gguf is found beside it), or a folder holding both
+  -m, --model <x.gguf|DIR|org/name>
+                             the text GGUF (its <name>-mmproj-*.gguf is found beside it), a folder holding
+                             both, or a hub repo (org/name[@rev] or hf://org/name): pulled on first use
       --mmproj <file>        the vision GGUF, when it is not beside the text model
       --gpu <g>              ${GPU_CHOICES.join(' | ')} (default auto)
   -t, --threads <n>          CPU threads (default: physical cores)
@@ -107,7 +109,7 @@ async function runTask(task: TaskName, { values, positionals }: Parsed, { out, e
   if (task === 'segment' && text!.includes(';')) throw new UsageError('segment takes one label', task);
   if (!fs.existsSync(image)) throw new PaliGemmaError('ERR_FILE_NOT_FOUND', `${image}: no such file`);
   const loras = ((values.lora as string[] | undefined) ?? []).map((v) => parseLoraOption(v, task));
-  const files = await resolveModelPair(str('model'), str('mmproj'));
+  const files = await resolveModelPair(str('model'), str('mmproj'), { err });
 
   const model = await PaliGemma.load({ ...files, gpu, threads, contextSize, onProgress: loadProgress(err) });
   try {
