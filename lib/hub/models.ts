@@ -4,19 +4,14 @@
  * sizes from each GGUF type's bits per weight, memory as PaliGemma.load's check counts it (weights +
  * the KV cache of the default context). Estimates, not measurements.
  */
+import type { PaliGemmaConfig } from '../convert/config';
 import type { TextType, VisionType } from '../convert/index';
 import { GGML_TYPES, type GGMLTypeName } from '../gguf/types';
 
-interface TextShape {
-  hidden: number;
-  ffn: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
+type TextShape = Pick<PaliGemmaConfig['text'], 'hidden' | 'ffn' | 'layers' | 'heads' | 'kvHeads' | 'headDim'> & {
   /** RMSNorm gains per layer: 2 in Gemma, 4 in Gemma 2. */
   norms: number;
-}
+};
 
 const VOCAB = 257216; // Gemma's 256000 + PaliGemma's 1024 <loc> and 128 <seg> tokens, padded
 const GEMMA_2B: TextShape = { hidden: 2048, ffn: 16384, layers: 18, heads: 8, kvHeads: 1, headDim: 256, norms: 2 };
