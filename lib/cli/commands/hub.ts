@@ -126,11 +126,12 @@ options:
         'Estimates from parameter counts and bits per weight, not measurements: file = the GGUF pair,\n' +
         'memory = file + KV cache at the default context (image tokens + 512).\n\n',
     );
-    out.write(`${'repo'.padEnd(36)} ${'params'.padStart(7)} ${'download'.padStart(9)}   ${heads.join('')}\n`);
-    out.write(`${''.padEnd(36)} ${''.padStart(7)} ${''.padStart(9)}   ${columns.map(() => 'file / memory'.padEnd(22)).join('')}\n`);
+    const width = Math.max(...rows.map((r) => r.repo.length), 4) + 1;
+    out.write(`${'repo'.padEnd(width)} ${'params'.padStart(7)} ${'download'.padStart(9)}   ${heads.join('')}\n`);
+    out.write(`${''.padEnd(width)} ${''.padStart(7)} ${''.padStart(9)}   ${columns.map(() => 'file / memory'.padEnd(22)).join('')}\n`);
     for (const r of rows) {
       const cells = r.pairs.map((p) => `${gb(p.fileBytes)} / ${gb(p.memoryBytes)}`.padEnd(22));
-      out.write(`${r.repo.padEnd(36)} ${`${(r.parameters / 1e9).toFixed(2)}B`.padStart(7)} ${gb(r.downloadBytes).padStart(9)}   ${cells.join('')}\n`);
+      out.write(`${r.repo.padEnd(width)} ${`${(r.parameters / 1e9).toFixed(2)}B`.padStart(7)} ${gb(r.downloadBytes).padStart(9)}   ${cells.join('')}\n`);
     }
     out.write('\nOther fine-tunes: google/paligemma-3b-ft-<task>-<resolution> (sizes as pt at that resolution).\n');
     return 0;
