@@ -10,6 +10,8 @@ import t from 'tap';
 import { runCli } from './helpers/cli';
 import { convertedFixture } from './helpers/fixtures';
 import { chat, get, PNG_DATA_URL, parseSse, post, readUntil, waitFor } from './helpers/http';
+import { checkpointFiles, hubEnv } from './helpers/hub-env';
+import { startHubServer } from './helpers/hub-server';
 import { tmpDir } from './helpers/tmp';
 
 t.test('serve: usage', async (t) => {
@@ -17,6 +19,7 @@ t.test('serve: usage', async (t) => {
   t.equal(help.code, 0);
   t.match(help.out, /usage: paligemma serve --model/);
   t.match(help.out, /--api-key/);
+  t.match(help.out, /--model <x\.gguf\|DIR\|org\/name>[\s\S]*a hub repo \(org\/name\[@rev\] or hf:\/\/org\/name\)/, 'a hub repo as --model');
   const listed = await runCli(['help']);
   t.match(listed.out, /serve\s+an HTTP API/, 'in the command list');
   const parallel = await runCli(['serve', '--parallel', '2', '-m', 'x.gguf']);
@@ -69,6 +72,19 @@ async function serve(args: string[]): Promise<Served> {
   if (!url) throw new Error(`serve did not start:\n${stderr}`);
   return { child, url, stderr: () => stderr, exit };
 }
+
+t.test('serve --model org/name: the pull shows its progress on stderr', async (t) => {
+  const hub = await startHubServer([{ id: 'org/tiny', files: checkpointFiles('tiny-v2') }]);
+  t.teardown(() => hub.close());
+  hubEnv(t, hub); // the child inherits the environment
+  const s = await serve(['--model', 'org/tiny', '--gpu', 'cpu', '--quiet']);
+  t.teardown(() => void s.child.kill('SIGKILL'));
+  t.match(s.stderr(), /downloading model\.safetensors .*100% /, 'download progress');
+  t.match(s.stderr(), /\ndone\s+100% /, 'then the conversion');
+  await waitFor(async () => (await get(`${s.url}/health`)).status === 200, 60_000, 'the model to load');
+  s.child.kill('SIGTERM');
+  t.same(await s.exit, { code: 0, signal: null });
+});
 
 t.test('serve as a child process: SIGTERM drains, a second signal stops', async (t) => {
   const files = await convertedFixture('tiny-v2', 'f32', true);

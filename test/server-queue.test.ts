@@ -1,12 +1,13 @@
 // The server under load and faults: requests queue in order, a full queue answers 429, a client
 // that disconnects stops its generation (and the queue moves on), concurrent clients get what
 // sequential ones would, close() lets accepted requests finish, and the model may still be loading.
+import net from 'node:net';
 import t from 'tap';
 import { createServer, PaliGemma } from '../lib/index';
 import type { NativeGenerateResult } from '../lib/native/contract';
 import { JobQueue, QueueFullError } from '../lib/server/queue';
 import { convertedFixture } from './helpers/fixtures';
-import { chat, deferred, get, PNG, PNG_DATA_URL, parseSse, post, readUntil, waitFor } from './helpers/http';
+import { chat, deferred, get, PNG, PNG_DATA_URL, parseSse, post, readUntil, sleep, waitFor } from './helpers/http';
 import { spyNative } from './helpers/spy';
 
 // The tiny model decodes about a token per millisecond: 3000 tokens make a generation that lasts.
@@ -22,7 +23,10 @@ t.test('the queue: order, bound, aborts', async (t) => {
     await gate.promise;
     return 'a';
   });
-  const b = q.run(none, async () => (order.push('b'), 'b'));
+  const b = q.run(none, async () => {
+    order.push('b');
+    return 'b';
+  });
   t.equal(q.running, 1);
   t.equal(q.queued, 1);
   const full = await q.run(none, async () => 'c').catch((e: unknown) => e);
@@ -195,6 +199,32 @@ t.test('the server under load', async (t) => {
     t.equal(await server.close(), undefined, 'close() again: the same');
   });
 
+  t.test('close() does not wait for a client that stalls in its body', async (t) => {
+    const server = createServer(model);
+    const url = new URL(await server.listen({ port: 0 }));
+    t.equal(server.app.server.requestTimeout, 300_000, 'a request must arrive within 5 minutes');
+    const stalled: net.Socket[] = [];
+    let closedSockets = 0;
+    for (const route of ['/v1/caption', '/v1/answer']) {
+      const socket = net.connect(Number(url.port), url.hostname);
+      socket.on('error', () => undefined);
+      socket.on('close', () => closedSockets++);
+      await new Promise((r) => socket.once('connect', r));
+      const type = route === '/v1/caption' ? 'application/json' : 'multipart/form-data; boundary=x';
+      socket.write(`POST ${route} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: ${type}\r\nContent-Length: 100000\r\n\r\n-`);
+      stalled.push(socket);
+    }
+    t.teardown(() => {
+      for (const s of stalled) s.destroy();
+    });
+    await sleep(200); // the server has the headers and one byte of each body
+    const t0 = performance.now();
+    const closed = await Promise.race([server.close().then(() => 'closed'), sleep(5000).then(() => 'still open after 5 s')]);
+    t.equal(closed, 'closed', 'close() resolved');
+    t.ok(performance.now() - t0 < 1500, `promptly (${(performance.now() - t0).toFixed(0)} ms)`);
+    await waitFor(() => closedSockets === 2, 2000, 'the stalled connections to close');
+  });
+
   t.test('while the model loads: /health reports progress, model requests get 503 with Retry-After', async (t) => {
     const loading = deferred<PaliGemma>();
     const server = createServer(loading.promise);
@@ -220,5 +250,11 @@ t.test('the server under load', async (t) => {
     await waitFor(async () => (await get(`${furl}/health`)).status === 500, 5000, 'the failure');
     t.same((await get(`${furl}/health`)).json, { status: 'error', error: 'no such weights' });
     t.match((await post(`${furl}/v1/ocr`, { image: PNG_DATA_URL })).json.error, { code: 'model_failed', message: /failed to load: no such weights/ });
+    // With an API key /health (which needs none) does not show the error: it may name local paths.
+    const keyed = createServer(Promise.reject(new Error('/home/me/secret/model.gguf: bad')), { apiKey: 'k' });
+    const kurl = await keyed.listen({ port: 0 });
+    t.teardown(() => keyed.close());
+    await waitFor(async () => (await get(`${kurl}/health`)).status === 500, 5000, 'the failure');
+    t.same((await get(`${kurl}/health`)).json, { status: 'error', error: 'the model failed to load' });
   });
 });

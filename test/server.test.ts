@@ -6,7 +6,7 @@ import t from 'tap';
 import { createServer, PaliGemma } from '../lib/index';
 import { getBinding } from '../lib/native/binding';
 import { convertedFixture } from './helpers/fixtures';
-import { chat, get, PNG, PNG_DATA_URL, parseSse, post, rawRequest, read } from './helpers/http';
+import { chat, get, PNG, PNG_DATA_URL, parseSse, post, rawRequest, read, waitFor } from './helpers/http';
 
 t.test('the server over a real model', async (t) => {
   const files = await convertedFixture('tiny-v2', 'f32', true);
@@ -119,7 +119,28 @@ t.test('the server over a real model', async (t) => {
     const bad = await client.chat.completions.create({ model: 'tiny', messages, max_tokens: 5, frequency_penalty: 1 }).catch((e: unknown) => e);
     t.ok(bad instanceof OpenAI.APIError, 'an API error');
     t.equal((bad as InstanceType<typeof OpenAI.APIError>).status, 400);
-    t.match((bad as Error).message, /frequency_penalty: unknown field/, 'the client shows the message');
+    t.match((bad as Error).message, /frequency_penalty: not supported/, 'the client shows the message');
+    // What clients send by default, at its neutral value, is taken.
+    const neutral = await client.chat.completions.create({
+      model: 'tiny',
+      messages: [{ role: 'system', content: '' }, ...messages],
+      max_tokens: 5,
+      frequency_penalty: 0,
+      presence_penalty: 0,
+      logprobs: false,
+      response_format: { type: 'text' },
+      parallel_tool_calls: true,
+    });
+    t.equal(neutral.choices[0]!.message.content, expected, 'neutral penalties, logprobs: false, text format, an empty system message');
+    const obfuscation = await client.chat.completions.create({
+      model: 'tiny',
+      messages,
+      max_tokens: 5,
+      stream: true,
+      stream_options: { include_usage: true, include_obfuscation: false },
+    });
+    for await (const _ of obfuscation);
+    t.pass('stream_options.include_obfuscation is accepted');
     const wrongKey = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'nope', maxRetries: 0 });
     const denied = await wrongKey.models.list().catch((e: unknown) => e);
     t.ok(denied instanceof OpenAI.AuthenticationError, 'a wrong key: 401');
@@ -233,11 +254,15 @@ t.test('the server over a real model', async (t) => {
     };
     const cases: [string, string, unknown, RegExp][] = [
       ['malformed JSON', '/v1/caption', '{"image": ', /not valid JSON: .*(JSON|end)/i],
+      ['an unknown field', '/v1/chat/completions', chat('caption en', { best_of: 2 }), /best_of: unknown field \(known here: model, messages/],
+      ['a presence penalty', '/v1/chat/completions', chat('caption en', { presence_penalty: 0.5 }), /presence_penalty: not supported/],
+      ['a frequency penalty', '/v1/chat/completions', chat('caption en', { frequency_penalty: -1 }), /frequency_penalty: not supported/],
+      ['logprobs', '/v1/chat/completions', chat('caption en', { logprobs: true }), /logprobs: not supported/],
       [
-        'an unknown field',
+        'a JSON response format',
         '/v1/chat/completions',
-        chat('caption en', { presence_penalty: 0.5 }),
-        /presence_penalty: unknown field \(known here: model, messages/,
+        chat('caption en', { response_format: { type: 'json_object' } }),
+        /response_format: only \{ "type": "text" \} is supported/,
       ],
       [
         'an unknown nested field',
@@ -276,7 +301,18 @@ t.test('the server over a real model', async (t) => {
         { messages: [chat('a').messages[0], chat('b').messages[0]] },
         /messages: PaliGemma answers one prompt about one image.*2 messages/,
       ],
-      ['a system message', '/v1/chat/completions', { messages: [{ role: 'system', content: 'be nice' }] }, /role 'user' \(got role 'system'\)/],
+      [
+        'a system message',
+        '/v1/chat/completions',
+        { messages: [{ role: 'system', content: 'be nice' }, chat('caption en').messages[0]] },
+        /messages\[0\]: PaliGemma has no system prompt, so a 'system' message cannot be followed/,
+      ],
+      [
+        'only an empty system message',
+        '/v1/chat/completions',
+        { messages: [{ role: 'system', content: ' ' }] },
+        /exactly one message with role 'user' \(got 0 messages\)/,
+      ],
       ['no image', '/v1/chat/completions', { messages: [{ role: 'user', content: 'caption en' }] }, /expected one image_url part .* got 0/],
       ['no text', '/v1/chat/completions', chat('  '), /no text: the text is PaliGemma's task prompt/],
       [
@@ -341,13 +377,66 @@ t.test('the server over a real model', async (t) => {
     const bigFile = await read(await fetch(`${url}/v1/caption`, { method: 'POST', body: form }));
     t.equal(bigFile.status, 413, 'an uploaded file over the limit: 413');
     t.match(bigFile.json.error.code, 'body_too_large');
+
+    // The parts together are held to the limit, not each one.
+    const parts = new FormData();
+    parts.append('lang', 'x'.repeat(40 * 1024));
+    parts.append('image', new Blob([Buffer.alloc(40 * 1024)]), 'big.png');
+    const together = await read(await fetch(`${url}/v1/caption`, { method: 'POST', body: parts }));
+    t.equal(together.status, 413, 'a field and a file that are over the limit together: 413');
+    t.match(together.json.error, { code: 'body_too_large', message: /over this server's limit of 65536 bytes/ });
+    // An unknown name is refused as its part arrives, before the parts behind it are read.
+    const unknown = new FormData();
+    unknown.append('bogus', 'x');
+    unknown.append('image', new Blob([Buffer.alloc(80 * 1024)]), 'big.png');
+    const early = await read(await fetch(`${url}/v1/caption`, { method: 'POST', body: unknown }));
+    t.equal(early.status, 400, 'an unknown field before a file over the limit: 400');
+    t.match(early.json.error, { param: 'bogus', message: /bogus: unknown field \(known here: image, stream/ });
+    const wrongFile = new FormData();
+    wrongFile.append('picture', new Blob([Buffer.alloc(80 * 1024)]), 'big.png');
+    const wrong = await read(await fetch(`${url}/v1/caption`, { method: 'POST', body: wrongFile }));
+    t.equal(wrong.status, 400, 'a file under another name: 400, its bytes unread');
+    t.match(wrong.json.error.message, /picture: unexpected file/);
+    // A text field holds a few bytes: 64 KiB is its limit, whatever the body limit.
+    const longField = new FormData();
+    longField.append('image', new Blob([PNG]), 'x.png');
+    longField.append('question', 'why? '.repeat(20_000));
+    const long = await read(await fetch(`${base}/v1/answer`, { method: 'POST', body: longField }));
+    t.equal(long.status, 413, 'a 100 kB text field: 413');
+    t.match(long.json.error, { code: 'body_too_large', param: 'question', message: /question: the field is over this server's limit of 65536 bytes/ });
+  });
+
+  t.test('stream: an error before the first token is an error status, not a 200 with an error event', async (t) => {
+    // More prompt tokens than the context holds: ERR_CONTEXT_FULL before anything is generated.
+    const huge = `caption en ${'cat dog '.repeat(1000)}`;
+    for (const stream of [false, true]) {
+      const r = await post(`${base}/v1/chat/completions`, chat(huge, { max_tokens: 4, stream }));
+      t.equal(r.status, 400, `chat, stream: ${stream}: 400`);
+      t.match(r.json?.error, { code: 'ERR_CONTEXT_FULL', message: /more than the context/ }, r.text.slice(0, 200));
+      const a = await post(`${base}/v1/answer`, { image: PNG_DATA_URL, question: huge, max_tokens: 4, stream });
+      t.equal(a.status, 400, `answer, stream: ${stream}: 400`);
+      t.match(a.json?.error, { code: 'ERR_CONTEXT_FULL' });
+    }
+    const zero = await post(`${base}/v1/chat/completions`, chat('caption en', { max_tokens: 0, stream: true }));
+    t.equal(zero.status, 200, 'no tokens at all: still a stream');
+    const events = parseSse(zero.text);
+    t.equal(events.at(-1)!.data, '[DONE]');
+    t.same(JSON.parse(events[0]!.data).choices[0].delta, { role: 'assistant', content: '' }, 'the role chunk first');
   });
 
   t.test('remote images only when enabled, fetched with the limits', async (t) => {
+    const unfinished: { path: string; closed: boolean }[] = [];
     const files = http.createServer((req, res) => {
       if (req.url === '/shapes.png') res.writeHead(200, { 'content-type': 'image/png' }).end(PNG);
       else if (req.url === '/big.png') res.writeHead(200).end(Buffer.alloc(70 * 1024));
-      else res.writeHead(404).end();
+      else if (req.url === '/endless-404' || req.url === '/endless-big.png') {
+        // A body that never ends: only the fetcher giving it up closes it.
+        const entry = { path: req.url, closed: false };
+        unfinished.push(entry);
+        res.on('close', () => (entry.closed = true));
+        res.writeHead(req.url === '/endless-404' ? 404 : 200, req.url === '/endless-404' ? {} : { 'content-length': String(10 << 20) });
+        res.write(Buffer.alloc(1024));
+      } else res.writeHead(404).end();
     });
     await new Promise<void>((r) => files.listen(0, '127.0.0.1', r));
     t.teardown(() => new Promise((r) => files.close(r)));
@@ -375,6 +464,12 @@ t.test('the server over a real model', async (t) => {
     t.equal(big.status, 413);
     const down = await post(`${url}/v1/caption`, { image: 'http://127.0.0.1:1/x.png' });
     t.match(down.json.error.message, /image: could not fetch/);
+    const endless404 = await post(`${url}/v1/caption`, { image: `${at}/endless-404` });
+    t.match(endless404.json.error.message, /answered HTTP 404/);
+    const declared = await post(`${url}/v1/caption`, { image: `${at}/endless-big.png` });
+    t.equal(declared.status, 413, 'a content-length over the limit: 413');
+    await waitFor(() => unfinished.length === 2 && unfinished.every((u) => u.closed), 3000, 'the refused bodies to be cancelled');
+    t.pass('a refused response body is cancelled, not left holding its connection');
   });
 
   t.test('--api-key: Bearer required on the API; the page and /health stay open', async (t) => {
@@ -390,6 +485,9 @@ t.test('the server over a real model', async (t) => {
     t.equal((await get(`${url}/v1/models`, { authorization: 'Bearer secret' })).status, 200, 'the key');
     t.equal((await get(`${url}/`)).status, 200, 'the page');
     t.match((await get(`${url}/health`)).json, { status: 'ok', auth: true });
+    t.equal((await fetch(`${url}/health`, { method: 'HEAD' })).status, 200, 'HEAD /health needs no key either');
+    t.equal((await fetch(`${url}/`, { method: 'HEAD' })).status, 200, 'nor HEAD /');
+    t.equal((await fetch(`${url}/v1/models`, { method: 'HEAD' })).status, 401, 'HEAD on the API does');
   });
 
   t.test('a loopback server answers loopback names only, and no other origin', async (t) => {
@@ -401,6 +499,11 @@ t.test('the server over a real model', async (t) => {
     t.match(JSON.parse(other.body).error.message, /cross-origin requests are refused/);
     t.equal((await rawRequest(api, 'GET', { origin: base })).status, 200, 'Origin: the page itself');
     t.equal((await rawRequest(api, 'GET', { origin: 'null' })).status, 403, 'Origin: null');
+    // Compared as origins: case and a default port do not make another one.
+    const port = new URL(base).port;
+    t.equal((await rawRequest(api, 'GET', { host: 'LOCALHOST:80', origin: 'http://localhost' })).status, 200, 'Host: LOCALHOST:80, Origin: http://localhost');
+    t.equal((await rawRequest(api, 'GET', { host: `LocalHost:${port}`, origin: `http://localhost:${port}` })).status, 200, 'Host in capitals');
+    t.equal((await rawRequest(api, 'GET', { host: 'localhost:81', origin: 'http://localhost' })).status, 403, 'another port');
   });
 
   t.test('createServer checks its options', async (t) => {

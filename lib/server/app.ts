@@ -11,7 +11,7 @@ import { invalidArgument } from '../errors';
 import { MAX_IMAGE_PIXELS } from '../image/input';
 import type { PaliGemma } from '../model/paligemma';
 import * as v from '../validate';
-import { type ModelState, type ServerContext, sendError } from './context';
+import { type ModelState, MULTIPART_FIELD_LIMIT, type ServerContext, sendError } from './context';
 import { badRequest, HttpError, toHttpError } from './http-error';
 import { registerOpenAIRoutes } from './openai';
 import { PAGE_HTML } from './page';
@@ -35,6 +35,8 @@ export interface ServerOptions {
   page?: boolean;
   /** Called with one line per finished request (method, path, status, milliseconds). */
   log?: (line: string) => void;
+  /** Milliseconds a client may take to send a whole request, headers and body (default 300000: 20 MiB at ~0.6 Mbit/s); slower ones get 408. */
+  requestTimeout?: number;
 }
 
 export interface ServerAddress {
@@ -50,12 +52,17 @@ export interface PaliGemmaServer {
   listen(address?: ServerAddress): Promise<string>;
   /** While the model loads: what /health reports as progress (0..1). */
   setLoadProgress(fraction: number): void;
-  /** Stops accepting requests, lets the accepted ones (running and queued) finish, then closes. */
-  close(): Promise<void>;
+  /**
+   * Stops accepting requests, lets the accepted ones (running and queued) finish, then closes.
+   * Requests whose body has not fully arrived have not reached the model: they are cut at once.
+   * `force: true` (also on a close() under way) ends every connection now, running requests included.
+   */
+  close(options?: { force?: boolean }): Promise<void>;
 }
 
-const OPTION_KEYS = ['apiKey', 'maxQueue', 'bodyLimit', 'maxImagePixels', 'allowRemoteImages', 'modelName', 'page', 'log'];
+const OPTION_KEYS = ['apiKey', 'maxQueue', 'bodyLimit', 'maxImagePixels', 'allowRemoteImages', 'modelName', 'page', 'log', 'requestTimeout'];
 const DEFAULT_BODY_LIMIT = 20 * 1024 * 1024;
+const DEFAULT_REQUEST_TIMEOUT = 5 * 60 * 1000;
 
 function checkOptions(o: ServerOptions) {
   if (!v.isPlainObject(o)) throw invalidArgument('createServer(model, options)', 'an object', o);
@@ -66,6 +73,7 @@ function checkOptions(o: ServerOptions) {
   v.optionalInteger('createServer options.maxQueue', o.maxQueue, 0, 1 << 20);
   v.optionalInteger('createServer options.bodyLimit', o.bodyLimit, 1024, 2 ** 31 - 1);
   v.optionalInteger('createServer options.maxImagePixels', o.maxImagePixels, 1, MAX_IMAGE_PIXELS);
+  v.optionalInteger('createServer options.requestTimeout', o.requestTimeout, 1, 2 ** 31 - 1);
   v.optionalString('createServer options.modelName', o.modelName);
   v.optionalFunction('createServer options.log', o.log);
   for (const k of ['allowRemoteImages', 'page'] as const) {
@@ -83,6 +91,16 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 function hostName(host: string): string {
   const m = /^\[([^\]]+)\]/.exec(host);
   return (m ? m[1]! : host.split(':')[0]!).toLowerCase();
+}
+
+/** An Origin or Host as `new URL` writes it: lowercase, default port dropped; undefined when it is none. */
+function normalOrigin(url: string): string | undefined {
+  try {
+    const u = new URL(url);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.host : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const isLoopbackName = (h: string) => h === 'localhost' || h.endsWith('.localhost') || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::1';
@@ -121,6 +139,8 @@ export function createServer(model: PaliGemma | Promise<PaliGemma>, options: Ser
 
   const app = Fastify({
     bodyLimit,
+    // Without it a client that sends headers and then stalls would hold its connection for ever.
+    requestTimeout: options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT,
     // Unknown fields are refused (400), never silently dropped; types are never coerced.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false, verbose: true, allowUnionTypes: true } },
     // close() answers new requests itself (JSON, with the reason) while it drains.
@@ -137,23 +157,26 @@ export function createServer(model: PaliGemma | Promise<PaliGemma>, options: Ser
       done(badRequest(`the body is not valid JSON: ${(e as Error).message}`, null, 'invalid_json'), undefined);
     }
   });
-  app.register(multipart, { limits: { fileSize: bodyLimit, fieldSize: bodyLimit, files: 1, fields: 32, parts: 33 } });
+  // readForm keeps the parts' total under bodyLimit; a text field never needs more than a few KiB.
+  app.register(multipart, { limits: { fileSize: bodyLimit, fieldSize: MULTIPART_FIELD_LIMIT, files: 1, fields: 32, parts: 33 } });
 
   let loopbackOnly = false;
-  let inFlight = 0;
+  // Requests whose response has not ended; close() waits for them (or cuts those still arriving).
+  const inFlight = new Set<FastifyRequest>();
   let drained: (() => void) | undefined;
   const apiKey = options.apiKey === undefined ? undefined : digest(options.apiKey);
   // The page (it holds no data; its script asks for the key) and /health (for probes) need no key.
-  const open = (req: FastifyRequest) => req.method === 'GET' && (req.routeOptions.url === '/' || req.routeOptions.url === '/health');
+  const open = (req: FastifyRequest) => (req.method === 'GET' || req.method === 'HEAD') && (req.routeOptions.url === '/' || req.routeOptions.url === '/health');
 
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     const t0 = performance.now();
-    inFlight++;
+    inFlight.add(request);
     reply.raw.once('close', () => {
       options.log?.(
         `${request.method} ${request.url} ${reply.raw.writableFinished ? reply.raw.statusCode : 'client closed the connection'} ${Math.round(performance.now() - t0)} ms`,
       );
-      if (--inFlight === 0) drained?.();
+      inFlight.delete(request);
+      if (inFlight.size === 0) drained?.();
     });
     if (ctx.closing) {
       reply.header('connection', 'close');
@@ -172,11 +195,9 @@ export function createServer(model: PaliGemma | Promise<PaliGemma>, options: Ser
     // Browsers send Origin; another site's page must not drive the model through a visitor's browser.
     const origin = request.headers.origin;
     if (origin !== undefined) {
-      let same = false;
-      try {
-        same = new URL(origin).host === host;
-      } catch {}
-      if (!same) {
+      // Compared as URLs: `Host: LOCALHOST:80` is the origin http://localhost.
+      const from = normalOrigin(origin);
+      if (from === undefined || from !== normalOrigin(`${new URL(origin).protocol}//${host}`)) {
         throw new HttpError(
           403,
           `Origin '${origin}': cross-origin requests are refused (use this server's own page, or a non-browser client)`,
@@ -222,7 +243,8 @@ export function createServer(model: PaliGemma | Promise<PaliGemma>, options: Ser
       const queue = { running: ctx.queue.running, waiting: ctx.queue.queued, maxWaiting: ctx.queue.maxWaiting };
       if (ctx.closing) return reply.code(503).send({ status: 'closing', queue });
       if (s.status === 'loading') return reply.code(503).header('retry-after', '2').send({ status: 'loading', progress: s.progress });
-      if (s.status === 'error') return reply.code(500).send({ status: 'error', error: s.error.message });
+      // The load error may name local paths: with an API key (a shared server) /health, which needs no key, does not show it.
+      if (s.status === 'error') return reply.code(500).send({ status: 'error', error: apiKey ? 'the model failed to load' : s.error.message });
       return {
         status: 'ok',
         model: ctx.modelId(),
@@ -249,17 +271,21 @@ export function createServer(model: PaliGemma | Promise<PaliGemma>, options: Ser
     setLoadProgress(fraction: number) {
       if (state.status === 'loading' && Number.isFinite(fraction)) state = { status: 'loading', progress: Math.min(1, Math.max(0, fraction)) };
     },
-    close() {
+    close({ force = false }: { force?: boolean } = {}) {
       closing ??= (async () => {
         ctx.closing = true;
         const done = app.close(); // no new connections
-        if (inFlight > 0) await new Promise<void>((r) => (drained = r));
+        // A request still sending its body has not reached the model: cut it (a stalled upload
+        // would otherwise hold the drain until its timeout).
+        for (const r of inFlight) if (!r.raw.complete) r.raw.socket?.destroy();
+        if (inFlight.size > 0) await new Promise<void>((r) => (drained = r));
         // Keep-alive connections are idle now; nothing else would end them before their timeout.
         app.server.closeIdleConnections();
         const stragglers = setTimeout(() => app.server.closeAllConnections(), 1000);
         await done;
         clearTimeout(stragglers);
       })();
+      if (force) app.server.closeAllConnections();
       return closing;
     },
   };

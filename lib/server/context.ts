@@ -8,6 +8,9 @@ import { HttpError, toHttpError } from './http-error';
 import type { ImageLimits } from './images';
 import { type JobQueue, QueueFullError } from './queue';
 
+/** Bytes of a text field in a multipart form (every part but the image file): no field needs more. */
+export const MULTIPART_FIELD_LIMIT = 64 * 1024;
+
 export type ModelState = { status: 'loading'; progress: number } | { status: 'ok'; model: PaliGemma } | { status: 'error'; error: Error };
 
 export interface ServerContext {

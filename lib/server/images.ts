@@ -54,6 +54,7 @@ async function fromRemote(url: string, field: string, limits: ImageLimits, signa
   signal.addEventListener('abort', onAbort, { once: true });
   const tooLarge = () =>
     new HttpError(413, `${field}: ${url} is over this server's image limit of ${limits.maxBytes} bytes`, 'invalid_request_error', 'image_too_large', field);
+  let complete = false;
   try {
     const res = await fetch(url, { signal: controller.signal, redirect: 'follow' });
     if (!res.ok) throw badRequest(`${field}: fetching ${url} answered HTTP ${res.status}`, field);
@@ -65,6 +66,7 @@ async function fromRemote(url: string, field: string, limits: ImageLimits, signa
       if (size > limits.maxBytes) throw tooLarge();
       chunks.push(chunk);
     }
+    complete = true;
     return Buffer.concat(chunks);
   } catch (err) {
     if (err instanceof HttpError) throw err;
@@ -72,6 +74,8 @@ async function fromRemote(url: string, field: string, limits: ImageLimits, signa
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', onAbort);
+    // A body left unread (an error status, an image over the limit) would hold its connection.
+    if (!complete) controller.abort();
   }
 }
 

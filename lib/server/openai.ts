@@ -52,7 +52,11 @@ export const CHAT_SCHEMA = {
       },
     },
     stream: nullable({ type: 'boolean' }),
-    stream_options: { type: ['object', 'null'], additionalProperties: false, properties: { include_usage: { type: 'boolean' } } },
+    stream_options: {
+      type: ['object', 'null'],
+      additionalProperties: false,
+      properties: { include_usage: { type: 'boolean' }, include_obfuscation: { type: 'boolean' } },
+    },
     max_tokens: nullable(SAMPLING_FIELDS.max_tokens),
     max_completion_tokens: nullable(SAMPLING_FIELDS.max_tokens),
     temperature: nullable(SAMPLING_FIELDS.temperature),
@@ -62,6 +66,13 @@ export const CHAT_SCHEMA = {
     stop: { type: ['string', 'array', 'null'], minLength: 1, items: { type: 'string', minLength: 1 }, maxItems: 4 },
     n: { type: ['integer', 'null'], minimum: 1, maximum: 1 },
     user: { type: 'string' },
+    // What clients send by default: taken at their neutral value (checked in neutralFields).
+    frequency_penalty: { type: ['number', 'null'] },
+    presence_penalty: { type: ['number', 'null'] },
+    logprobs: { type: ['boolean', 'null'] },
+    response_format: { type: ['object', 'null'], required: ['type'], properties: { type: { type: 'string' } } },
+    // No tools exist, so whether they may run in parallel says nothing.
+    parallel_tool_calls: { type: ['boolean', 'null'] },
   },
 };
 
@@ -83,22 +94,57 @@ interface ChatRequest {
   top_k?: number | null;
   seed?: number | null;
   stop?: string | string[] | null;
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+  logprobs?: boolean | null;
+  response_format?: { type: string } | null;
 }
 
+/** OpenAI fields PaliGemma has no use for: their neutral value is accepted, any other is a 400. */
+function neutralFields(b: ChatRequest) {
+  for (const k of ['frequency_penalty', 'presence_penalty'] as const) {
+    if (b[k] != null && b[k] !== 0)
+      throw badRequest(`${k}: not supported (PaliGemma samples without penalties); send 0 or leave it out`, k, 'unsupported_field');
+  }
+  if (b.logprobs === true) throw badRequest('logprobs: not supported; send false or leave it out', 'logprobs', 'unsupported_field');
+  const format = b.response_format;
+  if (format != null && (format.type !== 'text' || Object.keys(format).length !== 1)) {
+    throw badRequest(
+      `response_format: only { "type": "text" } is supported (the answer is PaliGemma's raw text), got ${JSON.stringify(format).slice(0, 80)}`,
+      'response_format',
+      'unsupported_field',
+    );
+  }
+}
+
+const SYSTEM_ROLES = ['system', 'developer'];
+
+const isEmptyContent = (c: string | ContentPart[]) => (typeof c === 'string' ? !c.trim() : c.every((p) => p.type === 'text' && !(p.text ?? '').trim()));
+
 /** The image URL and the prompt of the one user message. */
-export function readMessages(messages: ChatRequest['messages']): { url: string; field: string; prompt: string } {
+export function readMessages(all: ChatRequest['messages']): { url: string; field: string; prompt: string } {
+  // A system message with nothing in it (some clients always send one) asks for nothing: ignored.
+  const messages = all.map((m, i) => ({ ...m, i })).filter((m) => !(SYSTEM_ROLES.includes(m.role) && isEmptyContent(m.content)));
+  const system = messages.find((m) => SYSTEM_ROLES.includes(m.role));
+  if (system) {
+    throw badRequest(
+      `messages[${system.i}]: PaliGemma has no system prompt, so a '${system.role}' message cannot be followed: put the instruction in the user message's text, the task prompt ('caption en', 'detect cat')`,
+      `messages[${system.i}].role`,
+    );
+  }
   if (messages.length !== 1 || messages[0]!.role !== 'user') {
     throw badRequest(
       `messages: PaliGemma answers one prompt about one image: send exactly one message with role 'user' (got ${messages.length === 1 ? `role '${messages[0]!.role}'` : `${messages.length} messages`})`,
       'messages',
     );
   }
+  const at = messages[0]!.i;
   const content = messages[0]!.content;
   const parts: ContentPart[] = typeof content === 'string' ? [{ type: 'text', text: content }] : content;
   const images: { url: string; field: string }[] = [];
   const texts: string[] = [];
   parts.forEach((p, i) => {
-    const field = `messages[0].content[${i}]`;
+    const field = `messages[${at}].content[${i}]`;
     if (p.type === 'image_url') {
       if (!p.image_url) throw badRequest(`${field}.image_url: required for a part of type 'image_url'`, `${field}.image_url`);
       images.push({ url: p.image_url.url, field: `${field}.image_url.url` });
@@ -108,10 +154,12 @@ export function readMessages(messages: ChatRequest['messages']): { url: string; 
     }
   });
   if (images.length !== 1) {
-    throw badRequest(`messages[0].content: expected one image_url part (PaliGemma needs one image), got ${images.length}`, 'messages[0].content');
+    throw badRequest(`messages[${at}].content: expected one image_url part (PaliGemma needs one image), got ${images.length}`, `messages[${at}].content`);
   }
   const prompt = texts.join(' ').trim();
-  if (!prompt) throw badRequest("messages[0].content: no text: the text is PaliGemma's task prompt, e.g. 'caption en' or 'detect cat'", 'messages[0].content');
+  if (!prompt) {
+    throw badRequest(`messages[${at}].content: no text: the text is PaliGemma's task prompt, e.g. 'caption en' or 'detect cat'`, `messages[${at}].content`);
+  }
   return { ...images[0]!, prompt };
 }
 
@@ -134,6 +182,7 @@ const usage = (r: GenerateResult) => ({
 });
 
 async function chatCompletion(ctx: ServerContext, b: ChatRequest, reply: FastifyReply, signal: AbortSignal) {
+  neutralFields(b);
   const { url, field, prompt } = readMessages(b.messages);
   const image = await imageFromUrl(url, field, ctx.limits, signal);
   const options = generateOptions(b);
@@ -154,8 +203,6 @@ async function chatCompletion(ctx: ServerContext, b: ChatRequest, reply: Fastify
           timings: r.timings,
         };
       }
-      const s = new EventStream(reply);
-      stream = s;
       const includeUsage = b.stream_options?.include_usage === true;
       const chunk = (delta: object, finish: string | null) => ({
         ...head,
@@ -163,8 +210,24 @@ async function chatCompletion(ctx: ServerContext, b: ChatRequest, reply: Fastify
         choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
         ...(includeUsage ? { usage: null } : {}),
       });
-      s.send(chunk({ role: 'assistant', content: '' }, null));
-      const r = await pg.generate({ ...options, image: image.bytes, prompt, signal, onText: (text) => s.send(chunk({ content: text }, null)) });
+      // The 200 goes out with the first token: what fails before it (a prompt over the context,
+      // a bad option) answers its error status, as without stream.
+      const opened = () => {
+        if (!stream) {
+          stream = new EventStream(reply);
+          stream.send(chunk({ role: 'assistant', content: '' }, null));
+        }
+        return stream;
+      };
+      const r = await pg.generate({
+        ...options,
+        image: image.bytes,
+        prompt,
+        signal,
+        onToken: () => void opened(),
+        onText: (text) => opened().send(chunk({ content: text }, null)),
+      });
+      const s = opened();
       s.send(chunk({}, finishReason(r)));
       if (includeUsage) s.send({ ...head, object: 'chat.completion.chunk', choices: [], usage: usage(r) });
       s.end('[DONE]');

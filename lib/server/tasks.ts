@@ -9,7 +9,7 @@ import { encodePNG } from '../image/png';
 import type { TaskOptions } from '../model/options';
 import type { PaliGemma } from '../model/paligemma';
 import { maskToRLE } from '../tasks/masks';
-import { failed, type JobTimes, onModel, readyModel, type ServerContext } from './context';
+import { failed, type JobTimes, MULTIPART_FIELD_LIMIT, onModel, readyModel, type ServerContext } from './context';
 import { badRequest, HttpError, toHttpError } from './http-error';
 import { checkImage, imageFromUrl, type RequestImage } from './images';
 import { disconnectSignal, EventStream } from './sse';
@@ -117,20 +117,49 @@ function bodySchema(def: TaskDefinition, imageRequired: boolean) {
   };
 }
 
-/** A multipart form as the JSON body it stands for: fields by name (numbers and booleans parsed), the file apart. */
-async function readForm(request: FastifyRequest, schema: ReturnType<typeof bodySchema>): Promise<{ body: Body; file?: Buffer }> {
+const overLimit = (maxBytes: number) =>
+  new HttpError(413, `the request body is over this server's limit of ${maxBytes} bytes`, 'invalid_request_error', 'body_too_large');
+
+/**
+ * A multipart form as the JSON body it stands for: fields by name (numbers and booleans parsed),
+ * the file apart. Each part is checked as it arrives: an unknown name is a 400 before its bytes
+ * are read, and the parts together may hold at most `maxBytes`.
+ */
+async function readForm(request: FastifyRequest, schema: ReturnType<typeof bodySchema>, maxBytes: number): Promise<{ body: Body; file?: Buffer }> {
   const body: Body = {};
+  const known = Object.keys(schema.properties);
   let file: Buffer | undefined;
+  let total = 0;
   for await (const part of request.parts()) {
     if (part.type === 'file') {
-      const bytes = await part.toBuffer();
-      if (part.fieldname !== 'image') throw badRequest(`${part.fieldname}: unexpected file (send the image as the file field 'image')`, part.fieldname);
-      file = bytes;
+      if (part.fieldname !== 'image') {
+        part.file.resume();
+        throw badRequest(`${part.fieldname}: unexpected file (send the image as the file field 'image')`, part.fieldname);
+      }
+      const chunks: Buffer[] = [];
+      for await (const chunk of part.file as AsyncIterable<Buffer>) {
+        total += chunk.length;
+        if (total > maxBytes) throw overLimit(maxBytes);
+        chunks.push(chunk);
+      }
+      if (part.file.truncated) throw overLimit(maxBytes);
+      file = Buffer.concat(chunks);
       continue;
     }
-    if (part.valueTruncated)
-      throw new HttpError(413, `${part.fieldname}: the field is over this server's size limit`, 'invalid_request_error', 'body_too_large', part.fieldname);
+    if (!known.includes(part.fieldname))
+      throw badRequest(`${part.fieldname}: unknown field (known here: ${known.join(', ')})`, part.fieldname, 'invalid_field');
+    if (part.valueTruncated) {
+      throw new HttpError(
+        413,
+        `${part.fieldname}: the field is over this server's limit of ${MULTIPART_FIELD_LIMIT} bytes for a form field${part.fieldname === 'image' ? " (send the image as a file named 'image', or as a data URL in a JSON body)" : ''}`,
+        'invalid_request_error',
+        'body_too_large',
+        part.fieldname,
+      );
+    }
     const raw = String(part.value);
+    total += Buffer.byteLength(raw);
+    if (total > maxBytes) throw overLimit(maxBytes);
     const type = (schema.properties as Record<string, { type?: string | string[] }>)[part.fieldname]?.type;
     let value: unknown = raw;
     if ((type === 'integer' || type === 'number') && raw.trim() !== '' && Number.isFinite(Number(raw))) value = Number(raw);
@@ -162,7 +191,7 @@ async function handleTask(ctx: ServerContext, route: TaskRoute, request: Fastify
   let image: RequestImage;
   const field = 'image';
   if (request.isMultipart()) {
-    const form = await readForm(request, route.uploadSchema);
+    const form = await readForm(request, route.uploadSchema, ctx.limits.maxBytes);
     body = form.body;
     if (form.file && body.image !== undefined) throw badRequest("image: send either a file named 'image' or an image field, not both", field);
     if (form.file) image = await checkImage(form.file, field, ctx.limits);
@@ -180,8 +209,13 @@ async function handleTask(ctx: ServerContext, route: TaskRoute, request: Fastify
   const options = samplingOptions(body);
   let stream: EventStream | undefined;
   try {
+    // The 200 goes out with the first token: what fails before it (a prompt over the context, a
+    // bad option) is an error status, not an event.
+    const opened = () => {
+      if (body.stream === true) stream ??= new EventStream(reply);
+      return stream;
+    };
     const result = await onModel(ctx, signal, async (model, times: JobTimes) => {
-      if (body.stream === true) stream = new EventStream(reply);
       let text = '';
       let tokens = 0;
       let firstToken: number | null = null;
@@ -192,10 +226,11 @@ async function handleTask(ctx: ServerContext, route: TaskRoute, request: Fastify
         onToken: () => {
           tokens++;
           firstToken ??= performance.now();
+          opened();
         },
         onText: (chunk) => {
           text += chunk;
-          stream?.send({ text: chunk }, 'text');
+          opened()?.send({ text: chunk }, 'text');
         },
         onPhase: (p) => {
           phases[p] = performance.now();
@@ -211,9 +246,10 @@ async function handleTask(ctx: ServerContext, route: TaskRoute, request: Fastify
       };
       return { task: name, model: ctx.modelId(), ...out, text, image: { width: image.width, height: image.height }, timings };
     });
-    if (stream) {
-      stream.send(result, 'result');
-      stream.end();
+    const s = opened();
+    if (s) {
+      s.send(result, 'result');
+      s.end();
       return reply;
     }
     return result;

@@ -13,7 +13,7 @@ import { type Command, choiceOption, intOption, UsageError } from '../args';
 import { resolveModelPair } from '../model-files';
 import { loadProgress } from '../progress';
 
-const USAGE = `usage: paligemma serve --model <x.gguf|DIR> [options]
+const USAGE = `usage: paligemma serve --model <x.gguf|DIR|org/name> [options]
 
 an HTTP server: OpenAI-style chat completions, task endpoints (/v1/caption, answer, ocr, detect,
 segment), /health and a web page at /
@@ -30,7 +30,9 @@ server options:
   -q, --quiet                no line per request on stderr
 
 model options:
-  -m, --model <x.gguf|DIR>   the text GGUF (its <name>-mmproj-*.gguf is found beside it), or a folder holding both
+  -m, --model <x.gguf|DIR|org/name>
+                             the text GGUF (its <name>-mmproj-*.gguf is found beside it), a folder holding
+                             both, or a hub repo (org/name[@rev] or hf://org/name): pulled on first use
       --mmproj <file>        the vision GGUF, when it is not beside the text model
       --gpu <g>              ${GPU_CHOICES.join(' | ')} (default auto)
   -t, --threads <n>          CPU threads (default: physical cores)
@@ -38,7 +40,7 @@ model options:
   -h, --help                 this text
 
 SIGINT / SIGTERM: stop accepting requests, finish the accepted ones, exit 0; a second signal
-stops them too (exit 130 / 143).`;
+stops them too and closes every connection (exit 130 / 143).`;
 
 const PARALLEL_REFUSED =
   '--parallel: only 1 is supported. A model runs one generation at a time, and every model in a process ' +
@@ -77,11 +79,29 @@ export const SERVE_COMMAND: Command = {
     const host = (values.host as string | undefined) ?? '127.0.0.1';
     const apiKey = (values['api-key'] as string | undefined) ?? (process.env.PALIGEMMA_API_KEY || undefined);
     if (apiKey === '') throw new UsageError('--api-key must not be empty', 'serve');
-    const files = await resolveModelPair(values.model as string | undefined, values.mmproj as string | undefined);
-
+    // A signal during a hub pull stops it (and the load after it).
     const loadAbort = new AbortController();
+    let received: NodeJS.Signals | undefined;
+    const onPullSignal = (name: NodeJS.Signals) => {
+      received ??= name;
+      loadAbort.abort();
+    };
+    process.on('SIGINT', onPullSignal);
+    process.on('SIGTERM', onPullSignal);
+    let files: { model: string; mmproj: string };
+    try {
+      files = await resolveModelPair(values.model as string | undefined, values.mmproj as string | undefined, { err, signal: loadAbort.signal });
+    } catch (e) {
+      if (received) return 128 + os.constants.signals[received];
+      throw e;
+    } finally {
+      process.removeListener('SIGINT', onPullSignal);
+      process.removeListener('SIGTERM', onPullSignal);
+    }
+    if (received) return 128 + os.constants.signals[received];
+
     const printLoad = loadProgress(err);
-    let reportLoad = (_fraction: number) => undefined as void;
+    let reportLoad: (fraction: number) => void = () => undefined;
     const loading = PaliGemma.load({
       ...files,
       gpu,
@@ -107,7 +127,6 @@ export const SERVE_COMMAND: Command = {
     reportLoad = (f) => server.setLoadProgress(f);
 
     // The first signal drains, a second one also stops the running and queued generations.
-    let received: NodeJS.Signals | undefined;
     let forced = false;
     let model: PaliGemma | undefined;
     let onFirstSignal!: () => void;
@@ -116,7 +135,16 @@ export const SERVE_COMMAND: Command = {
       if (received) {
         err.write(`paligemma serve: ${name} again: stopping the running requests\n`);
         forced = true;
-        void model?.dispose();
+        // The stopped generations answer their error, then every connection closes (within a second
+        // even if the model takes longer), stalled clients included.
+        const closeAll = () => void server.close({ force: true });
+        const cut = setTimeout(closeAll, 1000);
+        void Promise.resolve(model?.dispose())
+          .catch(() => undefined)
+          .then(() => {
+            clearTimeout(cut);
+            setImmediate(closeAll);
+          });
         return;
       }
       received = name;
