@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { pullProgress } from '../lib/cli/progress';
+import { hostTag } from '../lib/hub/gguf-cache';
 import { estimateSizes, KNOWN_MODELS, parameterCount } from '../lib/hub/models';
 import { joinInside, unsafeNameReason } from '../lib/hub/names';
 import { hubModelRef, parseHubFile, parseRepo } from '../lib/hub/repo';
@@ -141,10 +142,22 @@ t.test('cache ls shows the pairs with sizes; cache rm frees them (and the checkp
   t.notOk(fs.existsSync(path.join(env.ggufCache, 'gguf', 'models--org--tiny')), 'empty folders go too');
 
   await runCli(['pull', 'org/tiny', '--type', 'f32', '--vision-type', 'f32']);
-  fs.mkdirSync(path.join(env.ggufCache, 'gguf', 'models--org--tiny', server.commitOf('org/tiny'), '.partial-f16-f16-999999-1'));
-  t.match((await runCli(['cache', 'ls'])).out, /unfinished conversion/);
+  const parent = path.join(env.ggufCache, 'gguf', 'models--org--tiny', server.commitOf('org/tiny'));
+  const dead = path.join(parent, '.partial-f16-f16-999999-1');
+  fs.mkdirSync(dead);
+  // Conversions going on: one of a live process of this host (the test runner), one of another host, recent.
+  const live = path.join(parent, `.partial-q8_0-q8_0-${process.ppid}-${hostTag()}-1`);
+  const otherHost = path.join(parent, `.partial-q8_0-f16-999999-${hostTag('another-host')}-1`);
+  for (const d of [live, otherHost]) fs.mkdirSync(d);
+  const ls2 = (await runCli(['cache', 'ls'])).out;
+  t.match(ls2, /unfinished conversion.*-999999-1\n/);
+  t.match(ls2, /conversion in progress.*q8_0-q8_0/);
   const all = await runCli(['cache', 'rm', '--all']);
   t.match(all.out, /removed 1 pair\(s\)/);
+  t.notOk(fs.existsSync(dead), "a dead process's unfinished conversion is removed");
+  t.ok(fs.existsSync(live) && fs.existsSync(otherHost), 'conversions still going on are kept');
+  t.match(all.err, /kept .*q8_0-q8_0.*: a conversion still going on/);
+  t.match(all.err, /kept .*q8_0-f16.*: a conversion still going on/);
   t.equal((await runCli(['cache', 'bogus'])).code, 2);
   t.equal((await runCli(['cache'])).code, 2);
   t.equal((await runCli(['cache', 'rm'])).code, 2);
@@ -262,4 +275,28 @@ t.test('pull progress: a bar with rate and ETA on a TTY, lines otherwise, JSON l
     ['download', 'download', 'vision', 'done'],
     'the first, the last, and each phase change (no clock has run)',
   );
+
+  // Waiting on another download is said, in every mode.
+  for (const [isTTY, asJson, expect] of [
+    [true, false, '\r\u001b[Kwaiting for another download of f: process 1 on h\n'],
+    [false, false, 'waiting for another download of f: process 1 on h\n'],
+    [false, true, /"waitingFor":"another download of f: process 1 on h"/],
+  ] as const) {
+    const s = sink();
+    (s.stream as unknown as { isTTY: boolean }).isTTY = isTTY;
+    pullProgress(
+      s.stream,
+      asJson,
+      () => now,
+    )({
+      phase: 'download',
+      file: 'f',
+      bytesDone: 0,
+      bytesTotal: 20,
+      fraction: 0,
+      waitingFor: 'another download of f: process 1 on h',
+    });
+    if (typeof expect === 'string') t.equal(s.text, expect);
+    else t.match(s.text, expect);
+  }
 });

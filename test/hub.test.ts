@@ -4,6 +4,8 @@ import path from 'node:path';
 import t from 'tap';
 import { readGGUF } from '../lib/gguf/read';
 import { fetchCheckpoint } from '../lib/hub/checkpoint';
+import { hostTag } from '../lib/hub/gguf-cache';
+import { writeRef } from '../lib/hub/hf-cache';
 import { withRetries } from '../lib/hub/http';
 import { withLock } from '../lib/hub/lock';
 import { pull, resolveHubModel } from '../lib/hub/pull';
@@ -299,10 +301,163 @@ t.test('concurrent pulls share the work; locks of dead processes are taken over;
   ]);
   t.same(order, ['first in', 'first out', 'second']);
 
-  const abandoned = path.join(env.ggufCache, 'gguf', 'models--org--tiny', a.commit, `.partial-f16-f16-${2 ** 22 + 4321}-1`);
+  const parent = path.join(env.ggufCache, 'gguf', 'models--org--tiny', a.commit);
+  const abandoned = path.join(parent, `.partial-f16-f16-${2 ** 22 + 4321}-1`);
   fs.mkdirSync(abandoned, { recursive: true });
+  // Our own pid, but not a conversion of this process: a restarted container's dead predecessor.
+  const samePid = path.join(parent, `.partial-f16-f16-${process.pid}-${hostTag()}-7`);
+  fs.mkdirSync(samePid);
+  // Another host's (a shared disk): its pid means nothing here; kept while recent, removed when old.
+  const otherHostRecent = path.join(parent, `.partial-f16-f16-${2 ** 22 + 4321}-${hostTag('another-host')}-1`);
+  const otherHostOld = path.join(parent, `.partial-f16-f16-${2 ** 22 + 4321}-${hostTag('another-host')}-2`);
+  for (const d of [otherHostRecent, otherHostOld]) {
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, 'part.gguf'), 'x');
+  }
+  const old = new Date(Date.now() - 2 * 3600_000);
+  for (const f of [path.join(otherHostOld, 'part.gguf'), otherHostOld]) fs.utimesSync(f, old, old);
   await pull({ repo: 'org/tiny', type: 'f16', visionType: 'f16' });
   t.notOk(fs.existsSync(abandoned), "a dead process's conversion folder is removed");
+  t.notOk(fs.existsSync(samePid), 'one with our pid that this process is not building is removed');
+  t.ok(fs.existsSync(otherHostRecent), "another host's recent one is kept");
+  t.notOk(fs.existsSync(otherHostOld), "another host's one untouched for hours is removed");
+});
+
+/** A `wait` for withLock that gives up (rejects) after `n` waits, so a lock waited on for ever fails the test instead of hanging it. */
+function boundedWait(n = 20) {
+  const w = Object.assign(
+    async (ms: number) => {
+      if (++w.waits > n) throw new Error(`still waiting after ${n} tries`);
+      await new Promise<void>((r) => setTimeout(r, Math.min(ms, 20)));
+    },
+    { waits: 0 },
+  );
+  return w;
+}
+
+t.test('locks: stale ones (unrefreshed, any host; our pid but not ours) are taken over once; a live one is waited for, and said so', async (t) => {
+  const dir = tmpDir();
+  const old = new Date(Date.now() - 120_000);
+
+  await t.test("a container restarted with a new hostname: the old one's lock, not refreshed for two minutes", async (t) => {
+    const foreign = path.join(dir, 'foreign.lock');
+    fs.writeFileSync(foreign, JSON.stringify({ pid: 1, host: 'some-container-that-died' }));
+    fs.utimesSync(foreign, old, old);
+    t.equal(await withLock(foreign, boundedWait(), async () => 'ran'), 'ran', 'a foreign lock not refreshed for a while is taken over');
+  });
+
+  await t.test('a container restarted with the same pid as the process that died: our pid, but not held by us', async (t) => {
+    const samePid = path.join(dir, 'same-pid.lock');
+    fs.writeFileSync(samePid, JSON.stringify({ pid: process.pid, host: os.hostname() }));
+    t.equal(await withLock(samePid, boundedWait(), async () => 'ran'), 'ran', 'a fresh lock with our pid that this process does not hold is taken over');
+    t.notOk(fs.existsSync(samePid), 'released');
+  });
+
+  // A fresh lock of another host: waited for (said once), then taken once released.
+  const live = path.join(dir, 'live.lock');
+  fs.writeFileSync(live, JSON.stringify({ pid: 1, host: 'another-host' }));
+  const told: string[] = [];
+  const wait = boundedWait(50);
+  const waiting = withLock(
+    live,
+    async (ms) => {
+      if (wait.waits === 5) fs.rmSync(live); // the other host's pull ends
+      await wait(ms);
+    },
+    async () => 'ran after it',
+    { onWait: (owner) => told.push(owner) },
+  );
+  t.equal(await waiting, 'ran after it');
+  t.ok(wait.waits >= 5, `waited (${wait.waits} tries)`);
+  t.equal(told.length, 1, 'said once');
+  t.match(told[0], /process 1 on another-host \(lock .*live\.lock\)/);
+
+  // The holder refreshes the lock's mtime while it holds it.
+  const beat = path.join(dir, 'beat.lock');
+  await withLock(
+    beat,
+    boundedWait(),
+    async () => {
+      fs.utimesSync(beat, old, old);
+      await new Promise((r) => setTimeout(r, 150));
+      t.ok(Date.now() - fs.statSync(beat).mtimeMs < 10_000, 'the heartbeat refreshed it');
+    },
+    { heartbeatMs: 20 },
+  );
+
+  // Several waiters find the same stale lock at once: exactly one holds it at a time, each runs once.
+  const shared = path.join(dir, 'shared.lock');
+  fs.writeFileSync(shared, JSON.stringify({ pid: 2 ** 22 + 4321, host: os.hostname() }));
+  let inside = 0;
+  let most = 0;
+  const ran = await Promise.all(
+    [1, 2, 3, 4].map((i) =>
+      withLock(shared, boundedWait(500), async () => {
+        most = Math.max(most, ++inside);
+        await new Promise((r) => setTimeout(r, 10));
+        inside--;
+        return i;
+      }),
+    ),
+  );
+  t.same(ran, [1, 2, 3, 4]);
+  t.equal(most, 1, 'never two holders');
+  t.same(
+    fs.readdirSync(dir).filter((f) => f.startsWith('shared')),
+    [],
+    'nothing left beside it',
+  );
+});
+
+t.test('a pull waiting on another process downloading the same file says so through onProgress, then goes on', async (t) => {
+  const env = hubEnv(t, server);
+  const lock = path.join(env.hubCache, '.locks', 'models--org--tiny', `${sha256(tiny['model.safetensors']!)}.paligemma.lock`);
+  fs.mkdirSync(path.dirname(lock), { recursive: true });
+  fs.writeFileSync(lock, JSON.stringify({ pid: 1, host: 'another-host' }));
+  const waits: string[] = [];
+  // Removed after a while in any case, so that a pull that waits without a word fails the test rather than hangs it.
+  const fallback = setTimeout(() => fs.rmSync(lock, { force: true }), 3000);
+  t.teardown(() => clearTimeout(fallback));
+  const res = await pull({
+    repo: 'org/tiny',
+    ...SMALL,
+    onProgress: (p) => {
+      if (p.phase === 'download' && p.waitingFor) {
+        waits.push(p.waitingFor);
+        setTimeout(() => fs.rmSync(lock, { force: true }), 100); // the other pull ends
+      }
+    },
+  });
+  t.equal(waits.length, 1, 'said once');
+  t.match(waits[0], /another download of model\.safetensors: process 1 on another-host/);
+  t.ok(fs.existsSync(res.model));
+});
+
+t.test('an onProgress that throws ends the pull with its own error, not retried', async (t) => {
+  hubEnv(t, server);
+  const mine = new Error('the caller gives up');
+  const mark = server.fileRequests('model.safetensors').length;
+  const err = await pull({
+    repo: 'org/tiny',
+    ...SMALL,
+    onProgress: (p) => {
+      if (p.phase === 'download' && p.file === 'model.safetensors' && p.bytesDone > 0) throw mine;
+    },
+  }).catch((e: unknown) => e);
+  t.equal(err, mine, 'the very error thrown');
+  t.ok(server.fileRequests('model.safetensors').length - mark <= 2, 'no retries (one request, maybe its redirect)');
+});
+
+t.test('writeRef: two at once in one process both land; a failure is a PaliGemmaError', async (t) => {
+  const hub = tmpDir();
+  const ref = { type: 'model' as const, name: 'org/tiny', revision: 'main' };
+  const commit = 'a'.repeat(40);
+  await Promise.all([1, 2, 3, 4].map(() => writeRef(hub, ref, commit)));
+  t.equal(fs.readFileSync(path.join(repoDir(hub), 'refs', 'main'), 'utf8'), commit);
+  t.same(fs.readdirSync(path.join(repoDir(hub), 'refs')), ['main'], 'no temporary file left');
+  fs.rmSync(path.join(repoDir(hub), 'refs'), { recursive: true });
+  fs.writeFileSync(path.join(repoDir(hub), 'refs'), 'not a folder');
+  await t.rejects(writeRef(hub, ref, commit), { name: 'PaliGemmaError', code: 'ERR_WRITE', message: /refs.main: cannot record the commit of main/ });
 });
 
 t.test('gated repos: no token, a refused token, a token from HF_TOKEN or the login file; the token never leaves the hub', async (t) => {

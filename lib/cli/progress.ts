@@ -68,6 +68,11 @@ export function pullProgress(err: Out, json = false, now: () => number = Date.no
   let lastPhase = '';
   let total = -1;
   return (p: PullProgress) => {
+    if (p.phase === 'download' && p.waitingFor) {
+      // Said once, whatever the mode: a pull waiting on another one must not look hung.
+      err.write(json ? `${JSON.stringify(p)}\n` : `${err.isTTY ? '\r\x1b[K' : ''}waiting for ${p.waitingFor}\n`);
+      return;
+    }
     const t = now();
     const phaseChanged = p.phase !== lastPhase;
     lastPhase = p.phase;

@@ -24,6 +24,11 @@ export interface DownloadProgress {
   bytesDone: number;
   bytesTotal: number;
   fraction: number;
+  /**
+   * Set (once) when another process is downloading this file: what this pull waits for, e.g.
+   * `process 123 on host-a (lock <path>)`. The download goes on when that one ends or is found dead.
+   */
+  waitingFor?: string;
 }
 
 /** Small files the converter reads, or that Transformers users expect beside them. */
@@ -130,6 +135,15 @@ export async function fetchFiles(client: HubClient, commit: string, files: RepoF
   for (const { f, blob } of missing) {
     await fs.promises.mkdir(path.dirname(blob), { recursive: true });
     const lock = path.join(o.hubCache, '.locks', path.basename(repoDir(o.hubCache, ref)), `${f.etag}.paligemma.lock`);
+    const progress = (have: number, waitingFor?: string) =>
+      o.onProgress?.({
+        phase: 'download',
+        file: f.path,
+        bytesDone: done + have,
+        bytesTotal: toFetch,
+        fraction: toFetch ? (done + have) / toFetch : 1,
+        ...(waitingFor ? { waitingFor } : {}),
+      });
     await withLock(
       lock,
       (ms) => sleep(ms, client),
@@ -138,9 +152,10 @@ export async function fetchFiles(client: HubClient, commit: string, files: RepoF
         // A blob of the wrong size (a damaged cache) is fetched again.
         await fs.promises.rm(blob, { force: true });
         await downloadBlob(client, { file: f.path, url: resolveUrl(client, commit, f.path), commit, blob, size: f.size, etag: f.etag }, (have) =>
-          o.onProgress?.({ phase: 'download', file: f.path, bytesDone: done + have, bytesTotal: toFetch, fraction: toFetch ? (done + have) / toFetch : 1 }),
+          progress(have),
         );
       },
+      { onWait: (owner) => progress(0, `another download of ${f.path}: ${owner}`) },
     );
     done += f.size;
   }

@@ -11,7 +11,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { PaliGemmaError } from '../errors';
-import { type HubClient, hubRequest, responseError, TransientError, withRetries } from './http';
+import { callerCode, type HubClient, hubRequest, responseError, TransientError, withRetries } from './http';
 import { blobName } from './names';
 
 export interface BlobDownload {
@@ -88,10 +88,12 @@ function writeError(file: string, err: unknown): PaliGemmaError {
 }
 
 /**
- * Downloads `d` into its blob (resuming a partial one); `onBytes` gets the bytes of the file on disk
+ * Downloads `d` into its blob (resuming a partial one); `callback` gets the bytes of the file on disk
  * so far. Aborting keeps the partial file for the next run.
  */
-export async function downloadBlob(client: HubClient, d: BlobDownload, onBytes: (have: number) => void): Promise<void> {
+export async function downloadBlob(client: HubClient, d: BlobDownload, callback: (have: number) => void): Promise<void> {
+  // What the caller's callback throws ends the download as it is (not a network error to retry).
+  const onBytes = callerCode(callback);
   const what = `${client.repo.name}: ${d.file}`;
   const partial = `${d.blob}.incomplete`;
   let refetched = false;

@@ -5,10 +5,12 @@
  * A pair is converted into a hidden folder beside it and renamed into place whole, so a folder
  * under its final name always holds a finished pair.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PaliGemmaError } from '../errors';
+import { ownerAlive } from './lock';
 import { COMMIT_HASH, type RepoRef, repoFolderName } from './repo';
 
 export interface CachedPair {
@@ -98,15 +100,61 @@ export function listPairs(ggufCache: string): CachedPair[] {
   return pairs.sort((a, b) => b.usedAt.getTime() - a.usedAt.getTime());
 }
 
-/** Conversions that never finished (a killed process): hidden folders with their sizes. */
-export function unfinished(ggufCache: string): { dir: string; bytes: number }[] {
-  const out: { dir: string; bytes: number }[] = [];
+/** A short tag for a host, part of a conversion folder's name (a host name may hold anything). */
+export function hostTag(host = os.hostname()): string {
+  return crypto.createHash('sha256').update(host).digest('hex').slice(0, 8);
+}
+
+/** A conversion of another host untouched for this long is taken for dead (a shared disk: its pid says nothing here). */
+export const FOREIGN_CONVERSION_STALE_MS = 3600_000;
+
+/** The conversion folders this process is building now. */
+const building = new Set<string>();
+
+/** The newest modification time in a folder (a file being written moves its own mtime, not the folder's); 0 if it is gone. */
+function lastModified(dir: string): number {
+  try {
+    let t = fs.statSync(dir).mtimeMs;
+    for (const f of fs.readdirSync(dir)) t = Math.max(t, fs.statSync(path.join(dir, f), { throwIfNoEntry: false })?.mtimeMs ?? 0);
+    return t;
+  } catch {
+    return 0;
+  }
+}
+
+/** The owner a conversion folder's name records (its host as a tag, absent in names made before it was). */
+function folderOwner(name: string): { pid: number; host?: string } | null {
+  const m = /^\.partial-.*-(\d+)-([0-9a-f]{8})-\d+$/.exec(name) ?? /^\.partial-.*-(\d+)-\d+$/.exec(name);
+  return m ? { pid: Number(m[1]), ...(m[2] ? { host: m[2] } : {}) } : null;
+}
+
+/**
+ * Whether the conversion building in the hidden folder `dir` may still be going on: its process
+ * alive on this host (our own pid only if this process builds it: a container restarted with the
+ * dead one's pid is not it); made on another host, while it was modified within the last hour.
+ * Folders named before the host was part of the name count as this host's.
+ */
+export function conversionAlive(dir: string): boolean {
+  const owner = folderOwner(path.basename(dir));
+  if (!owner) return false;
+  return ownerAlive({
+    pid: owner.pid,
+    sameHost: owner.host === undefined || owner.host === hostTag(),
+    ours: building.has(path.resolve(dir)),
+    ageMs: Date.now() - lastModified(dir),
+    foreignStaleMs: FOREIGN_CONVERSION_STALE_MS,
+  });
+}
+
+/** Conversions that never finished (a killed process), or are still going on (`live`): hidden folders with their sizes. */
+export function unfinished(ggufCache: string): { dir: string; bytes: number; live: boolean }[] {
+  const out: { dir: string; bytes: number; live: boolean }[] = [];
   for (const repo of subdirs(root(ggufCache))) {
     for (const commit of subdirs(path.join(root(ggufCache), repo))) {
       for (const key of subdirs(path.join(root(ggufCache), repo, commit)).filter((k) => k.startsWith('.'))) {
         const dir = path.join(root(ggufCache), repo, commit, key);
         const bytes = fs.readdirSync(dir).reduce((s, f) => s + (fs.statSync(path.join(dir, f), { throwIfNoEntry: false })?.size ?? 0), 0);
-        out.push({ dir, bytes });
+        out.push({ dir, bytes, live: conversionAlive(dir) });
       }
     }
   }
@@ -130,16 +178,12 @@ export async function touchPair(pair: CachedPair) {
 
 let made = 0;
 
-/** Conversions left by a process of this host that has died. */
+/** Conversions left by a process that has died (see conversionAlive). */
 function removeAbandoned(parent: string) {
   for (const name of subdirs(parent)) {
-    const m = /^\.partial-.*-(\d+)-\d+$/.exec(name);
-    if (!m) continue;
-    try {
-      process.kill(Number(m[1]), 0);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ESRCH') fs.rmSync(path.join(parent, name), { recursive: true, force: true });
-    }
+    if (!folderOwner(name)) continue;
+    const dir = path.join(parent, name);
+    if (!conversionAlive(dir)) fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -155,7 +199,21 @@ export async function storePair(
   const parent = path.dirname(dir);
   await fs.promises.mkdir(parent, { recursive: true });
   removeAbandoned(parent);
-  const tmp = path.join(parent, `.partial-${path.basename(dir)}-${process.pid}-${++made}`);
+  const tmp = path.join(parent, `.partial-${path.basename(dir)}-${process.pid}-${hostTag()}-${++made}`);
+  building.add(path.resolve(tmp));
+  try {
+    return await buildAndStore(dir, tmp, meta, build);
+  } finally {
+    building.delete(path.resolve(tmp));
+  }
+}
+
+async function buildAndStore(
+  dir: string,
+  tmp: string,
+  meta: Omit<CachedPair, 'model' | 'mmproj' | 'dir' | 'bytes' | 'usedAt'>,
+  build: (tmp: string) => Promise<{ model: string; mmproj: string }>,
+): Promise<CachedPair> {
   await fs.promises.mkdir(tmp);
   try {
     const files = await build(tmp);

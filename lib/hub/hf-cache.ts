@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PaliGemmaError } from '../errors';
+import { uniqueSuffix } from '../gguf/write';
 import { joinInside } from './names';
 import { COMMIT_HASH, type RepoRef, repoFolderName } from './repo';
 
@@ -38,10 +39,22 @@ export function readRef(hubCache: string, ref: RepoRef): string | null {
 export async function writeRef(hubCache: string, ref: RepoRef, commit: string) {
   if (COMMIT_HASH.test(ref.revision)) return;
   const file = joinInside(path.join(repoDir(hubCache, ref), 'refs'), ref.revision, ref.name);
-  await fs.promises.mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await fs.promises.writeFile(tmp, commit);
-  await fs.promises.rename(tmp, file);
+  // A name of its own: two pulls of the repo in one process (other types, say) may write it at once.
+  const tmp = `${file}.${uniqueSuffix()}.tmp`;
+  try {
+    await fs.promises.mkdir(path.dirname(file), { recursive: true });
+    await fs.promises.writeFile(tmp, commit);
+    await fs.promises.rename(tmp, file);
+  } catch (err) {
+    await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+    throw new PaliGemmaError(
+      'ERR_WRITE',
+      `${file}: cannot record the commit of ${ref.revision} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      {
+        cause: err,
+      },
+    );
+  }
 }
 
 /**

@@ -27,6 +27,24 @@ export class TransientError extends Error {
   }
 }
 
+/** An error thrown by the caller's own code (a progress callback) inside an attempt: passed on as it is, never retried. */
+export class CallerError extends Error {
+  constructor(readonly error: unknown) {
+    super('a callback failed');
+  }
+}
+
+/** Calls `fn`, marking what it throws as the caller's (see CallerError). */
+export function callerCode<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void {
+  return (...args) => {
+    try {
+      fn(...args);
+    } catch (err) {
+      throw new CallerError(err);
+    }
+  };
+}
+
 /** Removes the token from text a server sent back (a hostile one could echo it) and bounds its length. */
 export function redact(text: string, token: string | undefined): string {
   let out = text;
@@ -145,6 +163,7 @@ export async function withRetries<T>(client: HubClient, what: string, attempt: (
     try {
       return await attempt(n);
     } catch (e) {
+      if (e instanceof CallerError) throw e.error;
       const err = classify(e, client);
       if (!(err instanceof TransientError)) throw err;
       if (n >= attempts) {

@@ -204,7 +204,7 @@ options:
           `  ${`${p.repo}@${p.revision === p.commit ? p.commit.slice(0, 12) : `${p.revision} (${p.commit.slice(0, 12)})`}`.padEnd(50)} ${`${p.type} + ${p.visionType}${p.segDecoder ? ' + seg' : ''}`.padEnd(24)} ${formatBytes(p.bytes).padStart(10)}  ${p.dir}\n`,
         );
       }
-      for (const u of partial) out.write(`  (unfinished conversion, ${formatBytes(u.bytes)})  ${u.dir}\n`);
+      for (const u of partial) out.write(`  (${u.live ? 'conversion in progress' : 'unfinished conversion'}, ${formatBytes(u.bytes)})  ${u.dir}\n`);
       if (checkpoints.length) {
         out.write(`checkpoints of these repos in the Hugging Face cache (${settings.hubCache}):\n`);
         for (const c of checkpoints) out.write(`  ${c.repo.padEnd(50)} ${formatBytes(c.bytes).padStart(35)}  ${c.dir}\n`);
@@ -218,8 +218,12 @@ options:
       const visionType = choiceOption('vision-type', values['vision-type'], VISION_TYPES);
       if (values.all) {
         if (rest.length) throw new UsageError('cache rm --all takes no repo', 'cache');
-        const freed = await removePairs(settings.ggufCache, [...pairs.map((p) => p.dir), ...unfinished(settings.ggufCache).map((u) => u.dir)]);
+        // A conversion still going on (another process's) is left to finish.
+        const partial = unfinished(settings.ggufCache);
+        const freed = await removePairs(settings.ggufCache, [...pairs.map((p) => p.dir), ...partial.filter((u) => !u.live).map((u) => u.dir)]);
         out.write(`removed ${pairs.length} pair(s), ${formatBytes(freed)} freed\n`);
+        for (const u of partial.filter((p) => p.live))
+          err.write(`kept ${u.dir}: a conversion still going on (its process is alive, or it is another host's and recent)\n`);
         return 0;
       }
       if (rest.length !== 1) throw new UsageError('cache rm takes one repo (org/name[@revision]), or --all', 'cache');
