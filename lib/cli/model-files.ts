@@ -10,8 +10,18 @@ import { PaliGemmaError } from '../errors';
 import { readGGUF } from '../gguf/read';
 import { resolveHubModel } from '../hub/pull';
 import { hubModelRef } from '../hub/repo';
+import { GPU_CHOICES } from '../native/contract';
 import { type Out, UsageError } from './args';
 import { pullProgress } from './progress';
+
+/** The help lines of the options that choose the model and where it runs, shared by every command that loads one. */
+export const MODEL_LOCATION_USAGE = `  -m, --model <x.gguf|DIR|org/name>
+                             the text GGUF (its <name>-mmproj-*.gguf is found beside it), a folder holding
+                             both, or a hub repo (org/name[@rev] or hf://org/name): pulled on first use
+      --mmproj <file>        the vision GGUF, when it is not beside the text model
+      --gpu <g>              ${GPU_CHOICES.join(' | ')} (default auto)
+  -t, --threads <n>          CPU threads (default: physical cores)
+      --context-size <n>     tokens of context (default: image tokens + 512)`;
 
 async function architecture(file: string): Promise<unknown> {
   return (await readGGUF(file, { maxArrayLength: 0 }).catch(() => null))?.metadata['general.architecture'];

@@ -7,6 +7,7 @@
 import type { PaliGemmaConfig } from '../convert/config';
 import type { TextType, VisionType } from '../convert/index';
 import { GGML_TYPES, type GGMLTypeName } from '../gguf/types';
+import { kvCacheBytes } from '../model/memory';
 
 type TextShape = Pick<PaliGemmaConfig['text'], 'hidden' | 'ffn' | 'layers' | 'heads' | 'kvHeads' | 'headDim'> & {
   /** RMSNorm gains per layer: 2 in Gemma, 4 in Gemma 2. */
@@ -103,8 +104,8 @@ export function estimateSizes(m: KnownModel, type: TextType, visionType: VisionT
   const p = parameterCount(m);
   const fileBytes = Math.round((p.text * bitsPerWeight(type) + p.vision * bitsPerWeight(visionType)) / 8);
   const contextTokens = Math.ceil((imageTokens(m) + 512) / 256) * 256;
-  // As lib/model/memory.ts counts it: a key and a value per layer and KV head, f16.
-  const kvBytes = contextTokens * m.text.layers * m.text.kvHeads * 2 * m.text.headDim * 2;
+  // As PaliGemma.load's check counts it, f16 keys and values.
+  const kvBytes = kvCacheBytes(contextTokens, m.text.layers, m.text.kvHeads, 2 * m.text.headDim, 2);
   return { fileBytes, contextTokens, kvBytes, memoryBytes: fileBytes + kvBytes };
 }
 

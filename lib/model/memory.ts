@@ -46,6 +46,11 @@ function readText(file: string): string | null {
   }
 }
 
+/** Bytes of a KV cache: per token, layer and KV head one key and one value (their lengths summed). */
+export function kvCacheBytes(tokens: number, layers: number, kvHeads: number, keyPlusValueLength: number, bytesPerElement: number): number {
+  return tokens * layers * kvHeads * keyPlusValueLength * bytesPerElement;
+}
+
 /** The device the weights go to when they are all offloaded to a GPU: the first of the backend asked for. */
 function offloadDevice(native: NativeLoadOptions, devices: NativeDeviceInfo[]): NativeDeviceInfo | undefined {
   if (native.gpu === 'cpu') return undefined;
@@ -77,7 +82,7 @@ export async function checkMemory(native: NativeLoadOptions, binding: Pick<Nativ
   // The context the runtime picks without contextSize is image tokens + 512; 768 is the least of those.
   const ctx = native.contextSize ?? 768;
   const kvBytesPerElement = native.kvCacheType === 'f32' ? 4 : 2;
-  const kv = ctx * n('block_count') * n('attention.head_count_kv') * (n('attention.key_length') + n('attention.value_length')) * kvBytesPerElement;
+  const kv = kvCacheBytes(ctx, n('block_count'), n('attention.head_count_kv'), n('attention.key_length') + n('attention.value_length'), kvBytesPerElement);
   const need = weights + kv;
   if (need > available.bytes) {
     throw new PaliGemmaError(

@@ -10,7 +10,7 @@ import { PaliGemma } from '../../model/paligemma';
 import { GPU_CHOICES } from '../../native/contract';
 import { createServer } from '../../server/app';
 import { type Command, choiceOption, intOption, UsageError } from '../args';
-import { resolveModelPair } from '../model-files';
+import { MODEL_LOCATION_USAGE, resolveModelPair } from '../model-files';
 import { loadProgress } from '../progress';
 
 const USAGE = `usage: paligemma serve --model <x.gguf|DIR|org/name> [options]
@@ -30,13 +30,7 @@ server options:
   -q, --quiet                no line per request on stderr
 
 model options:
-  -m, --model <x.gguf|DIR|org/name>
-                             the text GGUF (its <name>-mmproj-*.gguf is found beside it), a folder holding
-                             both, or a hub repo (org/name[@rev] or hf://org/name): pulled on first use
-      --mmproj <file>        the vision GGUF, when it is not beside the text model
-      --gpu <g>              ${GPU_CHOICES.join(' | ')} (default auto)
-  -t, --threads <n>          CPU threads (default: physical cores)
-      --context-size <n>     tokens of context (default: image tokens + 512)
+${MODEL_LOCATION_USAGE}
   -h, --help                 this text
 
 SIGINT / SIGTERM: stop accepting requests, finish the accepted ones, exit 0; a second signal

@@ -12,7 +12,7 @@ import { GPU_CHOICES } from '../../native/contract';
 import { parseLocations } from '../../tasks/locations';
 import { type Mask, maskToRLE } from '../../tasks/masks';
 import { type CliIO, type Command, choiceOption, intOption, type OptionSpec, type Parsed, splitScale, UsageError, writeJson } from '../args';
-import { resolveModelPair } from '../model-files';
+import { MODEL_LOCATION_USAGE, resolveModelPair } from '../model-files';
 import { loadProgress } from '../progress';
 
 type TaskName = 'caption' | 'ask' | 'ocr' | 'detect' | 'segment' | 'run';
@@ -29,13 +29,7 @@ const MODEL_OPTIONS: OptionSpec = {
 };
 
 const MODEL_USAGE = `model options:
-  -m, --model <x.gguf|DIR|org/name>
-                             the text GGUF (its <name>-mmproj-*.gguf is found beside it), a folder holding
-                             both, or a hub repo (org/name[@rev] or hf://org/name): pulled on first use
-      --mmproj <file>        the vision GGUF, when it is not beside the text model
-      --gpu <g>              ${GPU_CHOICES.join(' | ')} (default auto)
-  -t, --threads <n>          CPU threads (default: physical cores)
-      --context-size <n>     tokens of context (default: image tokens + 512)
+${MODEL_LOCATION_USAGE}
   -n, --max-tokens <n>       answer length limit (default: the task's)
       --lora <file[:scale]>  apply a LoRA adapter from convert-lora (repeatable; scale default 1)
       --json                 print one JSON object instead of streaming text
