@@ -186,7 +186,7 @@ export async function describeCpu(): Promise<{ model: string; features: string[]
     f16c: 'F16C',
     fma: 'FMA',
     avx512f: 'AVX512',
-    avx512_vbmi: 'AVX512_VBMI',
+    avx512vbmi: 'AVX512_VBMI',
     avx512_vnni: 'AVX512_VNNI',
     avx512_bf16: 'AVX512_BF16',
     avx_vnni: 'AVX_VNNI',

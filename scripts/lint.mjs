@@ -17,7 +17,7 @@ function nativeSources(dir) {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) return nativeSources(p);
-    return /\.(cpp|h)$/.test(e.name) ? [path.relative(root, p)] : [];
+    return /\.(cpp|h|inc)$/.test(e.name) ? [path.relative(root, p)] : [];
   });
 }
 

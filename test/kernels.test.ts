@@ -16,6 +16,7 @@ const png = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png');
 t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower', async (t) => {
   const features = (await systemInfo()).cpuFeatures;
   const avx512 = features.AVX512 === '1';
+  const avx2 = features.AVX2 === '1' && features.FMA === '1';
   const vnni = avx512 && features.AVX512_VNNI === '1';
   const dir = tmpDir();
   const ckpt = path.join(dir, 'ckpt');
@@ -49,16 +50,26 @@ t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower'
   } else {
     await t.rejects(embed(q8, { visionMatmul: 'int8' }), { code: 'ERR_INVALID_ARGUMENT', message: /AVX-512 VNNI/ }, "'int8' is refused without VNNI");
   }
-  if (avx512) {
+  // Our attention at each vector width this CPU has ('tiled' is the widest: AVX-512, else AVX2).
+  if (avx2) {
     const tiled = await embed(f32, { visionAttention: 'tiled' });
-    t.equal(tiled.info.visionAttention, 'tiled');
-    const e = relError(tiled.data, exact.data);
-    t.ok(e < 1e-5, `tiled attention in f32: rel. error ${e.toExponential(2)} from separate ops`);
+    t.equal(tiled.info.visionAttention, avx512 ? 'tiled' : 'tiled-avx2', "'tiled' runs at the widest vectors the CPU has");
+    const narrow = await embed(f32, { visionAttention: 'tiled-avx2' });
+    t.equal(narrow.info.visionAttention, 'tiled-avx2');
+    for (const [name, r] of [
+      ['tiled', tiled],
+      ['tiled-avx2', narrow],
+    ] as const) {
+      const e = relError(r.data, exact.data);
+      t.ok(e < 1e-5, `${name} attention in f32: rel. error ${e.toExponential(2)} from separate ops`);
+    }
   } else {
-    await t.rejects(embed(f32, { visionAttention: 'tiled' }), { code: 'ERR_INVALID_ARGUMENT', message: /AVX-512/ }, "'tiled' is refused without AVX-512");
+    for (const mode of ['tiled', 'tiled-avx2']) {
+      await t.rejects(embed(f32, { visionAttention: mode }), { code: 'ERR_INVALID_ARGUMENT', message: /AVX2 and FMA/ }, `'${mode}' is refused without AVX2`);
+    }
   }
   const auto = await embed(q8, {});
-  t.ok(['fused', 'separate', 'tiled'].includes(auto.info.visionAttention), `auto picked ${auto.info.visionAttention} attention`);
+  t.ok(['fused', 'separate', 'tiled', 'tiled-avx2'].includes(auto.info.visionAttention), `auto picked ${auto.info.visionAttention} attention`);
   t.ok(['ggml', 'int8'].includes(auto.info.visionMatmul), `auto picked the ${auto.info.visionMatmul} product`);
   t.ok(relError(auto.data, exact.data) < 5e-2, 'and its tower is as close as the others');
 });
@@ -92,7 +103,8 @@ t.test('a LoRA adapter on every vision matrix: each product path applies it as m
   const base = await embed(f32, { visionAttention: 'separate' }, false);
   const change = relError(base, exact);
   t.ok(change > 5e-2, `the adapter changes the embedding (rel. ${change.toExponential(2)})`);
-  for (const visionAttention of ['separate', 'fused', ...(features.AVX512 === '1' ? ['tiled'] : [])]) {
+  const avx2 = features.AVX2 === '1' && features.FMA === '1';
+  for (const visionAttention of ['separate', 'fused', ...(features.AVX512 === '1' ? ['tiled'] : []), ...(avx2 ? ['tiled-avx2'] : [])]) {
     const e = relError(await embed(f32, { visionAttention }, true), exact);
     t.ok(e < (visionAttention === 'fused' ? 2e-3 : 1e-5), `f32 weights, ${visionAttention} attention: rel. error ${e.toExponential(2)} from the merged tower`);
   }

@@ -79,3 +79,35 @@ t.test('a portable binary without its CPU libraries says so instead of crashing'
   t.equal(res.status, 0, res.stderr);
   t.match(res.stdout, /ERR ERR_BACKEND no CPU backend: none of the libggml-cpu-\*\.so libraries in .*pg-nocpu-.* loads on this CPU/);
 });
+
+// PALIGEMMA_CPU_VARIANT runs the process as a CPU of another kind would: ggml's library for it, and
+// our own kernels limited to what that library has; a name that cannot be honoured refuses the load.
+t.test('PALIGEMMA_CPU_VARIANT chooses the CPU library, and a wrong one is refused', { skip: !portable && 'a native build is loaded' }, async (t) => {
+  const { convertedFixture } = require('./helpers/fixtures') as typeof import('./helpers/fixtures');
+  const pair = await convertedFixture('tiny-v1');
+  const run = (variant: string) => {
+    const script = `
+      const { PaliGemma, systemInfo } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+      (async () => {
+        const info = await systemInfo();
+        console.log('VARIANT', info.cpuVariant, 'AVX512', info.cpuFeatures.AVX512 ?? '-');
+        const m = await PaliGemma.load({ ...${JSON.stringify(pair)}, gpu: 'cpu' });
+        console.log('LOADED', m.info.visionAttention, m.info.visionMatmul);
+        await m.dispose();
+      })().catch((e) => console.log('ERR', e.code, e.message));`;
+    return spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, PALIGEMMA_CPU_VARIANT: variant } });
+  };
+  const wrong = run('no-such-cpu');
+  t.equal(wrong.status, 0, wrong.stderr);
+  t.match(wrong.stdout, /ERR ERR_BACKEND PALIGEMMA_CPU_VARIANT is 'no-such-cpu', but libggml-cpu-no-such-cpu\.so in .* is missing or does not run on this CPU/);
+  const info = await systemInfo();
+  if (process.arch !== 'x64' || info.cpuFeatures.AVX2 !== '1' || !fs.existsSync(path.join(loaded, 'libggml-cpu-haswell.so'))) {
+    t.comment('skipped the haswell half: not an x86-64 CPU with AVX2, or no haswell library');
+    return;
+  }
+  const haswell = run('haswell');
+  t.equal(haswell.status, 0, haswell.stderr);
+  t.match(haswell.stdout, /VARIANT haswell AVX512 -/, 'the AVX2 library runs, without AVX-512');
+  // Our kernels follow the library: never the 512-bit attention or the AVX-512 VNNI product.
+  t.match(haswell.stdout, /LOADED (fused|separate|tiled-avx2) ggml/);
+});

@@ -55,7 +55,8 @@ export interface LoadOptions {
   kvCacheType?: KvCacheType;
   /**
    * The vision tower's attention kernel: 'auto' (default: the fastest on this machine, measured at
-   * load), 'fused' (ggml's), 'separate' (ggml's ops, f32) or 'tiled' (ours; CPUs with AVX-512).
+   * load), 'fused' (ggml's), 'separate' (ggml's ops, f32), 'tiled' (ours, at the widest vectors the
+   * CPU has: AVX-512, else AVX2 + FMA) or 'tiled-avx2' (ours over AVX2 even where AVX-512 is there).
    */
   visionAttention?: VisionAttentionMode;
   /**

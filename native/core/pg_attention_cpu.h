@@ -1,4 +1,5 @@
-// The vision tower's attention on the CPU as one ggml custom op, for CPUs with AVX-512.
+// The vision tower's attention on the CPU as one ggml custom op, for x86-64 CPUs with AVX-512 or
+// with AVX2 + FMA (the same kernel over 512- or 256-bit vectors).
 //
 // Why: SigLIP's head size (72) is not a multiple of 16, so ggml's separate attention ops fall back
 // to one dot product per score, and its fused kernel walks the keys one by one; together with the
@@ -9,14 +10,23 @@
 #pragma once
 #include "ggml.h"
 
-// This CPU runs the kernel (AVX-512 F), and this build has it.
-bool pg_attention_cpu_available();
+// The vector width the kernel runs at.
+enum pg_attention_isa {
+    PG_ATTENTION_AVX512,  // 16 floats per vector (AVX-512 F)
+    PG_ATTENTION_AVX2,    // 8 floats per vector (AVX2 + FMA): CPUs without AVX-512
+};
+
+// This CPU runs the kernel at that width, and this build has it.
+bool pg_attention_cpu_available(pg_attention_isa isa);
+
+// Floats per vector at that width: v's rows are padded with zeros to a multiple of it.
+int pg_attention_cpu_lanes(pg_attention_isa isa);
 
 // Keys per chunk of the online softmax: K comes in chunks of this many keys side by side.
 constexpr int PG_ATTENTION_CHUNK = 128;
 
-// q: [head size, N, heads]; v: the same with rows padded with zeros to a multiple of 16 values;
+// q: [head size, N, heads]; v: the same with rows padded with zeros to pg_attention_cpu_lanes(isa);
 // kc: K in chunks, [PG_ATTENTION_CHUNK, head size, chunks, heads] (keys past N are zero and
 // ignored). All contiguous. Returns softmax(q k^T / sqrt(head size)) v as [head size x heads, N],
 // token-major.
-ggml_tensor * pg_attention_cpu(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kc, ggml_tensor * v);
+ggml_tensor * pg_attention_cpu(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kc, ggml_tensor * v, pg_attention_isa isa);

@@ -22,6 +22,8 @@ namespace {
 
 std::string cpu_variant;
 std::string backend_dir;
+std::string forced_variant;  // PALIGEMMA_CPU_VARIANT, when set
+std::string forced_problem;  // why it could not be honoured
 
 #ifdef GGML_BACKEND_DL
 namespace fs = std::filesystem;
@@ -75,9 +77,13 @@ int variant_score(const fs::path & file) {
 }
 
 // ggml's own loader would do the same scoring, but it does not say which variant it took.
+// PALIGEMMA_CPU_VARIANT=<name> takes that one instead (if it runs here): what a CPU of another
+// kind would run, e.g. haswell (AVX2) on an AVX-512 machine, for comparisons and bug reports.
 void load_backends() {
     const fs::path dir               = own_folder();
     backend_dir                      = dir.u8string();
+    const char * forced              = getenv("PALIGEMMA_CPU_VARIANT");
+    forced_variant                   = forced ? forced : "";
     const std::string     cpu_prefix = std::string(kPrefix) + "cpu-";
     fs::path              best;
     int                   best_score = 0;
@@ -87,6 +93,7 @@ void load_backends() {
         const std::string name = it->path().filename().u8string();
         if (name.size() <= strlen(kSuffix) || name.compare(name.size() - strlen(kSuffix), std::string::npos, kSuffix) != 0) continue;
         if (name.rfind(cpu_prefix, 0) == 0) {
+            if (!forced_variant.empty() && name != cpu_prefix + forced_variant + kSuffix) continue;
             const int score = variant_score(it->path());
             if (score > best_score) {
                 best_score = score;
@@ -100,6 +107,9 @@ void load_backends() {
     if (best_score > 0 && ggml_backend_load(best.u8string().c_str())) {
         std::string name = best.filename().u8string();
         cpu_variant      = name.substr(cpu_prefix.size(), name.size() - cpu_prefix.size() - strlen(kSuffix));
+    } else if (!forced_variant.empty()) {
+        forced_problem = "PALIGEMMA_CPU_VARIANT is '" + forced_variant + "', but " + cpu_prefix + forced_variant + kSuffix + " in " + backend_dir +
+                         " is missing or does not run on this CPU";
     }
 }
 #endif
@@ -137,9 +147,27 @@ const std::string & pg_backend_dir() {
     return backend_dir;
 }
 
+const std::string & pg_forced_variant_problem() {
+    pg_backend_init_once();
+    return forced_problem;
+}
+
+bool pg_cpu_variant_has(const char * feature) {
+    pg_backend_init_once();
+    if (forced_variant.empty()) return true;
+    ggml_backend_reg_t cpu = ggml_backend_reg_by_name("CPU");
+    auto get_features      = cpu ? (ggml_backend_get_features_t) ggml_backend_reg_get_proc_address(cpu, "ggml_backend_get_features") : nullptr;
+    if (!get_features) return false;
+    for (ggml_backend_feature * f = get_features(cpu); f && f->name; ++f) {
+        if (!strcmp(f->name, feature)) return f->value && !strcmp(f->value, "1");
+    }
+    return false;
+}
+
 std::string pg_no_cpu_backend_message() {
     pg_backend_init_once();
 #ifdef GGML_BACKEND_DL
+    if (!forced_problem.empty()) return "no CPU backend: " + forced_problem;
     return "no CPU backend: none of the " + std::string(kPrefix) + "cpu-*" + kSuffix + " libraries in " + backend_dir +
            " loads on this CPU (the package's prebuilt folder is incomplete; reinstall paligemma-node)";
 #else

@@ -13,6 +13,15 @@ void pg_backend_init_once();
 // variant's name ("haswell", "zen4", ...), or "" when none could be loaded.
 const std::string & pg_cpu_backend_variant();
 
+// Whether our own CPU kernels may use `feature` ("AVX512", "AVX2", ...; ggml's names): always, unless
+// PALIGEMMA_CPU_VARIANT chose a ggml CPU library, and then only what that library reports, so that
+// the whole process runs as a CPU of that kind would. The CPU itself is checked by the caller.
+bool pg_cpu_variant_has(const char * feature);
+
+// Non-empty when PALIGEMMA_CPU_VARIANT names a CPU library that is missing or does not run here
+// (ggml then falls back to a CPU backend of its own choosing, which is not what was asked).
+const std::string & pg_forced_variant_problem();
+
 // Where a portable build looked for its backend libraries ("" in other builds).
 const std::string & pg_backend_dir();
 

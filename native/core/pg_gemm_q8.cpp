@@ -1,4 +1,5 @@
 #include "pg_gemm_q8.h"
+#include "pg_backend.h"
 
 #include <algorithm>
 #include <cmath>
@@ -253,7 +254,7 @@ void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
 
 bool pg_q8_gemm_available() {
     static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                           __builtin_cpu_supports("avx512vnni");
+                           __builtin_cpu_supports("avx512vnni") && pg_cpu_variant_has("AVX512") && pg_cpu_variant_has("AVX512_VNNI");
     return ok;
 }
 

@@ -124,9 +124,10 @@ void fill_info(pg_model & m, const std::string & backend, int threads) {
     i.trained_context_size = m.text.n_ctx_train;
     i.backend              = backend;
     i.threads              = threads;
-    i.vision_attention     = m.vision.attention == PG_VISION_ATTENTION_SEPARATE ? "separate"
-                             : m.vision.attention == PG_VISION_ATTENTION_TILED  ? "tiled"
-                                                                                : "fused";
+    i.vision_attention     = m.vision.attention == PG_VISION_ATTENTION_SEPARATE     ? "separate"
+                             : m.vision.attention == PG_VISION_ATTENTION_TILED      ? "tiled"
+                             : m.vision.attention == PG_VISION_ATTENTION_TILED_AVX2 ? "tiled-avx2"
+                                                                                    : "fused";
     i.vision_matmul        = m.vision.int8_matmul ? "int8" : "ggml";
     i.bos_id               = llama_vocab_bos(m.text.vocab);
     i.eos_id               = llama_vocab_eos(m.text.vocab);
@@ -134,6 +135,7 @@ void fill_info(pg_model & m, const std::string & backend, int threads) {
 
 bool load(const pg_model_params & params, const pg_progress_fn & progress, pg_model & m, pg_error & err) {
     pg_backend_init_once();
+    if (!pg_forced_variant_problem().empty()) return err.set(PG_ERR_BACKEND, pg_forced_variant_problem());
     ggml_backend_dev_t dev = nullptr;
     if (!pick_device(params.gpu, dev, err)) return false;
     const int threads = params.threads > 0 ? params.threads : pg_physical_cores();

@@ -1,5 +1,5 @@
-// exp(x) on 16 floats with AVX-512F, shared by our kernels (softmax in pg_attention_cpu, GELU in
-// pg_gemm_q8). Include only where <immintrin.h> and the x86-64 GNU target attributes are available.
+// exp(x) on 16 floats with AVX-512F and on 8 with AVX2 + FMA, shared by our kernels (softmax in
+// pg_attention_cpu, GELU in pg_gemm_q8). Include only where <immintrin.h> and the x86-64 GNU target attributes are available.
 #pragma once
 
 #include <immintrin.h>
@@ -18,4 +18,21 @@ __attribute__((target("avx512f"))) inline __m512 pg_exp_avx512(__m512 x) {
     p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p              = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
+}
+
+// The same on 8 floats with AVX2 + FMA; 2^n goes into the exponent bits (n is within [-127, 127]
+// after the clamp, and 2^-127 flushes to 0, far below anything a softmax or GELU keeps).
+__attribute__((target("avx2,fma"))) inline __m256 pg_exp_avx2(__m256 x) {
+    x               = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.0f));
+    const __m256 n  = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r  = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x));
+    __m256       p  = _mm256_set1_ps(1.0f / 720);
+    p               = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p               = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p               = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p               = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p               = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p               = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }

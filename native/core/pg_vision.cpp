@@ -91,15 +91,19 @@ bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error
     if (!dev) return err.set(PG_ERR_BACKEND, pg_no_cpu_backend_message());
     m.backend.reset(ggml_backend_dev_init(dev, nullptr));
     if (!m.backend) return err.set(PG_ERR_BACKEND, std::string("cannot initialise ") + ggml_backend_dev_name(dev));
-    m.is_cpu = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
-    if (params.attention == PG_VISION_ATTENTION_TILED && !(m.is_cpu && pg_attention_cpu_available())) {
-        return err.set(PG_ERR_INVALID_ARGUMENT, "visionAttention 'tiled' needs the CPU backend on a CPU with AVX-512, which this one is not");
+    m.is_cpu                      = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    pg_vision_attention attention = params.attention;
+    if (attention == PG_VISION_ATTENTION_TILED && !pg_attention_cpu_available(PG_ATTENTION_AVX512)) attention = PG_VISION_ATTENTION_TILED_AVX2;
+    if (attention == PG_VISION_ATTENTION_TILED_AVX2 && !(m.is_cpu && pg_attention_cpu_available(PG_ATTENTION_AVX2))) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, std::string("visionAttention '") +
+                                                    (params.attention == PG_VISION_ATTENTION_TILED ? "tiled" : "tiled-avx2") +
+                                                    "' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
     }
     if (params.matmul == PG_VISION_MATMUL_INT8 && !(m.is_cpu && pg_q8_gemm_available())) {
         return err.set(PG_ERR_INVALID_ARGUMENT, "visionMatmul 'int8' needs the CPU backend on a CPU with AVX-512 VNNI, which this one is not");
     }
     m.n_threads = params.n_threads > 0 ? params.n_threads : 1;
-    m.attention = params.attention;
+    m.attention = attention;
     pg_backend_set_threads(m.backend.get(), m.n_threads);
     return true;
 }
@@ -634,16 +638,17 @@ ggml_tensor * linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_
 // Our attention op's inputs: q and v per head, [HD, N, H] (v's rows padded with zeros to whole
 // vectors); K in chunks of keys side by side, [chunk, HD, chunks, H], zero keys padding N to whole
 // chunks.
-ggml_tensor * tiled_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int H) {
+ggml_tensor * tiled_attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int H, pg_attention_isa isa) {
     const int64_t C = q->ne[0], N = q->ne[1], HD = C / H, CH = PG_ATTENTION_CHUNK, NP = (N + CH - 1) / CH * CH;
     auto          heads    = [&](ggml_tensor * t) { return ggml_view_3d(ctx, t, HD, H, N, HD * ggml_element_size(t), t->nb[1], 0); };
     auto          per_head = [&](ggml_tensor * t) { return ggml_cont(ctx, ggml_permute(ctx, heads(t), 0, 2, 1, 3)); };
     ggml_tensor * kp       = ggml_cont(ctx, heads(k));  // [HD, H, N]
     if (NP != N) kp = ggml_pad(ctx, kp, 0, 0, (int) (NP - N), 0);
-    ggml_tensor * kc = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, kp, HD, H, CH, NP / CH), 1, 3, 0, 2));
-    ggml_tensor * vp = per_head(v);
-    if (HD % 16) vp = ggml_pad(ctx, vp, (int) (16 - HD % 16), 0, 0, 0);  // whole vectors per row
-    return pg_attention_cpu(ctx, per_head(q), kc, vp);
+    ggml_tensor * kc    = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, kp, HD, H, CH, NP / CH), 1, 3, 0, 2));
+    ggml_tensor * vp    = per_head(v);
+    const int64_t lanes = pg_attention_cpu_lanes(isa);
+    if (HD % lanes) vp = ggml_pad(ctx, vp, (int) (lanes - HD % lanes), 0, 0, 0);  // whole vectors per row
+    return pg_attention_cpu(ctx, per_head(q), kc, vp, isa);
 }
 
 // Multi-head attention over q, k, v of [C, N] (C = heads x head size; rows may be views into a
@@ -654,7 +659,8 @@ ggml_tensor * attention(const pg_vision_model & m, ggml_context * ctx, ggml_tens
     const float   scale = 1.0f / sqrtf((float) HD);
     // [C, N] -> [HD, H, N] heads, whatever the row stride.
     auto heads = [&](ggml_tensor * t) { return ggml_view_3d(ctx, t, HD, H, N, HD * ggml_element_size(t), t->nb[1], 0); };
-    if (kind == PG_VISION_ATTENTION_TILED) return tiled_attention(ctx, q, k, v, H);
+    if (kind == PG_VISION_ATTENTION_TILED) return tiled_attention(ctx, q, k, v, H, PG_ATTENTION_AVX512);
+    if (kind == PG_VISION_ATTENTION_TILED_AVX2) return tiled_attention(ctx, q, k, v, H, PG_ATTENTION_AVX2);
     ggml_tensor * qh = ggml_permute(ctx, heads(q), 0, 2, 1, 3);  // [HD, N, H]
     ggml_tensor * kh = ggml_permute(ctx, heads(k), 0, 2, 1, 3);  // [HD, N, H]
     if (kind == PG_VISION_ATTENTION_FUSED) {
@@ -789,10 +795,11 @@ bool abort_cb(void * data) {
 pg_vision_attention measure_attention(const pg_vision_model & m) {
     const int H = m.hp.heads, HD = m.hp.hidden / H, N = m.hp.image_tokens;
     // The candidates: ggml's fused kernel; its separate ops, which hold every head's N x N scores at
-    // once (1 GiB at 896 px: past 256 MiB they are left out); ours, where the CPU has AVX-512.
+    // once (1 GiB at 896 px: past 256 MiB they are left out); ours at each vector width the CPU has.
     std::vector<pg_vision_attention> kinds = { PG_VISION_ATTENTION_FUSED };
     if ((int64_t) N * N * H * (int64_t) sizeof(float) <= (256LL << 20)) kinds.push_back(PG_VISION_ATTENTION_SEPARATE);
-    if (pg_attention_cpu_available()) kinds.push_back(PG_VISION_ATTENTION_TILED);
+    if (pg_attention_cpu_available(PG_ATTENTION_AVX512)) kinds.push_back(PG_VISION_ATTENTION_TILED);
+    if (pg_attention_cpu_available(PG_ATTENTION_AVX2)) kinds.push_back(PG_VISION_ATTENTION_TILED_AVX2);
     if (kinds.size() == 1) return kinds[0];
     const int         heads = std::max(std::min(m.n_threads, H), std::min(H, (int) ((4LL << 20) / ((int64_t) N * N))));
     const std::string key =

@@ -44,10 +44,12 @@ struct pg_vision_layer {
 
 // How the tower computes attention.
 enum pg_vision_attention {
-    PG_VISION_ATTENTION_AUTO,      // the loader chooses
-    PG_VISION_ATTENTION_FUSED,     // ggml_flash_attn_ext: the N x N scores never materialize; K, V in f16
-    PG_VISION_ATTENTION_SEPARATE,  // QK^T, softmax, AV as separate ops in f32
-    PG_VISION_ATTENTION_TILED,     // ours (pg_attention_cpu.h): one op per block of queries, f32, AVX-512
+    PG_VISION_ATTENTION_AUTO,        // the loader chooses
+    PG_VISION_ATTENTION_FUSED,       // ggml_flash_attn_ext: the N x N scores never materialize; K, V in f16
+    PG_VISION_ATTENTION_SEPARATE,    // QK^T, softmax, AV as separate ops in f32
+    PG_VISION_ATTENTION_TILED,       // ours (pg_attention_cpu.h): one op per block of queries, f32, AVX-512
+                                     // (asked for on a CPU without it: the AVX2 one below)
+    PG_VISION_ATTENTION_TILED_AVX2,  // the same over 256-bit vectors (AVX2 + FMA)
 };
 
 // How the tower's q8_0 matrices are multiplied on the CPU.

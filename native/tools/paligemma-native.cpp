@@ -30,7 +30,7 @@ int usage() {
         "       paligemma-native encode MODEL MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [options] [--reps N]\n"
         "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...] [--causal-prefix]\n"
         "       paligemma-native kernels [--threads N]   our int8 q8_0 product against ggml's and f32, at SigLIP shapes\n"
-        "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled\n"
+        "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled|tiled-avx2\n"
         "         --vision-matmul ggml|int8  --no-repack\n");
     return 2;
 }
@@ -79,10 +79,11 @@ bool parse_options(int argc, char ** argv, int first, tool_options & o) {
             o.model.vision_repack = false;
         else if (!strcmp(a, "--vision-attention") && more) {
             const std::string v = argv[++i];
-            if (v != "fused" && v != "separate" && v != "tiled") return false;
-            o.model.vision_attention = v == "fused"   ? PG_VISION_ATTENTION_FUSED
-                                       : v == "tiled" ? PG_VISION_ATTENTION_TILED
-                                                      : PG_VISION_ATTENTION_SEPARATE;
+            if (v != "fused" && v != "separate" && v != "tiled" && v != "tiled-avx2") return false;
+            o.model.vision_attention = v == "fused"        ? PG_VISION_ATTENTION_FUSED
+                                       : v == "tiled"      ? PG_VISION_ATTENTION_TILED
+                                       : v == "tiled-avx2" ? PG_VISION_ATTENTION_TILED_AVX2
+                                                           : PG_VISION_ATTENTION_SEPARATE;
         } else if (!strcmp(a, "--vision-matmul") && more) {
             const std::string v = argv[++i];
             if (v != "ggml" && v != "int8") return false;
@@ -351,16 +352,19 @@ int check_mlp(ggml_backend_t cpu, int64_t c, int64_t f, int64_t m) {
 }
 
 // Attention over n tokens, 16 heads of 72: ggml's separate ops (f32, the reference), ggml's fused
-// kernel, ours.
+// kernel, ours at each vector width this CPU has.
 int check_attention(ggml_backend_t cpu, int64_t n) {
     const int64_t            c = 1152, h = 16, hd = c / h;
     const std::vector<float> q = random_values((size_t) (c * n), 1.0f, 11), k = random_values((size_t) (c * n), 1.0f, 12),
-                             v  = random_values((size_t) (c * n), 1.0f, 13);
-    const char *       names[3] = { "separate", "fused", "ours" };
-    const int          ways     = pg_attention_cpu_available() ? 3 : 2;
-    std::vector<float> y[3];
-    double             ms[3] = {};
-    for (int way = 0; way < ways; ++way) {
+                             v      = random_values((size_t) (c * n), 1.0f, 13);
+    const char *           names[4] = { "separate", "fused", "ours avx512", "ours avx2" };
+    const pg_attention_isa isa[4]   = { PG_ATTENTION_AVX512, PG_ATTENTION_AVX512, PG_ATTENTION_AVX512, PG_ATTENTION_AVX2 };
+    std::vector<float>     y[4];
+    double                 ms[4]  = {};
+    bool                   ran[4] = {};
+    for (int way = 0; way < 4; ++way) {
+        if (way >= 2 && !pg_attention_cpu_available(isa[way])) continue;
+        ran[way] = true;
         pg_tune_graph g;
         if (!pg_tune_begin(g, 64)) return fail("cannot create a graph context");
         ggml_context * ctx = g.ctx.get();
@@ -372,11 +376,14 @@ int check_attention(ggml_backend_t cpu, int64_t n) {
         const float   scale = 1.0f / sqrtf((float) hd);
         ggml_tensor * out;
         auto          heads = [&](ggml_tensor * x) { return ggml_view_3d(ctx, x, hd, h, n, hd * sizeof(float), x->nb[1], 0); };
-        if (way == 2) {
+        if (way >= 2) {
             const int64_t ch       = PG_ATTENTION_CHUNK;
+            const int     lanes    = pg_attention_cpu_lanes(isa[way]);
             auto          per_head = [&](ggml_tensor * x) { return ggml_cont(ctx, ggml_permute(ctx, heads(x), 0, 2, 1, 3)); };
             ggml_tensor * kc = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, ggml_cont(ctx, heads(t[1])), hd, h, ch, n / ch), 1, 3, 0, 2));
-            out              = pg_attention_cpu(ctx, per_head(t[0]), kc, ggml_pad(ctx, per_head(t[2]), 8, 0, 0, 0));
+            ggml_tensor * vp = per_head(t[2]);
+            if (hd % lanes) vp = ggml_pad(ctx, vp, (int) (lanes - hd % lanes), 0, 0, 0);
+            out = pg_attention_cpu(ctx, per_head(t[0]), kc, vp, isa[way]);
         } else {
             ggml_tensor *qh = ggml_permute(ctx, heads(t[0]), 0, 2, 1, 3), *kh = ggml_permute(ctx, heads(t[1]), 0, 2, 1, 3);
             if (way == 1) {
@@ -405,7 +412,8 @@ int check_attention(ggml_backend_t cpu, int64_t n) {
     }
     const double gflop = 4.0 * n * n * c / 1e9;
     printf("attention %lld tokens, 16 x 72    ", (long long) n);
-    for (int way = 0; way < ways; ++way) {
+    for (int way = 0; way < 4; ++way) {
+        if (!ran[way]) continue;
         printf(" | %s %7.2f ms (%4.0f GFLOP/s)", names[way], ms[way], gflop / (ms[way] / 1000));
         if (way) printf(", rel. error %.2e", rel_error(y[way], y[0]));
     }
