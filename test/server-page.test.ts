@@ -76,7 +76,8 @@ t.test('the page in a real browser', { skip: CHROMIUM ? false : 'no Chromium ins
 
   t.test('pick an image, detect: boxes drawn over it, labels listed, timings shown', async (t) => {
     await page.setInputFiles('#file', PNG_FILE);
-    await page.waitForFunction("document.getElementById('canvas').width === 150");
+    // A selector, not a predicate: the page's CSP forbids the eval a string predicate needs.
+    await page.waitForSelector('#canvas[width="150"]', { state: 'attached' });
     t.ok(await page.isEnabled('#run'), 'Run is enabled');
     const expected = await model.detect(PNG, 'cat', { maxTokens: 40, temperature: 1, seed: 1 });
     t.ok(expected.length > 0, 'the model finds something with these settings');
