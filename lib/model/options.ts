@@ -61,7 +61,8 @@ export interface LoadOptions {
   visionAttention?: VisionAttentionMode;
   /**
    * The vision tower's q8_0 matrix products: 'auto' (default: ours where it measures faster),
-   * 'ggml', or 'int8' (ours: weights repacked at load; CPUs with AVX-512 VNNI).
+   * 'ggml', 'int8' (ours: weights repacked at load; AVX-512 VNNI, else AVX-VNNI) or 'int8-avxvnni'
+   * (ours over 256-bit AVX-VNNI even where AVX-512 is there).
    */
   visionMatmul?: VisionMatmulMode;
   /**

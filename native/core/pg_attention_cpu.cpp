@@ -85,17 +85,9 @@ struct simd {
     PG_TARGET static reg   mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
     PG_TARGET static reg   add(reg a, reg b) { return _mm256_add_ps(a, b); }
     PG_TARGET static reg   max(reg a, reg b) { return _mm256_max_ps(a, b); }
-    PG_TARGET static float reduce_max(reg v) {
-        __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        x        = _mm_max_ps(x, _mm_movehl_ps(x, x));
-        return _mm_cvtss_f32(_mm_max_ss(x, _mm_shuffle_ps(x, x, 1)));
-    }
-    PG_TARGET static float reduce_add(reg v) {
-        __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        x        = _mm_add_ps(x, _mm_movehl_ps(x, x));
-        return _mm_cvtss_f32(_mm_add_ss(x, _mm_shuffle_ps(x, x, 1)));
-    }
-    PG_TARGET static reg exp(reg x) { return pg_exp_avx2(x); }
+    PG_TARGET static float reduce_max(reg v) { return pg_hmax_avx2(v); }
+    PG_TARGET static float reduce_add(reg v) { return pg_hsum_avx2(v); }
+    PG_TARGET static reg   exp(reg x) { return pg_exp_avx2(x); }
 };
 
 #include "pg_attention_cpu.inc"

@@ -1,9 +1,9 @@
-// Our matrix products for q8_0 weights on CPUs with AVX-512 VNNI, as ggml custom ops.
+// Our matrix products for q8_0 weights on CPUs with AVX-512 VNNI or AVX-VNNI, as ggml custom ops.
 //
 // Why: on x86, ggml has no repacked layout for q8_0; its q8_0 products (llamafile's tinyBLAS) run
 // at half the rate of its repacked q4_0 ones, and they were 80% of a vision encode. Here the
 // weights are repacked once at load into panels of 16 rows whose 4-byte groups sit side by side,
-// so that one vpdpbusd multiplies 4 values of 16 rows at once; activations are quantized to 8 bits
+// so that one vpdpbusd multiplies 4 values of 16 rows at once (of 8 rows, twice, on 256 bits); activations are quantized to 8 bits
 // per block of 32 (as ggml does for q8_0), shifted to unsigned, with the shift's effect precomputed
 // per weight block. Results match ggml's q8_0 product to the rounding of the activations' scales.
 // What surrounds a product in the tower (the layer norm before it; the bias, residual or GELU and
@@ -14,8 +14,14 @@
 #include <cstddef>
 #include <cstdint>
 
-// This CPU runs the kernels (AVX-512 F/BW and VNNI), and this build has them.
-bool pg_q8_gemm_available();
+// The vector width and instruction set the kernels run with.
+enum pg_q8_isa {
+    PG_Q8_AVX512_VNNI,  // 512-bit: AVX-512 F/BW/VL + VNNI
+    PG_Q8_AVX_VNNI,     // 256-bit: AVX2 + FMA + AVX-VNNI (CPUs without AVX-512 that have vpdpbusd on ymm)
+};
+
+// This CPU runs the kernels with that set, and this build has them.
+bool pg_q8_gemm_available(pg_q8_isa isa);
 
 // Bytes of one packed panel of 16 rows of k values (k a multiple of 32). A packed weight of n rows
 // is GGML_TYPE_I8 of [pg_q8_packed_panel_bytes(k), n / 16].
@@ -26,9 +32,9 @@ void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out);
 
 // Quantized activations: GGML_TYPE_I8 [k + 4 k/32, m], each row k unsigned bytes then k/32 float
 // scales. One per input, shared by every product that reads it.
-ggml_tensor * pg_q8_quantize(ggml_context * ctx, ggml_tensor * x);  // x: f32 [k, m]
+ggml_tensor * pg_q8_quantize(ggml_context * ctx, ggml_tensor * x, pg_q8_isa isa);  // x: f32 [k, m]
 // The layer norm of x (gain w, bias b: f32 [k]), quantized, in one pass. `eps` must outlive the graph.
-ggml_tensor * pg_q8_norm_quantize(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, const float * eps);
+ggml_tensor * pg_q8_norm_quantize(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, const float * eps, pg_q8_isa isa);
 
 enum pg_q8_epilogue {
     PG_Q8_BIAS,                // f32 [n, m]: W x + b
@@ -39,4 +45,4 @@ enum pg_q8_epilogue {
 // The products of `count` packed weights w[i] (biases b[i], f32) with xq, their outputs side by
 // side along the rows (q, k and v in one op), then the epilogue. residual: f32 [n, m] or nullptr.
 ggml_tensor * pg_q8_linear(ggml_context * ctx, ggml_tensor * const * w, ggml_tensor * const * b, int count, ggml_tensor * xq, pg_q8_epilogue epilogue,
-                           ggml_tensor * residual);
+                           ggml_tensor * residual, pg_q8_isa isa);

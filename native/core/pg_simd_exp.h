@@ -1,5 +1,6 @@
-// exp(x) on 16 floats with AVX-512F and on 8 with AVX2 + FMA, shared by our kernels (softmax in
-// pg_attention_cpu, GELU in pg_gemm_q8). Include only where <immintrin.h> and the x86-64 GNU target attributes are available.
+// exp(x) on 16 floats with AVX-512F and on 8 with AVX2 + FMA, and two AVX2 reductions, shared by
+// our kernels (softmax in pg_attention_cpu, GELU in pg_gemm_q8). Include only where <immintrin.h>
+// and the x86-64 GNU target attributes are available.
 #pragma once
 
 #include <immintrin.h>
@@ -35,4 +36,17 @@ __attribute__((target("avx2,fma"))) inline __m256 pg_exp_avx2(__m256 x) {
     p               = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Horizontal maximum and sum of 8 floats (AVX), shared by the 256-bit forms of our kernels.
+__attribute__((target("avx2,fma"))) inline float pg_hmax_avx2(__m256 v) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x        = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_max_ss(x, _mm_shuffle_ps(x, x, 1)));
+}
+
+__attribute__((target("avx2,fma"))) inline float pg_hsum_avx2(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x        = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_shuffle_ps(x, x, 1)));
 }

@@ -99,8 +99,12 @@ bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error
                                                     (params.attention == PG_VISION_ATTENTION_TILED ? "tiled" : "tiled-avx2") +
                                                     "' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
     }
-    if (params.matmul == PG_VISION_MATMUL_INT8 && !(m.is_cpu && pg_q8_gemm_available())) {
-        return err.set(PG_ERR_INVALID_ARGUMENT, "visionMatmul 'int8' needs the CPU backend on a CPU with AVX-512 VNNI, which this one is not");
+    if (params.matmul == PG_VISION_MATMUL_INT8 && !(m.is_cpu && (pg_q8_gemm_available(PG_Q8_AVX512_VNNI) || pg_q8_gemm_available(PG_Q8_AVX_VNNI)))) {
+        return err.set(PG_ERR_INVALID_ARGUMENT,
+                       "visionMatmul 'int8' needs the CPU backend on a CPU with AVX-512 VNNI or AVX-VNNI, which this one is not");
+    }
+    if (params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI && !(m.is_cpu && pg_q8_gemm_available(PG_Q8_AVX_VNNI))) {
+        return err.set(PG_ERR_INVALID_ARGUMENT, "visionMatmul 'int8-avxvnni' needs the CPU backend on a CPU with AVX-VNNI, which this one is not");
     }
     m.n_threads = params.n_threads > 0 ? params.n_threads : 1;
     m.attention = attention;
@@ -128,8 +132,11 @@ bool has_q8_matrices(const gguf_context * g) {
 // Our int8 product for q8_0 matrices (other weight types keep ggml's): as asked, or, by default,
 // when it measures faster here.
 void choose_matmul(const gguf_context * g, const pg_vision_params & params, pg_vision_model & m) {
-    const bool auto_pick = params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu && pg_q8_gemm_available();
-    m.int8_matmul        = has_q8_matrices(g) && (params.matmul == PG_VISION_MATMUL_INT8 || (auto_pick && measure_matmul(m)));
+    // The widest form this CPU has, unless the 256-bit one is asked for.
+    m.q8_isa = params.matmul != PG_VISION_MATMUL_INT8_AVX_VNNI && pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? PG_Q8_AVX512_VNNI : PG_Q8_AVX_VNNI;
+    const bool forced    = params.matmul == PG_VISION_MATMUL_INT8 || params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI;
+    const bool auto_pick = params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu && pg_q8_gemm_available(m.q8_isa);
+    m.int8_matmul        = has_q8_matrices(g) && (forced || (auto_pick && measure_matmul(m)));
 }
 
 // The CPU backend's extra buffer type that repacks quantized weights for its matrix kernels.
@@ -630,8 +637,8 @@ bool packed(const ggml_tensor * w) {
 }
 
 // w x + b, with our int8 product for a packed q8_0 weight.
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x) {
-    if (packed(w)) return pg_q8_linear(ctx, &w, &b, 1, pg_q8_quantize(ctx, x), PG_Q8_BIAS, nullptr);
+ggml_tensor * linear(const pg_vision_model & m, ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x) {
+    if (packed(w)) return pg_q8_linear(ctx, &w, &b, 1, pg_q8_quantize(ctx, x, m.q8_isa), PG_Q8_BIAS, nullptr, m.q8_isa);
     return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
 }
 
@@ -695,15 +702,16 @@ ggml_tensor * attention_block(const pg_vision_model & m, ggml_context * ctx, con
     if (packed(L.q_w) && packed(L.k_w) && packed(L.v_w)) {
         ggml_tensor * w[] = { L.q_w, L.k_w, L.v_w };
         ggml_tensor * b[] = { L.q_b, L.k_b, L.v_b };
-        ggml_tensor * qkv = pg_q8_linear(ctx, w, b, 3, pg_q8_norm_quantize(ctx, x, L.ln1_w, L.ln1_b, &m.hp.eps), PG_Q8_BIAS, nullptr);
-        const size_t  row = (size_t) C * sizeof(float);
-        q                 = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], 0);
-        k                 = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], row);
-        v                 = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], 2 * row);
+        ggml_tensor * qkv =
+            pg_q8_linear(ctx, w, b, 3, pg_q8_norm_quantize(ctx, x, L.ln1_w, L.ln1_b, &m.hp.eps, m.q8_isa), PG_Q8_BIAS, nullptr, m.q8_isa);
+        const size_t row = (size_t) C * sizeof(float);
+        q                = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], 0);
+        k                = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], row);
+        v                = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], 2 * row);
     } else {
-        q = linear(ctx, L.q_w, L.q_b, norm_x());
-        k = linear(ctx, L.k_w, L.k_b, norm_x());
-        v = linear(ctx, L.v_w, L.v_b, norm_x());
+        q = linear(m, ctx, L.q_w, L.q_b, norm_x());
+        k = linear(m, ctx, L.k_w, L.k_b, norm_x());
+        v = linear(m, ctx, L.v_w, L.v_b, norm_x());
     }
     if (adapt_qkv) {
         q = lora_add(ctx, q, loras, il, PG_LORA_Q, norm_x());
@@ -711,8 +719,8 @@ ggml_tensor * attention_block(const pg_vision_model & m, ggml_context * ctx, con
         v = lora_add(ctx, v, loras, il, PG_LORA_V, norm_x());
     }
     ggml_tensor * att = attention(m, ctx, q, k, v, m.hp.heads, m.attention);
-    ggml_tensor * out = packed(L.o_w) ? pg_q8_linear(ctx, &L.o_w, &L.o_b, 1, pg_q8_quantize(ctx, att), PG_Q8_BIAS_RESIDUAL, x)
-                                      : ggml_add(ctx, x, linear(ctx, L.o_w, L.o_b, att));
+    ggml_tensor * out = packed(L.o_w) ? pg_q8_linear(ctx, &L.o_w, &L.o_b, 1, pg_q8_quantize(ctx, att, m.q8_isa), PG_Q8_BIAS_RESIDUAL, x, m.q8_isa)
+                                      : ggml_add(ctx, x, linear(m, ctx, L.o_w, L.o_b, att));
     if (!lora_touches(loras, il, { PG_LORA_O })) return out;
     return lora_add(ctx, out, loras, il, PG_LORA_O, ggml_is_contiguous(att) ? att : ggml_cont(ctx, att));
 }
@@ -725,22 +733,23 @@ ggml_tensor * mlp_block(const pg_vision_model & m, ggml_context * ctx, const pg_
                         const std::vector<pg_vision_lora_use> & loras, ggml_tensor * x) {
     const bool adapted = lora_touches(loras, il, { PG_LORA_UP, PG_LORA_DOWN });
     if (!adapted && packed(L.up_w) && packed(L.down_w) && L.up_w->ne[1] % 2 == 0) {
-        ggml_tensor * h =
-            pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_norm_quantize(ctx, x, L.ln2_w, L.ln2_b, &m.hp.eps), PG_Q8_BIAS_GELU_QUANTIZE, nullptr);
-        return pg_q8_linear(ctx, &L.down_w, &L.down_b, 1, h, PG_Q8_BIAS_RESIDUAL, x);
+        ggml_tensor * h = pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_norm_quantize(ctx, x, L.ln2_w, L.ln2_b, &m.hp.eps, m.q8_isa),
+                                       PG_Q8_BIAS_GELU_QUANTIZE, nullptr, m.q8_isa);
+        return pg_q8_linear(ctx, &L.down_w, &L.down_b, 1, h, PG_Q8_BIAS_RESIDUAL, x, m.q8_isa);
     }
     ggml_tensor * cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, m.hp.eps);
     ggml_tensor * up  = nullptr;
     if (packed(L.up_w)) {
-        up = pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_quantize(ctx, cur), PG_Q8_BIAS, nullptr);
+        up = pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_quantize(ctx, cur, m.q8_isa), PG_Q8_BIAS, nullptr, m.q8_isa);
         up = mlp_up_gelu(m, ctx, lora_add(ctx, up, loras, il, PG_LORA_UP, cur), nullptr);
     } else {
         up = lora_touches(loras, il, { PG_LORA_UP })
                  ? mlp_up_gelu(m, ctx, lora_add(ctx, ggml_add(ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b), loras, il, PG_LORA_UP, cur), nullptr)
                  : mlp_up_gelu(m, ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
     }
-    ggml_tensor * out = packed(L.down_w) ? pg_q8_linear(ctx, &L.down_w, &L.down_b, 1, pg_q8_quantize(ctx, up), PG_Q8_BIAS_RESIDUAL, x)
-                                         : ggml_add(ctx, x, linear(ctx, L.down_w, L.down_b, up));
+    ggml_tensor * out = packed(L.down_w)
+                            ? pg_q8_linear(ctx, &L.down_w, &L.down_b, 1, pg_q8_quantize(ctx, up, m.q8_isa), PG_Q8_BIAS_RESIDUAL, x, m.q8_isa)
+                            : ggml_add(ctx, x, linear(m, ctx, L.down_w, L.down_b, up));
     return lora_add(ctx, out, loras, il, PG_LORA_DOWN, up);
 }
 
@@ -766,9 +775,10 @@ ggml_cgraph * build_graph(pg_vision_model & m, ggml_context * ctx, const std::ve
     }
     ggml_tensor * pre = x;
     if (packed(m.mm_w)) {
-        x = pg_q8_linear(ctx, &m.mm_w, &m.mm_b, 1, pg_q8_norm_quantize(ctx, x, m.post_w, m.post_b, &m.hp.eps), PG_Q8_BIAS, nullptr);  // [D, N]
+        x = pg_q8_linear(ctx, &m.mm_w, &m.mm_b, 1, pg_q8_norm_quantize(ctx, x, m.post_w, m.post_b, &m.hp.eps, m.q8_isa), PG_Q8_BIAS, nullptr,
+                         m.q8_isa);  // [D, N]
     } else {
-        x = linear(ctx, m.mm_w, m.mm_b, layer_norm(ctx, x, m.post_w, m.post_b, m.hp.eps));  // [D, N]
+        x = linear(m, ctx, m.mm_w, m.mm_b, layer_norm(ctx, x, m.post_w, m.post_b, m.hp.eps));  // [D, N]
     }
     if (lora_touches(loras, -1, { 0 })) x = lora_add(ctx, x, loras, -1, 0, layer_norm(ctx, pre, m.post_w, m.post_b, m.hp.eps));
     ggml_set_name(x, "image_embd");
@@ -830,8 +840,9 @@ pg_vision_attention measure_attention(const pg_vision_model & m) {
 // of random values, over the tower's tokens; ours is kept only when it is faster and agrees.
 bool measure_matmul(const pg_vision_model & m) {
     const int64_t     C = m.hp.hidden - m.hp.hidden % 32, N = m.hp.image_tokens;
-    const std::string key   = "q8 matmul " + std::to_string(C) + "x" + std::to_string(N) + "@" + std::to_string(m.n_threads);
-    const int         known = pg_tune_recall(key);
+    const std::string key =
+        "q8 matmul " + std::to_string(C) + "x" + std::to_string(N) + "@" + std::to_string(m.n_threads) + "/" + std::to_string(m.q8_isa);
+    const int known = pg_tune_recall(key);
     if (known >= 0) return known == 1;
     if (C < 32 || C % 16 != 0) return false;
     // The same random weights, quantized to q8_0, in ggml's layout and in ours.
@@ -854,7 +865,7 @@ bool measure_matmul(const pg_vision_model & m) {
         ggml_tensor * bias = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, C);
         pg_tune_input(bias);
         y[i] = i == 0 ? ggml_add(ctx, ggml_mul_mat(ctx, w[i], x[i]), bias)
-                      : pg_q8_linear(ctx, &w[i], &bias, 1, pg_q8_quantize(ctx, x[i]), PG_Q8_BIAS, nullptr);
+                      : pg_q8_linear(ctx, &w[i], &bias, 1, pg_q8_quantize(ctx, x[i], m.q8_isa), PG_Q8_BIAS, nullptr, m.q8_isa);
         if (!pg_tune_finish(graphs[i], m.backend.get(), y[i])) return false;
         pg_tune_fill(x[i], 7);
         pg_tune_fill(bias, 8);

@@ -2,6 +2,7 @@
 // written by our converter.
 #pragma once
 #include "pg_error.h"
+#include "pg_gemm_q8.h"
 
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
@@ -54,9 +55,10 @@ enum pg_vision_attention {
 
 // How the tower's q8_0 matrices are multiplied on the CPU.
 enum pg_vision_matmul {
-    PG_VISION_MATMUL_AUTO,  // the loader measures both and keeps the faster
-    PG_VISION_MATMUL_GGML,  // ggml's own q8_0 product
-    PG_VISION_MATMUL_INT8,  // ours (pg_gemm_q8.h): weights repacked at load, AVX-512 VNNI
+    PG_VISION_MATMUL_AUTO,           // the loader measures both and keeps the faster
+    PG_VISION_MATMUL_GGML,           // ggml's own q8_0 product
+    PG_VISION_MATMUL_INT8,           // ours (pg_gemm_q8.h): weights repacked at load, AVX-512 VNNI (else AVX-VNNI)
+    PG_VISION_MATMUL_INT8_AVX_VNNI,  // ours over 256-bit vectors with AVX-VNNI
 };
 
 struct pg_vision_params {
@@ -81,7 +83,8 @@ struct pg_vision_model {
     bool                         is_cpu      = true;
     int                          n_threads   = 1;
     pg_vision_attention          attention   = PG_VISION_ATTENTION_FUSED;
-    bool                         int8_matmul = false;  // q8_0 matrices packed for pg_q8_mul_mat
+    bool                         int8_matmul = false;              // q8_0 matrices packed for pg_q8_mul_mat
+    pg_q8_isa                    q8_isa      = PG_Q8_AVX512_VNNI;  // which form of it runs
     ggml_tensor *                patch_w = nullptr, *patch_b = nullptr, *pos = nullptr;
     ggml_tensor *                post_w = nullptr, *post_b = nullptr, *mm_w = nullptr, *mm_b = nullptr;
     std::vector<pg_vision_layer> blocks;

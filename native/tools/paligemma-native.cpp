@@ -31,7 +31,7 @@ int usage() {
         "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...] [--causal-prefix]\n"
         "       paligemma-native kernels [--threads N]   our int8 q8_0 product against ggml's and f32, at SigLIP shapes\n"
         "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled|tiled-avx2\n"
-        "         --vision-matmul ggml|int8  --no-repack\n");
+        "         --vision-matmul ggml|int8|int8-avxvnni  --no-repack\n");
     return 2;
 }
 
@@ -86,8 +86,10 @@ bool parse_options(int argc, char ** argv, int first, tool_options & o) {
                                                            : PG_VISION_ATTENTION_SEPARATE;
         } else if (!strcmp(a, "--vision-matmul") && more) {
             const std::string v = argv[++i];
-            if (v != "ggml" && v != "int8") return false;
-            o.model.vision_matmul = v == "int8" ? PG_VISION_MATMUL_INT8 : PG_VISION_MATMUL_GGML;
+            if (v != "ggml" && v != "int8" && v != "int8-avxvnni") return false;
+            o.model.vision_matmul = v == "int8"           ? PG_VISION_MATMUL_INT8
+                                    : v == "int8-avxvnni" ? PG_VISION_MATMUL_INT8_AVX_VNNI
+                                                          : PG_VISION_MATMUL_GGML;
         } else if (!strcmp(a, "--reps") && more)
             o.reps = atoi(argv[++i]);
         else if (!strcmp(a, "--causal-prefix"))
@@ -245,7 +247,12 @@ weight_forms make_weight(int64_t n, int64_t k, uint32_t seed) {
     return w;
 }
 
-// The graph of one way: 0 f32 weights (the reference), 1 ggml's q8_0, 2 ours.
+// The graph of one way: 0 f32 weights (the reference), 1 ggml's q8_0, 2 ours (AVX-512 VNNI), 3 ours
+// (AVX-VNNI); the two forms of ours share the packed weights.
+pg_q8_isa q8_isa_of(int way) {
+    return way == 2 ? PG_Q8_AVX512_VNNI : PG_Q8_AVX_VNNI;
+}
+
 ggml_tensor * weight_tensor(ggml_context * ctx, int way, int64_t n, int64_t k) {
     ggml_tensor * t = way == 0   ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n)
                       : way == 1 ? ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, k, n)
@@ -265,10 +272,12 @@ void set_weight(ggml_tensor * t, int way, const weight_forms & w) {
 // Each way: build(ctx, way, inputs) -> output; timed, and compared with way 0.
 template <typename Build>
 int check(ggml_backend_t cpu, const char * what, double gflop, int64_t outputs, Build build) {
-    const int          ways = pg_q8_gemm_available() ? 3 : 2;
-    std::vector<float> y[3];
-    double             ms[3] = {};
-    for (int way = 0; way < ways; ++way) {
+    std::vector<float> y[4];
+    double             ms[4]  = {};
+    bool               ran[4] = {};
+    for (int way = 0; way < 4; ++way) {
+        if (way >= 2 && !pg_q8_gemm_available(q8_isa_of(way))) continue;
+        ran[way] = true;
         pg_tune_graph g;
         if (!pg_tune_begin(g, 64)) return fail("cannot create a graph context");
         std::vector<std::function<void()>> setters;
@@ -286,7 +295,12 @@ int check(ggml_backend_t cpu, const char * what, double gflop, int64_t outputs, 
     }
     printf("%-34s f32 %7.2f ms | ggml q8_0 %7.2f ms (%4.0f GFLOP/s), rel. error %.2e", what, ms[0], ms[1], gflop / (ms[1] / 1000),
            rel_error(y[1], y[0]));
-    if (ways == 3) printf(" | ours %7.2f ms (%4.0f GFLOP/s), rel. error %.2e", ms[2], gflop / (ms[2] / 1000), rel_error(y[2], y[0]));
+    for (int way = 2; way < 4; ++way) {
+        if (ran[way]) {
+            printf(" | ours %s %7.2f ms (%4.0f GFLOP/s), rel. error %.2e", way == 2 ? "avx512" : "avx-vnni", ms[way], gflop / (ms[way] / 1000),
+                   rel_error(y[way], y[0]));
+        }
+    }
     printf("\n");
     return 0;
 }
@@ -309,7 +323,7 @@ int check_linear(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
             ggml_backend_tensor_set(bt, b.data(), 0, ggml_nbytes(bt));
         });
         if (way < 2) return ggml_add(ctx, ggml_mul_mat(ctx, wt, xt), bt);
-        return pg_q8_linear(ctx, &wt, &bt, 1, pg_q8_quantize(ctx, xt), PG_Q8_BIAS, nullptr);
+        return pg_q8_linear(ctx, &wt, &bt, 1, pg_q8_quantize(ctx, xt, q8_isa_of(way)), PG_Q8_BIAS, nullptr, q8_isa_of(way));
     });
 }
 
@@ -346,8 +360,9 @@ int check_mlp(ggml_backend_t cpu, int64_t c, int64_t f, int64_t m) {
             h               = ggml_gelu(ctx, ggml_add(ctx, ggml_mul_mat(ctx, w1t, h), b1t));
             return ggml_add(ctx, xt, ggml_add(ctx, ggml_mul_mat(ctx, w2t, h), b2t));
         }
-        ggml_tensor * h = pg_q8_linear(ctx, &w1t, &b1t, 1, pg_q8_norm_quantize(ctx, xt, gt, gbt, &eps), PG_Q8_BIAS_GELU_QUANTIZE, nullptr);
-        return pg_q8_linear(ctx, &w2t, &b2t, 1, h, PG_Q8_BIAS_RESIDUAL, xt);
+        const pg_q8_isa isa = q8_isa_of(way);
+        ggml_tensor * h = pg_q8_linear(ctx, &w1t, &b1t, 1, pg_q8_norm_quantize(ctx, xt, gt, gbt, &eps, isa), PG_Q8_BIAS_GELU_QUANTIZE, nullptr, isa);
+        return pg_q8_linear(ctx, &w2t, &b2t, 1, h, PG_Q8_BIAS_RESIDUAL, xt, isa);
     });
 }
 
@@ -428,7 +443,8 @@ int cmd_kernels(int argc, char ** argv) {
     ggml_backend_ptr cpu(ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr));
     if (!cpu) return fail(pg_no_cpu_backend_message().c_str());
     pg_backend_set_threads(cpu.get(), o.model.threads > 0 ? o.model.threads : pg_physical_cores());
-    printf("our int8 product: %s\n", pg_q8_gemm_available() ? "available (AVX-512 VNNI)" : "not available on this CPU");
+    printf("our int8 product: AVX-512 VNNI %s, AVX-VNNI %s\n", pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? "available" : "not available",
+           pg_q8_gemm_available(PG_Q8_AVX_VNNI) ? "available" : "not available");
     // SigLIP-So400m: q/k/v/o 1152 -> 1152, fc1 1152 -> 4320 (padded), fc2 back; 256 and 1024 tokens, and an odd count.
     const int64_t linears[][3] = { { 1152, 1152, 256 }, { 1152, 4320, 256 }, { 4320, 1152, 256 }, { 1152, 1152, 1024 }, { 1152, 1152, 37 } };
     for (const auto & l : linears) {
