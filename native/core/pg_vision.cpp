@@ -91,10 +91,12 @@ bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error
     if (!dev) return err.set(PG_ERR_BACKEND, pg_no_cpu_backend_message());
     m.backend.reset(ggml_backend_dev_init(dev, nullptr));
     if (!m.backend) return err.set(PG_ERR_BACKEND, std::string("cannot initialise ") + ggml_backend_dev_name(dev));
-    m.is_cpu                      = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    m.is_cpu = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+    // 'tiled' is ours at the widest vectors the CPU has; either form needs the CPU backend.
     pg_vision_attention attention = params.attention;
     if (attention == PG_VISION_ATTENTION_TILED && !pg_attention_cpu_available(PG_ATTENTION_AVX512)) attention = PG_VISION_ATTENTION_TILED_AVX2;
-    if (attention == PG_VISION_ATTENTION_TILED_AVX2 && !(m.is_cpu && pg_attention_cpu_available(PG_ATTENTION_AVX2))) {
+    const bool tiled = attention == PG_VISION_ATTENTION_TILED || attention == PG_VISION_ATTENTION_TILED_AVX2;
+    if (tiled && !(m.is_cpu && pg_attention_cpu_available(attention == PG_VISION_ATTENTION_TILED ? PG_ATTENTION_AVX512 : PG_ATTENTION_AVX2))) {
         return err.set(PG_ERR_INVALID_ARGUMENT, std::string("visionAttention '") +
                                                     (params.attention == PG_VISION_ATTENTION_TILED ? "tiled" : "tiled-avx2") +
                                                     "' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
