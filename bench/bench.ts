@@ -27,6 +27,8 @@ export interface BenchOptions {
   mtmd: boolean;
   /** Another build of our addon (a .node file) to time alternately with the default one. */
   compareBinary?: string;
+  /** A folder with llama-bench and llama-mtmd-cli built otherwise (say, for an older instruction set). */
+  llamaTools?: string;
   log: (line: string) => void;
 }
 
@@ -123,6 +125,12 @@ export async function measureOnce(files: BenchFiles, threads: number): Promise<B
   }
 }
 
+function countChoices(choices: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const c of choices) counts[c] = (counts[c] ?? 0) + 1;
+  return counts;
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -132,10 +140,10 @@ function median(xs: number[]): number {
  * llama-bench's prefill of the same prompt length, and its decode at the same KV depth as ours
  * (`-d`: our decode follows a prompt of that many tokens, and attention over it costs time).
  */
-function runLlamaBench(model: string, promptTokens: number, threads: number): { pp: number; tg: number } {
+function runLlamaBench(model: string, promptTokens: number, threads: number, toolsDir?: string): { pp: number; tg: number } {
   const run = (tokens: string[]) => {
     const args = ['-m', model, ...tokens, '-t', String(threads), '-r', '1', '-lm', 'none', '-o', 'json'];
-    const res = spawnSync(llamaToolPath('llama-bench'), args, { encoding: 'utf8', maxBuffer: 1 << 24 });
+    const res = spawnSync(llamaToolPath('llama-bench', toolsDir), args, { encoding: 'utf8', maxBuffer: 1 << 24 });
     if (res.status !== 0) throw new Error(`llama-bench failed: ${res.stderr.slice(-500)}`);
     const rows = JSON.parse(res.stdout) as { avg_ts: number }[];
     if (rows.length !== 1) throw new Error(`llama-bench printed ${rows.length} results, expected 1`);
@@ -149,10 +157,15 @@ function runLlamaBench(model: string, promptTokens: number, threads: number): { 
 
 /** Builds llama.cpp's tools from the pinned source if one that is needed is missing. */
 function ensureLlamaTools(o: BenchOptions) {
-  const missing = [o.llamaBench && llamaToolPath('llama-bench'), o.mtmd && llamaToolPath('llama-mtmd-cli')].filter(
+  const missing = [o.llamaBench && llamaToolPath('llama-bench', o.llamaTools), o.mtmd && llamaToolPath('llama-mtmd-cli', o.llamaTools)].filter(
     (f): f is string => !!f && !fs.existsSync(f),
   );
   if (!missing.length) return;
+  if (o.llamaTools) {
+    throw new Error(
+      `--llama-tools ${o.llamaTools}: ${missing.map((f) => path.basename(f)).join(' and ')} missing there (node scripts/build-llama-tools.mjs --out <folder> builds them into <folder>/bin)`,
+    );
+  }
   o.log(`building ${missing.map((f) => path.basename(f)).join(' and ')} from the pinned llama.cpp (once)`);
   const b = spawnSync(process.execPath, [path.join(CHECKOUT, 'scripts', 'build-llama-tools.mjs'), 'llama-bench', 'llama-mtmd-cli'], {
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -214,8 +227,8 @@ export async function describeCpu(): Promise<{ model: string; features: string[]
 
 /** Runs ours, llama-bench and mtmd alternately `reps` times; returns medians and ratios. */
 export async function runBench(o: BenchOptions) {
-  const files = await prepareBench(o);
   ensureLlamaTools(o);
+  const files = await prepareBench(o);
   let mtmdProjector = '';
   if (o.mtmd) {
     mtmdProjector = files.mmproj.replace(/\.gguf$/, '-as-gemma3.gguf');
@@ -252,16 +265,16 @@ export async function runBench(o: BenchOptions) {
       );
     }
     o.log(
-      `run ${i + 1}/${o.reps}: encode ${run.encode_ms.toFixed(0)} ms, prefill ${run.prefill_tok_s.toFixed(1)} tok/s, decode ${run.decode_tok_s.toFixed(2)} tok/s`,
+      `run ${i + 1}/${o.reps}: encode ${run.encode_ms.toFixed(0)} ms (${run.kernels.vision_attention} attention, ${run.kernels.vision_matmul} products), prefill ${run.prefill_tok_s.toFixed(1)} tok/s, decode ${run.decode_tok_s.toFixed(2)} tok/s`,
     );
     if (o.llamaBench) {
-      lb.push(runLlamaBench(files.model, run.prompt_tokens, o.threads));
+      lb.push(runLlamaBench(files.model, run.prompt_tokens, o.threads, o.llamaTools));
       o.log(
         `          llama-bench: pp${run.prompt_tokens} ${lb.at(-1)!.pp.toFixed(1)} tok/s, tg${DECODE_TOKENS}@d${run.prompt_tokens} ${lb.at(-1)!.tg.toFixed(2)} tok/s`,
       );
     }
     if (o.mtmd) {
-      mt.push(runMtmdEncode(files.model, mtmdProjector, files.image, o.threads));
+      mt.push(runMtmdEncode(files.model, mtmdProjector, files.image, o.threads, o.llamaTools));
       o.log(`          llama.cpp mtmd: encode ${mt.at(-1)!.encode_ms} ms`);
     }
   }
@@ -282,6 +295,8 @@ export async function runBench(o: BenchOptions) {
     cpu,
     machine: { platform: `${process.platform}-${process.arch}` },
     kernels: ours[0]!.kernels,
+    // Each run is a fresh process with its own load-time race: what each picked, and how often.
+    kernel_choices: countChoices(ours.map((r) => `${r.kernels.vision_attention} attention, ${r.kernels.vision_matmul} products`)),
     binary: { path: ours[0]!.binary, cpu_variant: ours[0]!.cpu_variant },
     preprocess_ms: m('preprocess_ms'),
     encode_ms: encodeMs,

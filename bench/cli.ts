@@ -2,6 +2,7 @@
  * `npm run bench -- [options]` from a checkout: see USAGE. `child` is internal (one measurement in
  * a fresh process).
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { TEXT_TYPES, type TextType, VISION_TYPES, type VisionType } from '../lib/convert/index';
@@ -24,6 +25,10 @@ options:
   --cache <dir>             where models are kept (default ${defaultBenchCache()})
   --no-llama-bench          skip llama-bench
   --no-mtmd                 skip llama.cpp's SigLIP
+  --llama-tools <dir>       llama-bench and llama-mtmd-cli from this folder (default: built from the
+                            pinned source into native-build/llama-tools/bin); e.g. a build for
+                            AVX2 only, made with node scripts/build-llama-tools.mjs --out <folder>
+                            -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
   --compare-binary <file>   also time this build of our addon (a paligemma.node), alternately
                             with the default one, and report the ratios (e.g. the portable
                             binary the package ships against a --native build)
@@ -54,6 +59,7 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
         'no-llama-bench': { type: 'boolean' },
         'no-mtmd': { type: 'boolean' },
         'compare-binary': { type: 'string' },
+        'llama-tools': { type: 'string' },
         adapters: { type: 'boolean' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -79,6 +85,10 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
   if (!Number.isInteger(reps) || reps < 1) return fail('--reps must be a positive integer');
   const threads = v.threads === undefined ? (await systemInfo()).defaultThreads : Number(v.threads);
   if (!Number.isInteger(threads) || threads < 1) return fail('--threads must be a positive integer');
+  const llamaTools = v['llama-tools'] as string | undefined;
+  if (llamaTools !== undefined && !fs.statSync(llamaTools, { throwIfNoEntry: false })?.isDirectory()) {
+    return fail(`--llama-tools ${llamaTools}: no such folder`);
+  }
   const cacheDir = path.resolve((v.cache as string | undefined) ?? defaultBenchCache());
   const log = (line: string) => {
     stderr.write(`${line}\n`);
@@ -123,6 +133,7 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
     llamaBench: !v['no-llama-bench'],
     mtmd: !v['no-mtmd'],
     compareBinary: v['compare-binary'] === undefined ? undefined : path.resolve(v['compare-binary'] as string),
+    llamaTools: llamaTools === undefined ? undefined : path.resolve(llamaTools),
     log,
   });
   if (v.json) {
@@ -134,10 +145,8 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
   const lb = result.llama_bench as { pp_tok_s: number; tg_tok_s: number } | undefined;
   const out = (s: string) => stdout.write(`${s}\n`);
   out(`PaliGemma ${synthetic}px, text ${v.type}, vision ${v['vision-type']}, ${threads} threads, median of ${reps}`);
-  const kernels = result.kernels as { vision_attention: string; vision_matmul: string };
-  out(
-    `  cpu ${cpu.model} (${cpu.features.join(' ')}); vision kernels chosen: ${kernels.vision_attention} attention, ${kernels.vision_matmul === 'int8' ? 'our int8 q8_0' : 'ggml'} matrix products`,
-  );
+  const choices = Object.entries(result.kernel_choices as Record<string, number>).map(([k, n]) => `${k} (${n} of ${reps})`);
+  out(`  cpu ${cpu.model} (${cpu.features.join(' ')}); vision kernels chosen: ${choices.join('; ')}`);
   out(`  preprocess ${f(result.preprocess_ms)} ms | vision encode ${f(result.encode_ms, 0)} ms (${f(result.vision_gflop_s, 0)} GFLOP/s)`);
   out(`  prefill ${f(result.prefill_tok_s)} tok/s (${result.prompt_tokens} tokens) | decode ${f(result.decode_tok_s, 2)} tok/s`);
   out(

@@ -88,7 +88,7 @@ export interface MtmdRun {
  * Runs llama-mtmd-cli once on one image and reads the encode time it logs. Flash attention is
  * asked for explicitly (its CPU default too), as our tower uses it.
  */
-export function runMtmdEncode(textModel: string, projector: string, image: string, threads: number): MtmdRun {
+export function runMtmdEncode(textModel: string, projector: string, image: string, threads: number, toolsDir?: string): MtmdRun {
   const args = [
     '-m',
     textModel,
@@ -111,7 +111,7 @@ export function runMtmdEncode(textModel: string, projector: string, image: strin
     '-fa',
     'on',
   ];
-  const res = spawnSync(llamaToolPath('llama-mtmd-cli'), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const res = spawnSync(llamaToolPath('llama-mtmd-cli', toolsDir), args, { encoding: 'utf8', maxBuffer: 1 << 26 });
   const log = `${res.stderr ?? ''}${res.stdout ?? ''}`;
   // Recent mtmd-cli logs the batch (one image here); older ones the slice.
   const m = /mtmd batch encoding done in (\d+) ms|image slice encoded in (\d+) ms/.exec(log);

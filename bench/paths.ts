@@ -18,6 +18,7 @@ export function defaultBenchCache(): string {
   return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'paligemma-node', 'bench');
 }
 
-export function llamaToolPath(name: 'llama-bench' | 'llama-mtmd-cli'): string {
-  return path.join(CHECKOUT, 'native-build', 'llama-tools', 'bin', process.platform === 'win32' ? `${name}.exe` : name);
+/** One of llama.cpp's tools: in `dir` when given, else where `npm run llama:tools` builds them. */
+export function llamaToolPath(name: 'llama-bench' | 'llama-mtmd-cli', dir?: string): string {
+  return path.join(dir ?? path.join(CHECKOUT, 'native-build', 'llama-tools', 'bin'), process.platform === 'win32' ? `${name}.exe` : name);
 }

@@ -24,7 +24,15 @@ t.test('bench: bad usage exits 2', async (t) => {
       cb();
     },
   });
-  for (const args of [['--synthetic', '300'], ['--type', 'q9'], ['--vision-type', 'q4_k_m'], ['--reps', '0'], ['--threads', 'x'], ['--bogus']]) {
+  for (const args of [
+    ['--synthetic', '300'],
+    ['--type', 'q9'],
+    ['--vision-type', 'q4_k_m'],
+    ['--reps', '0'],
+    ['--threads', 'x'],
+    ['--bogus'],
+    ['--llama-tools', '/no/such/folder'],
+  ]) {
     t.equal(await main(args, sink, sink), 2, args.join(' '));
   }
 });

@@ -53,10 +53,11 @@ t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower'
   t.equal(ggml.info.visionMatmul, 'ggml');
   const ggmlErr = relError(ggml.data, exact.data);
   t.ok(ggmlErr > 0 && ggmlErr < 5e-2, `ggml's q8_0 tower: rel. error ${ggmlErr.toExponential(2)} from the f32 tower`);
-  // Our int8 product in each form this CPU has ('int8' is the widest: AVX-512 VNNI, else AVX-VNNI).
+  // Our int8 product in each form this CPU has ('int8' is the widest: AVX-512 VNNI, else AVX-VNNI, else AVX2).
   const forms: [string, string][] = [];
-  if (vnni || avxVnni) forms.push(['int8', vnni ? 'int8' : 'int8-avxvnni']);
+  if (avx2) forms.push(['int8', vnni ? 'int8' : avxVnni ? 'int8-avxvnni' : 'int8-avx2']);
   if (avxVnni) forms.push(['int8-avxvnni', 'int8-avxvnni']);
+  if (avx2) forms.push(['int8-avx2', 'int8-avx2']);
   const oursData: Float32Array[] = [];
   for (const [mode, runs] of forms) {
     const ours = await embed(q8, { visionMatmul: mode, visionAttention: 'separate' });
@@ -67,18 +68,16 @@ t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower'
     t.ok(relError(ours.data, ggml.data) < 2 * ggmlErr, 'and close to ggml q8_0 tower itself');
     oursData.push(ours.data);
   }
-  // The two forms compute the same integer sums; float rounding in the layer norms and GELU, summed
-  // in another lane order, moves a few activations across a quantization step: far below q8_0's own error.
-  if (oursData.length === 2) {
-    const d = relError(oursData[1]!, oursData[0]!);
-    t.ok(d < ggmlErr / 4, `the 512- and 256-bit forms agree: rel. ${d.toExponential(2)}`);
+  // The forms compute the same integer sums; float rounding in the layer norms and GELU, summed in
+  // another lane order, moves a few activations across a quantization step: far below q8_0's own error.
+  for (let i = 1; i < forms.length; ++i) {
+    const d = relError(oursData[i]!, oursData[0]!);
+    t.ok(d < ggmlErr / 4, `the ${forms[i]![1]} form agrees with ${forms[0]![1]}: rel. ${d.toExponential(2)}`);
   }
-  if (!vnni && !avxVnni) {
-    await t.rejects(
-      embed(q8, { visionMatmul: 'int8' }),
-      { code: 'ERR_INVALID_ARGUMENT', message: /AVX-512 VNNI or AVX-VNNI/ },
-      "'int8' is refused without VNNI",
-    );
+  if (!avx2) {
+    for (const mode of ['int8', 'int8-avx2']) {
+      await t.rejects(embed(q8, { visionMatmul: mode }), { code: 'ERR_INVALID_ARGUMENT', message: /AVX2 and FMA/ }, `'${mode}' is refused without AVX2`);
+    }
   }
   if (!avxVnni) {
     await t.rejects(
@@ -107,7 +106,7 @@ t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower'
   }
   const auto = await embed(q8, {});
   t.ok(['fused', 'separate', 'tiled', 'tiled-avx2'].includes(auto.info.visionAttention), `auto picked ${auto.info.visionAttention} attention`);
-  t.ok(['ggml', 'int8', 'int8-avxvnni'].includes(auto.info.visionMatmul), `auto picked the ${auto.info.visionMatmul} product`);
+  t.ok(['ggml', 'int8', 'int8-avxvnni', 'int8-avx2'].includes(auto.info.visionMatmul), `auto picked the ${auto.info.visionMatmul} product`);
   t.ok(relError(auto.data, exact.data) < 5e-2, 'and its tower is as close as the others');
 });
 
@@ -147,7 +146,7 @@ t.test('a LoRA adapter on every vision matrix: each product path applies it as m
     t.ok(e < (visionAttention === 'fused' ? 2e-3 : 1e-5), `f32 weights, ${visionAttention} attention: rel. error ${e.toExponential(2)} from the merged tower`);
   }
   const q8Base = relError(await embed(q8, { visionMatmul: 'ggml', visionAttention: 'separate' }, false), base);
-  for (const visionMatmul of ['ggml', ...(vnni ? ['int8'] : []), ...(avxVnni ? ['int8-avxvnni'] : [])]) {
+  for (const visionMatmul of ['ggml', ...(vnni ? ['int8'] : []), ...(avxVnni ? ['int8-avxvnni'] : []), ...(avx2 ? ['int8-avx2'] : [])]) {
     const e = relError(await embed(q8, { visionMatmul, visionAttention: 'separate' }, true), exact);
     t.ok(
       e < 2 * q8Base + 1e-4 && e < change / 3,

@@ -85,13 +85,13 @@ t.test('a portable binary without its CPU libraries says so instead of crashing'
 t.test('PALIGEMMA_CPU_VARIANT chooses the CPU library, and a wrong one is refused', { skip: !portable && 'a native build is loaded' }, async (t) => {
   const { convertedFixture } = require('./helpers/fixtures') as typeof import('./helpers/fixtures');
   const pair = await convertedFixture('tiny-v1');
-  const run = (variant: string) => {
+  const run = (variant: string, options: Record<string, string> = {}) => {
     const script = `
       const { PaliGemma, systemInfo } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
       (async () => {
         const info = await systemInfo();
         console.log('VARIANT', info.cpuVariant, 'AVX512', info.cpuFeatures.AVX512 ?? '-');
-        const m = await PaliGemma.load({ ...${JSON.stringify(pair)}, gpu: 'cpu' });
+        const m = await PaliGemma.load({ ...${JSON.stringify(pair)}, gpu: 'cpu', ...${JSON.stringify(options)} });
         console.log('LOADED', m.info.visionAttention, m.info.visionMatmul);
         await m.dispose();
       })().catch((e) => console.log('ERR', e.code, e.message));`;
@@ -110,4 +110,15 @@ t.test('PALIGEMMA_CPU_VARIANT chooses the CPU library, and a wrong one is refuse
   t.match(haswell.stdout, /VARIANT haswell AVX512 -/, 'the AVX2 library runs, without AVX-512');
   // Our kernels follow the library: never the 512-bit attention or the AVX-512 VNNI product.
   t.match(haswell.stdout, /LOADED (fused|separate|tiled-avx2) ggml/);
+  const noVnni = run('haswell', { visionMatmul: 'int8-avxvnni' });
+  t.match(
+    noVnni.stdout,
+    /ERR ERR_INVALID_ARGUMENT visionMatmul 'int8-avxvnni' needs the CPU backend on a CPU with AVX-VNNI/,
+    'no AVX-VNNI product in the AVX2 library',
+  );
+  t.match(
+    run('haswell', { visionMatmul: 'int8-avx2', visionAttention: 'tiled-avx2' }).stdout,
+    /LOADED tiled-avx2 (ggml|int8-avx2)/,
+    'the AVX2 forms of ours load there',
+  );
 });

@@ -61,8 +61,9 @@ export interface LoadOptions {
   visionAttention?: VisionAttentionMode;
   /**
    * The vision tower's q8_0 matrix products: 'auto' (default: ours where it measures faster),
-   * 'ggml', 'int8' (ours: weights repacked at load; AVX-512 VNNI, else AVX-VNNI) or 'int8-avxvnni'
-   * (ours over 256-bit AVX-VNNI even where AVX-512 is there).
+   * 'ggml', 'int8' (ours: weights repacked at load; the widest form the CPU has: AVX-512 VNNI, else
+   * AVX-VNNI, else AVX2), 'int8-avxvnni' or 'int8-avx2' (ours over 256-bit vectors with that set,
+   * even where a wider one is there).
    */
   visionMatmul?: VisionMatmulMode;
   /**

@@ -17,7 +17,7 @@ export const FLASH_ATTENTION_MODES = ['auto', 'on', 'off'] as const;
 export type FlashAttentionMode = (typeof FLASH_ATTENTION_MODES)[number];
 export const KV_CACHE_TYPES = ['f16', 'f32'] as const;
 export type KvCacheType = (typeof KV_CACHE_TYPES)[number];
-export const VISION_MATMUL_MODES = ['auto', 'ggml', 'int8', 'int8-avxvnni'] as const;
+export const VISION_MATMUL_MODES = ['auto', 'ggml', 'int8', 'int8-avxvnni', 'int8-avx2'] as const;
 export type VisionMatmulMode = (typeof VISION_MATMUL_MODES)[number];
 export const VISION_ATTENTION_MODES = ['auto', 'fused', 'separate', 'tiled', 'tiled-avx2'] as const;
 export type VisionAttentionMode = (typeof VISION_ATTENTION_MODES)[number];
@@ -194,8 +194,8 @@ export interface NativeModelInfo {
   threads: number;
   /** The attention kernel the vision tower uses (with 'auto', the one measured faster at load): 'tiled' is ours over AVX-512, 'tiled-avx2' over AVX2. */
   visionAttention: 'fused' | 'separate' | 'tiled' | 'tiled-avx2';
-  /** The vision tower's q8_0 matrix products: 'int8' (ours, AVX-512 VNNI), 'int8-avxvnni' (ours, 256-bit AVX-VNNI) or 'ggml'. */
-  visionMatmul: 'int8' | 'int8-avxvnni' | 'ggml';
+  /** The vision tower's q8_0 matrix products: 'int8' (ours, AVX-512 VNNI), 'int8-avxvnni' (ours, 256-bit AVX-VNNI), 'int8-avx2' (ours, 256-bit AVX2) or 'ggml'. */
+  visionMatmul: 'int8' | 'int8-avxvnni' | 'int8-avx2' | 'ggml';
   hasSegDecoder: boolean;
   bosId: number;
   eosId: number;

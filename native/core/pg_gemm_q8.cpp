@@ -57,8 +57,9 @@ void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out) {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 flags its own AVX-512 intrinsics (their _mm512_undefined operands) as maybe uninitialized.
+// GCC 12 flags its own AVX-512 intrinsics (their _mm512_undefined operands) as (maybe) uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <immintrin.h>
 #include "pg_simd_exp.h"
@@ -194,124 +195,57 @@ struct isa_avx512 {
     }
 };
 
-// The same over 256-bit vectors with AVX-VNNI (vpdpbusd on ymm: Intel client CPUs since Alder Lake,
-// AMD Zen 5), for CPUs without AVX-512. A 16-row panel is two vectors; 16 registers hold 2 rows.
-#define PG_AVX_VNNI __attribute__((target("avx2,fma,avxvnni")))
+}  // namespace
 
-// 32 floats (four vectors) -> 32 unsigned bytes (+128) and their scale, rounded as the 512-bit form.
-PG_AVX_VNNI inline void quantize_block8(const __m256 * v, uint8_t * q, float * d) {
-    const __m256 sign   = _mm256_set1_ps(-0.0f);
-    const __m256 amax   = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                                        _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
-    const float  dd     = pg_hmax_avx2(amax) / 127.0f;
-    const __m256 inv    = _mm256_set1_ps(dd > 0 ? 1.0f / dd : 0.0f);
-    *d                  = dd;
-    const __m256i shift = _mm256_set1_epi32(128);
-    __m256i       i[4];
-    for (int t = 0; t < 4; ++t) i[t] = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[t], inv)), shift);
-    // Packing works within 128-bit halves: 4-byte groups come out as 0 2 4 6 1 3 5 7 of the wanted order.
-    const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
-    _mm256_storeu_si256((__m256i *) q, _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+// 256-bit AVX-VNNI (vpdpbusd on ymm: Intel client CPUs since Alder Lake, AMD Zen 5), for CPUs
+// without AVX-512: activations +128 and the packed corrections, as the 512-bit form.
+namespace pg_q8_avx_vnni {
+#define PG_TARGET __attribute__((target("avx2,fma,avxvnni")))
+namespace {
+
+constexpr bool SHIFTED = true;
+using wvec             = __m256i;
+PG_TARGET inline wvec load_weights(const uint8_t * p) {
+    return _mm256_loadu_si256((const __m256i *) p);
+}
+PG_TARGET inline __m256i dot(__m256i s, __m256i a, wvec w) {
+    return _mm256_dpbusd_avx_epi32(s, a, w);
 }
 
-PG_AVX_VNNI inline __m256 gelu_tanh8(__m256 v) {
-    const __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
-    const __m256 z  = _mm256_mul_ps(_mm256_set1_ps(-1.5957691216057308f), _mm256_fmadd_ps(v3, _mm256_set1_ps(0.044715f), v));
-    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), pg_exp_avx2(z)));
-}
+#include "pg_gemm_q8_256.inc"
 
-PG_AVX_VNNI void quantize_rows8(const ggml_tensor * x, const float * w, const float * b, float eps, uint8_t * out, int64_t r0, int64_t r1) {
-    const int64_t k      = x->ne[0];
-    const size_t  stride = xq_row_bytes(k);
-    for (int64_t r = r0; r < r1; ++r) {
-        const float * src  = (const float *) ((const char *) x->data + r * x->nb[1]);
-        uint8_t *     q    = out + r * stride;
-        float *       d    = (float *) (q + k);
-        __m256        mean = _mm256_setzero_ps(), scale = _mm256_set1_ps(1.0f);
-        if (w) {
-            __m256 sum = _mm256_setzero_ps();
-            for (int64_t i = 0; i < k; i += 8) sum = _mm256_add_ps(sum, _mm256_loadu_ps(src + i));
-            mean       = _mm256_set1_ps(pg_hsum_avx2(sum) / (float) k);
-            __m256 var = _mm256_setzero_ps();
-            for (int64_t i = 0; i < k; i += 8) {
-                const __m256 c = _mm256_sub_ps(_mm256_loadu_ps(src + i), mean);
-                var            = _mm256_fmadd_ps(c, c, var);
-            }
-            scale = _mm256_set1_ps(1.0f / sqrtf(pg_hsum_avx2(var) / (float) k + eps));
-        }
-        for (int64_t blk = 0; blk < k / QK; ++blk) {
-            __m256 v[4];
-            for (int t = 0; t < 4; ++t) {
-                v[t] = _mm256_loadu_ps(src + blk * QK + 8 * t);
-                if (w) {
-                    v[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_sub_ps(v[t], mean), scale), _mm256_loadu_ps(w + blk * QK + 8 * t),
-                                           _mm256_loadu_ps(b + blk * QK + 8 * t));
-                }
-            }
-            quantize_block8(v, q + blk * QK, d + blk);
-        }
-    }
-}
+}  // namespace
+#undef PG_TARGET
+}  // namespace pg_q8_avx_vnni
 
-// MR activation rows x NP panels (2 NP vectors of 8 weight rows), over all k, then the epilogue.
-template <int MR, int NP, int EPI>
-PG_AVX_VNNI void tile8(const uint8_t * a, size_t a_stride, int64_t k, const uint8_t * const * panels, const tile_out & o) {
-    constexpr int V = 2 * NP;
-    __m256        acc[MR][V];
-    for (int m = 0; m < MR; ++m)
-        for (int j = 0; j < V; ++j) acc[m][j] = _mm256_setzero_ps();
-    const float * scales[MR];
-    for (int m = 0; m < MR; ++m) scales[m] = (const float *) (a + m * a_stride + k);
-    for (int64_t blk = 0; blk < k / QK; ++blk) {
-        const uint8_t * w[NP];
-        __m256i         s[MR][V];
-        for (int p = 0; p < NP; ++p) w[p] = panels[p] + blk * BLOCK_SIZE;
-        for (int j = 0; j < V; ++j) {
-            const __m256i corr = _mm256_loadu_si256((const __m256i *) (w[j / 2] + BLOCK_W + 64 + 32 * (j % 2)));
-            for (int m = 0; m < MR; ++m) s[m][j] = corr;
-        }
-        for (int g = 0; g < QK / 4; ++g) {
-            __m256i wv[V];
-            for (int j = 0; j < V; ++j) wv[j] = _mm256_loadu_si256((const __m256i *) (w[j / 2] + g * 64 + 32 * (j % 2)));
-            for (int m = 0; m < MR; ++m) {
-                int32_t four;
-                memcpy(&four, a + m * a_stride + blk * QK + g * 4, 4);
-                const __m256i av = _mm256_set1_epi32(four);
-                for (int j = 0; j < V; ++j) s[m][j] = _mm256_dpbusd_avx_epi32(s[m][j], av, wv[j]);
-            }
-        }
-        for (int j = 0; j < V; ++j) {
-            const __m256 d = _mm256_loadu_ps((const float *) (w[j / 2] + BLOCK_W) + 8 * (j % 2));
-            for (int m = 0; m < MR; ++m)
-                acc[m][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[m][j]), _mm256_mul_ps(d, _mm256_set1_ps(scales[m][blk])), acc[m][j]);
-        }
-    }
-    for (int m = 0; m < MR; ++m) {
-        for (int j = 0; j < V; ++j) {
-            acc[m][j] = _mm256_add_ps(acc[m][j], _mm256_loadu_ps(o.bias + j * 8));
-            if (EPI == PG_Q8_BIAS_RESIDUAL) acc[m][j] = _mm256_add_ps(acc[m][j], _mm256_loadu_ps(o.res + m * o.ld_res + j * 8));
-            if (EPI != PG_Q8_BIAS_GELU_QUANTIZE) _mm256_storeu_ps(o.c + m * o.ldc + j * 8, acc[m][j]);
-        }
-        if (EPI == PG_Q8_BIAS_GELU_QUANTIZE) {
-            // The tile's 32 columns (two panels) are one block of the next product's activations.
-            const __m256 g[4] = { gelu_tanh8(acc[m][0]), gelu_tanh8(acc[m][1]), gelu_tanh8(acc[m][V - 2]), gelu_tanh8(acc[m][V - 1]) };
-            quantize_block8(g, o.q + m * o.ld_q, (float *) ((char *) o.qd + m * o.ld_q));
-        }
-    }
-}
+// Plain AVX2 (Haswell, Zen 1-4 without AVX-512): vpmaddubsw multiplies unsigned by signed bytes
+// and saturates pairs at 16 bits, so the activations stay signed, the weight's sign moves onto them
+// and its magnitude (<= 128) is the unsigned side: a pair of products stays below 2^15 - 1, exact
+// for every int8 weight. Two more instructions per step than vpdpbusd, half its rate at best.
+namespace pg_q8_avx2 {
+#define PG_TARGET __attribute__((target("avx2,fma")))
+namespace {
 
-template <int EPI>
-struct isa_avx_vnni {
-    static constexpr int ROWS = 2;
-    static void          quantize(const ggml_tensor * x, const float * w, const float * b, float eps, uint8_t * out, int64_t r0, int64_t r1) {
-                 quantize_rows8(x, w, b, eps, out, r0, r1);
-    }
-    template <int NP>
-    static void tiles(int64_t m_left, const uint8_t * a, size_t a_stride, int64_t k, const uint8_t * const * panels, const tile_out & o) {
-        if (m_left >= 2) return tile8<2, NP, EPI>(a, a_stride, k, panels, o);
-        return tile8<1, NP, EPI>(a, a_stride, k, panels, o);
-    }
+constexpr bool SHIFTED = false;
+struct wvec {
+    __m256i w, magnitude;
 };
+PG_TARGET inline wvec load_weights(const uint8_t * p) {
+    const __m256i w = _mm256_loadu_si256((const __m256i *) p);
+    return { w, _mm256_abs_epi8(w) };
+}
+PG_TARGET inline __m256i dot(__m256i s, __m256i a, const wvec & w) {
+    const __m256i pairs = _mm256_maddubs_epi16(w.magnitude, _mm256_sign_epi8(a, w.w));
+    return _mm256_add_epi32(s, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+#include "pg_gemm_q8_256.inc"
+
+}  // namespace
+#undef PG_TARGET
+}  // namespace pg_q8_avx2
+
+namespace {
 
 template <template <int> class ISA>
 void quantize_op(ggml_tensor * dst, int ith, int nth, void * eps) {
@@ -380,7 +314,21 @@ void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
 
 template <int EPI>
 ggml_custom_op_t linear_for(pg_q8_isa isa) {
-    return isa == PG_Q8_AVX512_VNNI ? linear_op<EPI, isa_avx512> : linear_op<EPI, isa_avx_vnni>;
+    switch (isa) {
+        case PG_Q8_AVX512_VNNI: return linear_op<EPI, isa_avx512>;
+        case PG_Q8_AVX_VNNI: return linear_op<EPI, pg_q8_avx_vnni::isa>;
+        case PG_Q8_AVX2: break;
+    }
+    return linear_op<EPI, pg_q8_avx2::isa>;
+}
+
+ggml_custom_op_t quantize_for(pg_q8_isa isa) {
+    switch (isa) {
+        case PG_Q8_AVX512_VNNI: return quantize_op<isa_avx512>;
+        case PG_Q8_AVX_VNNI: return quantize_op<pg_q8_avx_vnni::isa>;
+        case PG_Q8_AVX2: break;
+    }
+    return quantize_op<pg_q8_avx2::isa>;
 }
 
 }  // namespace
@@ -388,21 +336,26 @@ ggml_custom_op_t linear_for(pg_q8_isa isa) {
 bool pg_q8_gemm_available(pg_q8_isa isa) {
     static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                                __builtin_cpu_supports("avx512vnni") && pg_cpu_variant_has("AVX512") && pg_cpu_variant_has("AVX512_VNNI");
-    static const bool avx_vnni = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("avxvnni") &&
-                                 pg_cpu_variant_has("AVX2") && pg_cpu_variant_has("AVX_VNNI");
-    return isa == PG_Q8_AVX512_VNNI ? avx512 : avx_vnni;
+    static const bool avx2 =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && pg_cpu_variant_has("AVX2") && pg_cpu_variant_has("FMA");
+    static const bool avx_vnni = avx2 && __builtin_cpu_supports("avxvnni") && pg_cpu_variant_has("AVX_VNNI");
+    switch (isa) {
+        case PG_Q8_AVX512_VNNI: return avx512;
+        case PG_Q8_AVX_VNNI: return avx_vnni;
+        case PG_Q8_AVX2: return avx2;
+    }
+    return false;
 }
 
 ggml_tensor * pg_q8_quantize(ggml_context * ctx, ggml_tensor * x, pg_q8_isa isa) {
     ggml_tensor * args[] = { ggml_is_contiguous(x) ? x : ggml_cont(ctx, x) };
-    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 1,
-                          isa == PG_Q8_AVX512_VNNI ? quantize_op<isa_avx512> : quantize_op<isa_avx_vnni>, GGML_N_TASKS_MAX, nullptr);
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 1, quantize_for(isa), GGML_N_TASKS_MAX, nullptr);
 }
 
 ggml_tensor * pg_q8_norm_quantize(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, const float * eps, pg_q8_isa isa) {
     ggml_tensor * args[] = { ggml_is_contiguous(x) ? x : ggml_cont(ctx, x), w, b };
-    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 3,
-                          isa == PG_Q8_AVX512_VNNI ? quantize_op<isa_avx512> : quantize_op<isa_avx_vnni>, GGML_N_TASKS_MAX, (void *) eps);
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 3, quantize_for(isa), GGML_N_TASKS_MAX,
+                          (void *) eps);
 }
 
 ggml_tensor * pg_q8_linear(ggml_context * ctx, ggml_tensor * const * w, ggml_tensor * const * b, int count, ggml_tensor * xq, pg_q8_epilogue epilogue,

@@ -1,13 +1,13 @@
-// Our matrix products for q8_0 weights on CPUs with AVX-512 VNNI or AVX-VNNI, as ggml custom ops.
+// Our matrix products for q8_0 weights on x86 CPUs with AVX-512 VNNI, AVX-VNNI or AVX2, as ggml custom ops.
 //
 // Why: on x86, ggml has no repacked layout for q8_0; its q8_0 products (llamafile's tinyBLAS) run
 // at half the rate of its repacked q4_0 ones, and they were 80% of a vision encode. Here the
 // weights are repacked once at load into panels of 16 rows whose 4-byte groups sit side by side,
 // so that one vpdpbusd multiplies 4 values of 16 rows at once (of 8 rows, twice, on 256 bits); activations are quantized to 8 bits
 // per block of 32 (as ggml does for q8_0), shifted to unsigned, with the shift's effect precomputed
-// per weight block. Results match ggml's q8_0 product to the rounding of the activations' scales.
-// What surrounds a product in the tower (the layer norm before it; the bias, residual or GELU and
-// the next product's quantization after it) runs inside the same op: fewer passes and barriers.
+// per weight block (plain AVX2 has no vpdpbusd: vpmaddubsw + vpmaddwd on signed activations). Results match ggml's q8_0 product to the rounding of
+// the activations' scales. What surrounds a product in the tower (the layer norm before it; the bias, residual or GELU and the next product's
+// quantization after it) runs inside the same op: fewer passes and barriers.
 #pragma once
 #include "ggml.h"
 
@@ -18,6 +18,7 @@
 enum pg_q8_isa {
     PG_Q8_AVX512_VNNI,  // 512-bit: AVX-512 F/BW/VL + VNNI
     PG_Q8_AVX_VNNI,     // 256-bit: AVX2 + FMA + AVX-VNNI (CPUs without AVX-512 that have vpdpbusd on ymm)
+    PG_Q8_AVX2,         // 256-bit: AVX2 + FMA (vpmaddubsw; the activations' bytes are signed in this form)
 };
 
 // This CPU runs the kernels with that set, and this build has them.
@@ -30,8 +31,8 @@ size_t pg_q8_packed_panel_bytes(int64_t k);
 // Packs n_rows x k q8_0 blocks (ggml's block_q8_0, row-major; n_rows a multiple of 16) into `out`.
 void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out);
 
-// Quantized activations: GGML_TYPE_I8 [k + 4 k/32, m], each row k unsigned bytes then k/32 float
-// scales. One per input, shared by every product that reads it.
+// Quantized activations: GGML_TYPE_I8 [k + 4 k/32, m], each row k bytes (unsigned, +128; signed for
+// PG_Q8_AVX2) then k/32 float scales. One per input, shared by every product of the same form that reads it.
 ggml_tensor * pg_q8_quantize(ggml_context * ctx, ggml_tensor * x, pg_q8_isa isa);  // x: f32 [k, m]
 // The layer norm of x (gain w, bias b: f32 [k]), quantized, in one pass. `eps` must outlive the graph.
 ggml_tensor * pg_q8_norm_quantize(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, const float * eps, pg_q8_isa isa);

@@ -128,7 +128,10 @@ void fill_info(pg_model & m, const std::string & backend, int threads) {
                              : m.vision.attention == PG_VISION_ATTENTION_TILED      ? "tiled"
                              : m.vision.attention == PG_VISION_ATTENTION_TILED_AVX2 ? "tiled-avx2"
                                                                                     : "fused";
-    i.vision_matmul        = !m.vision.int8_matmul ? "ggml" : m.vision.q8_isa == PG_Q8_AVX_VNNI ? "int8-avxvnni" : "int8";
+    i.vision_matmul        = !m.vision.int8_matmul               ? "ggml"
+                             : m.vision.q8_isa == PG_Q8_AVX_VNNI ? "int8-avxvnni"
+                             : m.vision.q8_isa == PG_Q8_AVX2     ? "int8-avx2"
+                                                                 : "int8";
     i.bos_id               = llama_vocab_bos(m.text.vocab);
     i.eos_id               = llama_vocab_eos(m.text.vocab);
 }

@@ -101,12 +101,16 @@ bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error
                                                     (params.attention == PG_VISION_ATTENTION_TILED ? "tiled" : "tiled-avx2") +
                                                     "' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
     }
-    if (params.matmul == PG_VISION_MATMUL_INT8 && !(m.is_cpu && (pg_q8_gemm_available(PG_Q8_AVX512_VNNI) || pg_q8_gemm_available(PG_Q8_AVX_VNNI)))) {
+    if (params.matmul == PG_VISION_MATMUL_INT8 && !(m.is_cpu && pg_q8_gemm_available(PG_Q8_AVX2))) {
         return err.set(PG_ERR_INVALID_ARGUMENT,
-                       "visionMatmul 'int8' needs the CPU backend on a CPU with AVX-512 VNNI or AVX-VNNI, which this one is not");
+                       "visionMatmul 'int8' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
     }
     if (params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI && !(m.is_cpu && pg_q8_gemm_available(PG_Q8_AVX_VNNI))) {
         return err.set(PG_ERR_INVALID_ARGUMENT, "visionMatmul 'int8-avxvnni' needs the CPU backend on a CPU with AVX-VNNI, which this one is not");
+    }
+    if (params.matmul == PG_VISION_MATMUL_INT8_AVX2 && !(m.is_cpu && pg_q8_gemm_available(PG_Q8_AVX2))) {
+        return err.set(PG_ERR_INVALID_ARGUMENT,
+                       "visionMatmul 'int8-avx2' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
     }
     m.n_threads = params.n_threads > 0 ? params.n_threads : 1;
     m.attention = attention;
@@ -134,9 +138,14 @@ bool has_q8_matrices(const gguf_context * g) {
 // Our int8 product for q8_0 matrices (other weight types keep ggml's): as asked, or, by default,
 // when it measures faster here.
 void choose_matmul(const gguf_context * g, const pg_vision_params & params, pg_vision_model & m) {
-    // The widest form this CPU has, unless the 256-bit one is asked for.
-    m.q8_isa = params.matmul != PG_VISION_MATMUL_INT8_AVX_VNNI && pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? PG_Q8_AVX512_VNNI : PG_Q8_AVX_VNNI;
-    const bool forced    = params.matmul == PG_VISION_MATMUL_INT8 || params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI;
+    // The widest form this CPU has, unless a 256-bit one is asked for.
+    m.q8_isa = params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI ? PG_Q8_AVX_VNNI
+               : params.matmul == PG_VISION_MATMUL_INT8_AVX2   ? PG_Q8_AVX2
+               : pg_q8_gemm_available(PG_Q8_AVX512_VNNI)       ? PG_Q8_AVX512_VNNI
+               : pg_q8_gemm_available(PG_Q8_AVX_VNNI)          ? PG_Q8_AVX_VNNI
+                                                               : PG_Q8_AVX2;
+    const bool forced =
+        params.matmul == PG_VISION_MATMUL_INT8 || params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI || params.matmul == PG_VISION_MATMUL_INT8_AVX2;
     const bool auto_pick = params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu && pg_q8_gemm_available(m.q8_isa);
     m.int8_matmul        = has_q8_matrices(g) && (forced || (auto_pick && measure_matmul(m)));
 }

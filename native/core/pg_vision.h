@@ -57,8 +57,9 @@ enum pg_vision_attention {
 enum pg_vision_matmul {
     PG_VISION_MATMUL_AUTO,           // the loader measures both and keeps the faster
     PG_VISION_MATMUL_GGML,           // ggml's own q8_0 product
-    PG_VISION_MATMUL_INT8,           // ours (pg_gemm_q8.h): weights repacked at load, AVX-512 VNNI (else AVX-VNNI)
+    PG_VISION_MATMUL_INT8,           // ours (pg_gemm_q8.h): weights repacked at load, the widest form the CPU has
     PG_VISION_MATMUL_INT8_AVX_VNNI,  // ours over 256-bit vectors with AVX-VNNI
+    PG_VISION_MATMUL_INT8_AVX2,      // ours over 256-bit vectors with plain AVX2
 };
 
 struct pg_vision_params {

@@ -31,7 +31,7 @@ int usage() {
         "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...] [--causal-prefix]\n"
         "       paligemma-native kernels [--threads N]   our int8 q8_0 product against ggml's and f32, at SigLIP shapes\n"
         "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled|tiled-avx2\n"
-        "         --vision-matmul ggml|int8|int8-avxvnni  --no-repack\n");
+        "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2  --no-repack\n");
     return 2;
 }
 
@@ -86,9 +86,10 @@ bool parse_options(int argc, char ** argv, int first, tool_options & o) {
                                                            : PG_VISION_ATTENTION_SEPARATE;
         } else if (!strcmp(a, "--vision-matmul") && more) {
             const std::string v = argv[++i];
-            if (v != "ggml" && v != "int8" && v != "int8-avxvnni") return false;
+            if (v != "ggml" && v != "int8" && v != "int8-avxvnni" && v != "int8-avx2") return false;
             o.model.vision_matmul = v == "int8"           ? PG_VISION_MATMUL_INT8
                                     : v == "int8-avxvnni" ? PG_VISION_MATMUL_INT8_AVX_VNNI
+                                    : v == "int8-avx2"    ? PG_VISION_MATMUL_INT8_AVX2
                                                           : PG_VISION_MATMUL_GGML;
         } else if (!strcmp(a, "--reps") && more)
             o.reps = atoi(argv[++i]);
@@ -248,9 +249,13 @@ weight_forms make_weight(int64_t n, int64_t k, uint32_t seed) {
 }
 
 // The graph of one way: 0 f32 weights (the reference), 1 ggml's q8_0, 2 ours (AVX-512 VNNI), 3 ours
-// (AVX-VNNI); the two forms of ours share the packed weights.
-pg_q8_isa q8_isa_of(int way) {
-    return way == 2 ? PG_Q8_AVX512_VNNI : PG_Q8_AVX_VNNI;
+// (AVX-VNNI), 4 ours (AVX2); the forms of ours share the packed weights.
+constexpr int WAYS = 5;
+pg_q8_isa     q8_isa_of(int way) {
+        return way == 2 ? PG_Q8_AVX512_VNNI : way == 3 ? PG_Q8_AVX_VNNI : PG_Q8_AVX2;
+}
+const char * q8_isa_name(int way) {
+    return way == 2 ? "avx512" : way == 3 ? "avx-vnni" : "avx2";
 }
 
 ggml_tensor * weight_tensor(ggml_context * ctx, int way, int64_t n, int64_t k) {
@@ -272,10 +277,10 @@ void set_weight(ggml_tensor * t, int way, const weight_forms & w) {
 // Each way: build(ctx, way, inputs) -> output; timed, and compared with way 0.
 template <typename Build>
 int check(ggml_backend_t cpu, const char * what, double gflop, int64_t outputs, Build build) {
-    std::vector<float> y[4];
-    double             ms[4]  = {};
-    bool               ran[4] = {};
-    for (int way = 0; way < 4; ++way) {
+    std::vector<float> y[WAYS];
+    double             ms[WAYS]  = {};
+    bool               ran[WAYS] = {};
+    for (int way = 0; way < WAYS; ++way) {
         if (way >= 2 && !pg_q8_gemm_available(q8_isa_of(way))) continue;
         ran[way] = true;
         pg_tune_graph g;
@@ -295,9 +300,9 @@ int check(ggml_backend_t cpu, const char * what, double gflop, int64_t outputs, 
     }
     printf("%-34s f32 %7.2f ms | ggml q8_0 %7.2f ms (%4.0f GFLOP/s), rel. error %.2e", what, ms[0], ms[1], gflop / (ms[1] / 1000),
            rel_error(y[1], y[0]));
-    for (int way = 2; way < 4; ++way) {
+    for (int way = 2; way < WAYS; ++way) {
         if (ran[way]) {
-            printf(" | ours %s %7.2f ms (%4.0f GFLOP/s), rel. error %.2e", way == 2 ? "avx512" : "avx-vnni", ms[way], gflop / (ms[way] / 1000),
+            printf(" | ours %s %7.2f ms (%4.0f GFLOP/s), rel. error %.2e", q8_isa_name(way), ms[way], gflop / (ms[way] / 1000),
                    rel_error(y[way], y[0]));
         }
     }
@@ -443,8 +448,8 @@ int cmd_kernels(int argc, char ** argv) {
     ggml_backend_ptr cpu(ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr));
     if (!cpu) return fail(pg_no_cpu_backend_message().c_str());
     pg_backend_set_threads(cpu.get(), o.model.threads > 0 ? o.model.threads : pg_physical_cores());
-    printf("our int8 product: AVX-512 VNNI %s, AVX-VNNI %s\n", pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? "available" : "not available",
-           pg_q8_gemm_available(PG_Q8_AVX_VNNI) ? "available" : "not available");
+    printf("our int8 product: AVX-512 VNNI %s, AVX-VNNI %s, AVX2 %s\n", pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? "available" : "not available",
+           pg_q8_gemm_available(PG_Q8_AVX_VNNI) ? "available" : "not available", pg_q8_gemm_available(PG_Q8_AVX2) ? "available" : "not available");
     // SigLIP-So400m: q/k/v/o 1152 -> 1152, fc1 1152 -> 4320 (padded), fc2 back; 256 and 1024 tokens, and an odd count.
     const int64_t linears[][3] = { { 1152, 1152, 256 }, { 1152, 4320, 256 }, { 4320, 1152, 256 }, { 1152, 1152, 1024 }, { 1152, 1152, 37 } };
     for (const auto & l : linears) {
