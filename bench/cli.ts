@@ -25,10 +25,10 @@ options:
   --cache <dir>             where models are kept (default ${defaultBenchCache()})
   --no-llama-bench          skip llama-bench
   --no-mtmd                 skip llama.cpp's SigLIP
-  --llama-tools <dir>       llama-bench and llama-mtmd-cli from this folder (default: built from the
-                            pinned source into native-build/llama-tools/bin); e.g. a build for
-                            AVX2 only, made with node scripts/build-llama-tools.mjs --out <folder>
-                            -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+  --llama-tools <dir>       llama-bench and llama-mtmd-cli from this folder or its bin/ (default:
+                            built from the pinned source into native-build/llama-tools/bin); e.g.
+                            a build for AVX2 only, made with node scripts/build-llama-tools.mjs
+                            --out <dir> -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
   --compare-binary <file>   also time this build of our addon (a paligemma.node), alternately
                             with the default one, and report the ratios (e.g. the portable
                             binary the package ships against a --native build)
@@ -38,6 +38,12 @@ options:
   --json                    one JSON object
   -h, --help                this text
 `;
+
+/** The folder holding the tools: the one given, or its bin/ (where build-llama-tools --out puts them). */
+function toolsFolder(dir: string): string {
+  const has = (d: string) => ['llama-bench', 'llama-mtmd-cli'].some((n) => fs.existsSync(path.join(d, n)) || fs.existsSync(path.join(d, `${n}.exe`)));
+  return !has(dir) && has(path.join(dir, 'bin')) ? path.join(dir, 'bin') : dir;
+}
 
 export async function main(argv: string[], stdout: NodeJS.WritableStream = process.stdout, stderr: NodeJS.WritableStream = process.stderr): Promise<number> {
   if (argv[0] === 'child') {
@@ -133,7 +139,7 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
     llamaBench: !v['no-llama-bench'],
     mtmd: !v['no-mtmd'],
     compareBinary: v['compare-binary'] === undefined ? undefined : path.resolve(v['compare-binary'] as string),
-    llamaTools: llamaTools === undefined ? undefined : path.resolve(llamaTools),
+    llamaTools: llamaTools === undefined ? undefined : toolsFolder(path.resolve(llamaTools)),
     log,
   });
   if (v.json) {

@@ -7,8 +7,9 @@
  *    hostname);
  *  - its owner on this host has died, or has our own pid without this process holding the lock
  *    (a container restarted with the same pid, 1 say, as the one that died).
- * A stale lock is renamed away under a unique name before the new one is created with 'wx', so of
- * several waiters that find it stale at once only one removes it, and only one creates the next.
+ * A stale lock is removed under a guard file (`<lock>.break`, created with 'wx'), and only if it is
+ * still the very file judged stale, so of several waiters that find it stale at once only one
+ * removes it, and only one creates the next ('wx' again).
  * (huggingface_hub locks with flock on `.locks/<repo>/<etag>.lock`, which Node cannot take, so ours
  * has its own name beside it and does not exclude a Python download of the same blob.)
  */
@@ -86,26 +87,33 @@ function judge(seen: Seen, staleMs: number): { stale: true } | { stale: false; o
 }
 
 /**
- * Removes the stale lock `seen`: renamed to a name of our own first, then checked to be the very
- * file judged stale (a faster waiter may have replaced it with its own lock meanwhile, which is
- * then put back).
+ * Removes the stale lock `seen`, if it is still the file there. Breakers go one at a time through a
+ * guard file created exclusively beside the lock, so none can remove a lock another waiter has just
+ * created in the stale one's place (renaming the lock aside and back left a moment without it, in
+ * which a third waiter could take it while the second still held the one put back). False: another
+ * waiter is breaking it this instant, try again shortly.
  */
-async function breakLock(file: string, seen: Seen) {
-  const aside = `${file}.${process.pid}-${crypto.randomBytes(6).toString('hex')}.stale`;
+async function breakLock(file: string, seen: Seen): Promise<boolean> {
+  const guard = `${file}.break`;
   try {
-    await fs.promises.rename(file, aside);
+    await fs.promises.writeFile(guard, String(process.pid), { flag: 'wx' });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // gone already: someone else took it over
-    throw new PaliGemmaError('ERR_WRITE', `${file}: cannot take over this stale lock (${(err as NodeJS.ErrnoException).code}); remove it by hand`, {
-      cause: err,
-    });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST') {
+      throw new PaliGemmaError('ERR_WRITE', `${file}: cannot take over this stale lock (${code} creating ${guard}); remove it by hand`, { cause: err });
+    }
+    // A breaker holds the guard for a few milliseconds; one left for seconds is a process that died then.
+    const st = await fs.promises.stat(guard).catch(() => null);
+    if (st && Date.now() - st.mtimeMs > 10_000) await fs.promises.rm(guard, { force: true });
+    return false;
   }
-  const got = await look(aside);
-  if (got && (got.ino !== seen.ino || got.text !== seen.text)) {
-    // Not the one judged stale: a live lock, put back (unless yet another was made meanwhile).
-    await fs.promises.link(aside, file).catch(() => undefined);
+  try {
+    const now = await look(file);
+    if (now && now.ino === seen.ino && now.text === seen.text) await fs.promises.rm(file, { force: true });
+  } finally {
+    await fs.promises.rm(guard, { force: true });
   }
-  await fs.promises.rm(aside, { force: true });
+  return true;
 }
 
 /** Runs `run` holding the lock at `file`; `wait` sleeps between tries (and rejects on abort). */
@@ -129,7 +137,7 @@ export async function withLock<T>(file: string, wait: (ms: number) => Promise<vo
       if (!seen) continue; // released meanwhile
       const verdict = judge(seen, staleMs);
       if (verdict.stale) {
-        await breakLock(file, seen);
+        if (!(await breakLock(file, seen))) await wait(20);
         continue;
       }
       if (!told) {

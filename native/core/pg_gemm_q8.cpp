@@ -218,10 +218,10 @@ PG_TARGET inline __m256i dot(__m256i s, __m256i a, wvec w) {
 #undef PG_TARGET
 }  // namespace pg_q8_avx_vnni
 
-// Plain AVX2 (Haswell, Zen 1-4 without AVX-512): vpmaddubsw multiplies unsigned by signed bytes
+// Plain AVX2 (Intel Haswell to Comet Lake, AMD Zen 1-3): vpmaddubsw multiplies unsigned by signed bytes
 // and saturates pairs at 16 bits, so the activations stay signed, the weight's sign moves onto them
 // and its magnitude (<= 128) is the unsigned side: a pair of products stays below 2^15 - 1, exact
-// for every int8 weight. Two more instructions per step than vpdpbusd, half its rate at best.
+// for every int8 weight. Four instructions per step (two of them multiplies) where vpdpbusd is one.
 namespace pg_q8_avx2 {
 #define PG_TARGET __attribute__((target("avx2,fma")))
 namespace {
