@@ -42,9 +42,12 @@ void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out) {
                 const q8_0_block & blk = src[(p * LANES + lane) * nb + b];
                 int32_t            sum = 0;
                 for (int i = 0; i < QK; ++i) {
+                    // ggml's q8_0 quantizer never writes -128 (its scale is amax / 127); another tool's
+                    // might, and the AVX2 form cannot negate it: read as -127, in every form alike.
+                    const int8_t q = blk.qs[i] == -128 ? (int8_t) -127 : blk.qs[i];
                     // [group of 4 values][lane][4]: one 64-byte row holds 4 values of all 16 rows.
-                    dst[(i / 4) * 64 + lane * 4 + i % 4] = (uint8_t) blk.qs[i];
-                    sum += blk.qs[i];
+                    dst[(i / 4) * 64 + lane * 4 + i % 4] = (uint8_t) q;
+                    sum += q;
                 }
                 d[lane] = ggml_fp16_to_fp32(blk.d);
                 // Activations enter shifted by +128 (vpdpbusd multiplies unsigned by signed bytes):
@@ -205,10 +208,14 @@ namespace {
 
 constexpr bool SHIFTED = true;
 using wvec             = __m256i;
+using act              = __m256i;
 PG_TARGET inline wvec load_weights(const uint8_t * p) {
     return _mm256_loadu_si256((const __m256i *) p);
 }
-PG_TARGET inline __m256i dot(__m256i s, __m256i a, wvec w) {
+PG_TARGET inline act activation(__m256i a) {
+    return a;
+}
+PG_TARGET inline __m256i dot(__m256i s, act a, wvec w) {
     return _mm256_dpbusd_avx_epi32(s, a, w);
 }
 
@@ -219,23 +226,27 @@ PG_TARGET inline __m256i dot(__m256i s, __m256i a, wvec w) {
 }  // namespace pg_q8_avx_vnni
 
 // Plain AVX2 (Intel Haswell to Comet Lake, AMD Zen 1-3): vpmaddubsw multiplies unsigned by signed bytes
-// and saturates pairs at 16 bits, so the activations stay signed, the weight's sign moves onto them
-// and its magnitude (<= 128) is the unsigned side: a pair of products stays below 2^15 - 1, exact
-// for every int8 weight. Four instructions per step (two of them multiplies) where vpdpbusd is one.
+// and saturates pairs at 16 bits, so the activations stay signed, their magnitude (<= 127, once per
+// broadcast) is the unsigned side and their sign moves onto the weights (|w| <= 127, see pg_q8_pack):
+// a pair of products stays below 2^15 - 1, exact. Four instructions per step (two of them
+// multiplies) where vpdpbusd is one.
 namespace pg_q8_avx2 {
 #define PG_TARGET __attribute__((target("avx2,fma")))
 namespace {
 
 constexpr bool SHIFTED = false;
-struct wvec {
-    __m256i w, magnitude;
+using wvec             = __m256i;
+struct act {
+    __m256i a, magnitude;
 };
 PG_TARGET inline wvec load_weights(const uint8_t * p) {
-    const __m256i w = _mm256_loadu_si256((const __m256i *) p);
-    return { w, _mm256_abs_epi8(w) };
+    return _mm256_loadu_si256((const __m256i *) p);
 }
-PG_TARGET inline __m256i dot(__m256i s, __m256i a, const wvec & w) {
-    const __m256i pairs = _mm256_maddubs_epi16(w.magnitude, _mm256_sign_epi8(a, w.w));
+PG_TARGET inline act activation(__m256i a) {
+    return { a, _mm256_abs_epi8(a) };
+}
+PG_TARGET inline __m256i dot(__m256i s, const act & x, wvec w) {
+    const __m256i pairs = _mm256_maddubs_epi16(x.magnitude, _mm256_sign_epi8(w, x.a));
     return _mm256_add_epi32(s, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
