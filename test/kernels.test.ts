@@ -72,6 +72,7 @@ t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower'
   // The forms compute the same integer sums; float rounding in the layer norms and GELU, summed in
   // another lane order, moves a few activations across a quantization step: far below q8_0's own error.
   for (let i = 1; i < forms.length; ++i) {
+    if (forms[i]![1] === forms[0]![1]) continue; // the same kernel ('int8' is the AVX2 form on such a CPU)
     const d = relError(oursData[i]!, oursData[0]!);
     t.ok(d < ggmlErr / 4, `the ${forms[i]![1]} form agrees with ${forms[0]![1]}: rel. ${d.toExponential(2)}`);
   }

@@ -86,6 +86,18 @@ bool read_hparams(const gguf_context * g, const std::string & path, pg_vision_hp
     return true;
 }
 
+// The option's name for a visionMatmul value that forces our int8 product; nullptr for 'auto' and 'ggml'.
+const char * forced_int8_name(pg_vision_matmul mm) {
+    switch (mm) {
+        case PG_VISION_MATMUL_INT8: return "int8";
+        case PG_VISION_MATMUL_INT8_AVX_VNNI: return "int8-avxvnni";
+        case PG_VISION_MATMUL_INT8_AVX2: return "int8-avx2";
+        case PG_VISION_MATMUL_AUTO:
+        case PG_VISION_MATMUL_GGML: break;
+    }
+    return nullptr;
+}
+
 bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error & err) {
     ggml_backend_dev_t dev = params.device ? params.device : ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (!dev) return err.set(PG_ERR_BACKEND, pg_no_cpu_backend_message());
@@ -101,16 +113,14 @@ bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error
                                                     (params.attention == PG_VISION_ATTENTION_TILED ? "tiled" : "tiled-avx2") +
                                                     "' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
     }
-    if (params.matmul == PG_VISION_MATMUL_INT8 && !(m.is_cpu && pg_q8_gemm_available(PG_Q8_AVX2))) {
-        return err.set(PG_ERR_INVALID_ARGUMENT,
-                       "visionMatmul 'int8' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
-    }
-    if (params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI && !(m.is_cpu && pg_q8_gemm_available(PG_Q8_AVX_VNNI))) {
-        return err.set(PG_ERR_INVALID_ARGUMENT, "visionMatmul 'int8-avxvnni' needs the CPU backend on a CPU with AVX-VNNI, which this one is not");
-    }
-    if (params.matmul == PG_VISION_MATMUL_INT8_AVX2 && !(m.is_cpu && pg_q8_gemm_available(PG_Q8_AVX2))) {
-        return err.set(PG_ERR_INVALID_ARGUMENT,
-                       "visionMatmul 'int8-avx2' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
+    // A forced int8 product needs its form ('int8': any, and AVX2 is the least of them).
+    if (const char * name = forced_int8_name(params.matmul)) {
+        const bool vnni = params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI;
+        if (!(m.is_cpu && pg_q8_gemm_available(vnni ? PG_Q8_AVX_VNNI : PG_Q8_AVX2))) {
+            return err.set(PG_ERR_INVALID_ARGUMENT, std::string("visionMatmul '") + name + "' needs the CPU backend on " +
+                                                        (vnni ? "a CPU with AVX-VNNI" : "an x86-64 CPU with AVX2 and FMA") +
+                                                        ", which this one is not");
+        }
     }
     m.n_threads = params.n_threads > 0 ? params.n_threads : 1;
     m.attention = attention;
@@ -139,13 +149,12 @@ bool has_q8_matrices(const gguf_context * g) {
 // when it measures faster here.
 void choose_matmul(const gguf_context * g, const pg_vision_params & params, pg_vision_model & m) {
     // The widest form this CPU has, unless a 256-bit one is asked for.
-    m.q8_isa = params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI ? PG_Q8_AVX_VNNI
-               : params.matmul == PG_VISION_MATMUL_INT8_AVX2   ? PG_Q8_AVX2
-               : pg_q8_gemm_available(PG_Q8_AVX512_VNNI)       ? PG_Q8_AVX512_VNNI
-               : pg_q8_gemm_available(PG_Q8_AVX_VNNI)          ? PG_Q8_AVX_VNNI
-                                                               : PG_Q8_AVX2;
-    const bool forced =
-        params.matmul == PG_VISION_MATMUL_INT8 || params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI || params.matmul == PG_VISION_MATMUL_INT8_AVX2;
+    m.q8_isa             = params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI ? PG_Q8_AVX_VNNI
+                           : params.matmul == PG_VISION_MATMUL_INT8_AVX2   ? PG_Q8_AVX2
+                           : pg_q8_gemm_available(PG_Q8_AVX512_VNNI)       ? PG_Q8_AVX512_VNNI
+                           : pg_q8_gemm_available(PG_Q8_AVX_VNNI)          ? PG_Q8_AVX_VNNI
+                                                                           : PG_Q8_AVX2;
+    const bool forced    = forced_int8_name(params.matmul) != nullptr;
     const bool auto_pick = params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu && pg_q8_gemm_available(m.q8_isa);
     m.int8_matmul        = has_q8_matrices(g) && (forced || (auto_pick && measure_matmul(m)));
 }
