@@ -69,12 +69,15 @@ t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower'
     t.ok(relError(ours.data, ggml.data) < 2 * ggmlErr, 'and close to ggml q8_0 tower itself');
     oursData.push(ours.data);
   }
-  // The forms compute the same integer sums; float rounding in the layer norms and GELU, summed in
-  // another lane order, moves a few activations across a quantization step: far below q8_0's own error.
+  // The VNNI forms compute the same integer sums; float rounding in the layer norms and GELU, summed
+  // in another lane order, moves a few activations across a quantization step: far below q8_0's own
+  // error. The AVX2 form stores fc2's input (GELU's output) shifted and unsigned, a step up to
+  // (max + 0.17) / max as coarse: it agrees with the others only to within q8_0's own error.
   for (let i = 1; i < forms.length; ++i) {
     if (forms[i]![1] === forms[0]![1]) continue; // the same kernel ('int8' is the AVX2 form on such a CPU)
     const d = relError(oursData[i]!, oursData[0]!);
-    t.ok(d < ggmlErr / 4, `the ${forms[i]![1]} form agrees with ${forms[0]![1]}: rel. ${d.toExponential(2)}`);
+    const bound = forms[i]![1] === 'int8-avx2' ? ggmlErr * 0.75 : ggmlErr / 4;
+    t.ok(d < bound, `the ${forms[i]![1]} form agrees with ${forms[0]![1]}: rel. ${d.toExponential(2)}`);
   }
   // As a CPU without VNNI runs it (the portable build's AVX2 library, our kernels kept to AVX2):
   // 'int8' is the AVX2 form there.

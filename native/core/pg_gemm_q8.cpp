@@ -11,6 +11,10 @@ constexpr int QK         = 32;                 // values per block (as q8_0)
 constexpr int LANES      = 16;                 // weight rows per panel: one per 32-bit lane of a zmm
 constexpr int BLOCK_W    = QK * LANES;         // 512 bytes of weights per block and panel
 constexpr int BLOCK_SIZE = BLOCK_W + 64 + 64;  // + 16 float scales + 16 int32 corrections
+// GELU (tanh form) is never below -0.170041 (at -0.7525): shifted by this, its output is >= 0.
+constexpr float GELU_SHIFT = 0.1701f;
+// fc1 of an MLP: its output GELU'd and quantized for fc2 (pg_q8_mlp), after the public epilogues.
+constexpr int GELU_QUANTIZE = PG_Q8_BIAS_RESIDUAL + 1;
 
 struct q8_0_block {
     ggml_fp16_t d;
@@ -18,15 +22,16 @@ struct q8_0_block {
 };
 static_assert(sizeof(q8_0_block) == 34, "ggml's block_q8_0 layout");
 
-// Bytes of one quantized activation row: k unsigned values, then k/32 float scales.
+// Bytes of one quantized activation row: k values, then k/32 float scales.
 size_t xq_row_bytes(int64_t k) {
     return (size_t) k + (size_t) (k / QK) * sizeof(float);
 }
 
 }  // namespace
 
+// The blocks, then the panel's 16 row sums (float): what a shifted input's correction needs.
 size_t pg_q8_packed_panel_bytes(int64_t k) {
-    return (size_t) (k / QK) * BLOCK_SIZE;
+    return (size_t) (k / QK) * BLOCK_SIZE + LANES * sizeof(float);
 }
 
 void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out) {
@@ -34,6 +39,7 @@ void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out) {
     const int64_t      nb    = k / QK;
     const size_t       panel = pg_q8_packed_panel_bytes(k);
     for (int64_t p = 0; p < n_rows / LANES; ++p) {
+        double row_sums[LANES] = {};
         for (int64_t b = 0; b < nb; ++b) {
             uint8_t * dst  = (uint8_t *) out + p * panel + b * BLOCK_SIZE;
             float *   d    = (float *) (dst + BLOCK_W);
@@ -50,11 +56,14 @@ void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out) {
                     sum += q;
                 }
                 d[lane] = ggml_fp16_to_fp32(blk.d);
+                row_sums[lane] += (double) d[lane] * sum;
                 // Activations enter shifted by +128 (vpdpbusd multiplies unsigned by signed bytes):
                 // starting each block's sum at -128 * sum(w) takes the shift out again.
                 corr[lane] = -128 * sum;
             }
         }
+        float * sums = (float *) ((uint8_t *) out + p * panel + nb * BLOCK_SIZE);
+        for (int lane = 0; lane < LANES; ++lane) sums[lane] = (float) row_sums[lane];
     }
 }
 
@@ -170,10 +179,10 @@ PG_AVX512_VNNI void tile(const uint8_t * a, size_t a_stride, int64_t k, const ui
         for (int j = 0; j < NP; ++j) {
             acc[m][j] = _mm512_add_ps(acc[m][j], _mm512_loadu_ps(o.bias + j * LANES));
             if (EPI == PG_Q8_BIAS_RESIDUAL) acc[m][j] = _mm512_add_ps(acc[m][j], _mm512_loadu_ps(o.res + m * o.ld_res + j * LANES));
-            if (EPI != PG_Q8_BIAS_GELU_QUANTIZE) _mm512_storeu_ps(o.c + m * o.ldc + j * LANES, acc[m][j]);
+            if (EPI != GELU_QUANTIZE) _mm512_storeu_ps(o.c + m * o.ldc + j * LANES, acc[m][j]);
         }
         // The tile's 32 columns are one block of the next product's activations.
-        if (EPI == PG_Q8_BIAS_GELU_QUANTIZE)
+        if (EPI == GELU_QUANTIZE)
             quantize_block(gelu_tanh(acc[m][0]), gelu_tanh(acc[m][NP - 1]), o.q + m * o.ld_q, (float *) ((char *) o.qd + m * o.ld_q));
     }
 }
@@ -181,12 +190,14 @@ PG_AVX512_VNNI void tile(const uint8_t * a, size_t a_stride, int64_t k, const ui
 // The 512-bit kernels, as the driver below calls them: up to 6 activation rows per tile.
 template <int EPI>
 struct isa_avx512 {
-    static constexpr int ROWS = 6;
-    static void          quantize(const ggml_tensor * x, const float * w, const float * b, float eps, uint8_t * out, int64_t r0, int64_t r1) {
-                 quantize_rows(x, w, b, eps, out, r0, r1);
+    static constexpr int  ROWS          = 6;
+    static constexpr bool gelu_unsigned = false;
+    static void           quantize(const ggml_tensor * x, const float * w, const float * b, float eps, uint8_t * out, int64_t r0, int64_t r1) {
+                  quantize_rows(x, w, b, eps, out, r0, r1);
     }
-    template <int NP>
+    template <int NP, bool GELU_IN>
     static void tiles(int64_t m_left, const uint8_t * a, size_t a_stride, int64_t k, const uint8_t * const * panels, const tile_out & o) {
+        static_assert(!GELU_IN, "the 512-bit form stores GELU's output as any other activation");
         switch (m_left) {
             case 1: return tile<1, NP, EPI>(a, a_stride, k, panels, o);
             case 2: return tile<2, NP, EPI>(a, a_stride, k, panels, o);
@@ -206,9 +217,10 @@ namespace pg_q8_avx_vnni {
 #define PG_TARGET __attribute__((target("avx2,fma,avxvnni")))
 namespace {
 
-constexpr bool SHIFTED = true;
-using wvec             = __m256i;
-using act              = __m256i;
+constexpr bool SHIFTED       = true;
+constexpr bool GELU_UNSIGNED = false;
+using wvec                   = __m256i;
+using act                    = __m256i;
 PG_TARGET inline wvec load_weights(const uint8_t * p) {
     return _mm256_loadu_si256((const __m256i *) p);
 }
@@ -216,6 +228,9 @@ PG_TARGET inline act activation(__m256i a) {
     return a;
 }
 PG_TARGET inline __m256i dot(__m256i s, act a, wvec w) {
+    return _mm256_dpbusd_avx_epi32(s, a, w);
+}
+PG_TARGET inline __m256i dot_unsigned(__m256i s, __m256i a, wvec w) {
     return _mm256_dpbusd_avx_epi32(s, a, w);
 }
 
@@ -229,13 +244,15 @@ PG_TARGET inline __m256i dot(__m256i s, act a, wvec w) {
 // and saturates pairs at 16 bits, so the activations stay signed, their magnitude (<= 127, once per
 // broadcast) is the unsigned side and their sign moves onto the weights (|w| <= 127, see pg_q8_pack):
 // a pair of products stays below 2^15 - 1, exact. Four instructions per step (two of them
-// multiplies) where vpdpbusd is one.
+// multiplies) where vpdpbusd is one; three for fc2, whose input (GELU's output, shifted to >= 0) is
+// stored unsigned.
 namespace pg_q8_avx2 {
 #define PG_TARGET __attribute__((target("avx2,fma")))
 namespace {
 
-constexpr bool SHIFTED = false;
-using wvec             = __m256i;
+constexpr bool SHIFTED       = false;
+constexpr bool GELU_UNSIGNED = true;
+using wvec                   = __m256i;
 struct act {
     __m256i a, magnitude;
 };
@@ -248,6 +265,9 @@ PG_TARGET inline act activation(__m256i a) {
 PG_TARGET inline __m256i dot(__m256i s, const act & x, wvec w) {
     const __m256i pairs = _mm256_maddubs_epi16(x.magnitude, _mm256_sign_epi8(w, x.a));
     return _mm256_add_epi32(s, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+PG_TARGET inline __m256i dot_unsigned(__m256i s, __m256i u, wvec w) {
+    return _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, w), _mm256_set1_epi16(1)));
 }
 
 #include "pg_gemm_q8_256.inc"
@@ -268,8 +288,9 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void * eps) {
     if (r0 < r1) ISA<PG_Q8_BIAS>::quantize(x, w, b, eps ? *(const float *) eps : 0.0f, (uint8_t *) dst->data, r0, r1);
 }
 
-// Sources: xq, then (weight, bias) pairs, then the residual for PG_Q8_BIAS_RESIDUAL.
-template <int EPI, template <int> class ISA>
+// Sources: xq, then (weight, bias) pairs, then the residual for PG_Q8_BIAS_RESIDUAL. GELU_IN: xq
+// holds GELU's output + GELU_SHIFT (the AVX2 form's fc2), taken out again through the bias.
+template <int EPI, template <int> class ISA, bool GELU_IN>
 void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * xq       = dst->src[0];
     const int64_t       m        = xq->ne[1];
@@ -295,10 +316,19 @@ void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
             const uint8_t * panels[2] = { (const uint8_t *) w->data + (2 * local) * w->nb[1],
                                           (const uint8_t *) w->data + (2 * local + 1) * w->nb[1] };
             const int64_t   col       = first_col + 2 * local * LANES;
+            const int       np_here   = 2 * local + 1 < np ? 2 : 1;
+            float           shifted_bias[2 * LANES];
+            if (GELU_IN) {
+                // W (x + s) + b - s W 1 = W x + b: the shift's share, from the row sums packed after each panel.
+                for (int i = 0; i < np_here * LANES; ++i) {
+                    const float * sums = (const float *) (panels[i / LANES] + (k / QK) * BLOCK_SIZE);
+                    shifted_bias[i]    = bias[2 * local * LANES + i] - GELU_SHIFT * sums[i % LANES];
+                }
+            }
             for (int64_t r = 0; r < m; r += ISA<EPI>::ROWS) {
                 tile_out o{};
-                o.bias = bias + 2 * local * LANES;
-                if (EPI == PG_Q8_BIAS_GELU_QUANTIZE) {
+                o.bias = GELU_IN ? shifted_bias : bias + 2 * local * LANES;
+                if (EPI == GELU_QUANTIZE) {
                     const int64_t n_out = dst->ne[0] * 32 / 36;  // the quantized row's values
                     o.ld_q              = (size_t) dst->nb[1];
                     o.q                 = (uint8_t *) dst->data + r * o.ld_q + col;
@@ -312,10 +342,10 @@ void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
                     }
                 }
                 const uint8_t * a = (const uint8_t *) xq->data + r * a_stride;
-                if (2 * local + 1 < np)
-                    ISA<EPI>::template tiles<2>(m - r, a, a_stride, k, panels, o);
+                if (np_here == 2)
+                    ISA<EPI>::template tiles<2, GELU_IN>(m - r, a, a_stride, k, panels, o);
                 else
-                    ISA<EPI>::template tiles<1>(m - r, a, a_stride, k, panels, o);
+                    ISA<EPI>::template tiles<1, GELU_IN>(m - r, a, a_stride, k, panels, o);
             }
         }
         first_pair += n_pairs;
@@ -323,14 +353,15 @@ void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
     }
 }
 
-template <int EPI>
+// GELU_IN: the product that reads GELU_QUANTIZE's output, for the forms that store it unsigned.
+template <int EPI, bool GELU_IN = false>
 ggml_custom_op_t linear_for(pg_q8_isa isa) {
     switch (isa) {
-        case PG_Q8_AVX512_VNNI: return linear_op<EPI, isa_avx512>;
-        case PG_Q8_AVX_VNNI: return linear_op<EPI, pg_q8_avx_vnni::isa>;
+        case PG_Q8_AVX512_VNNI: return linear_op < EPI, isa_avx512, GELU_IN && isa_avx512<EPI>::gelu_unsigned > ;
+        case PG_Q8_AVX_VNNI: return linear_op < EPI, pg_q8_avx_vnni::isa, GELU_IN && pg_q8_avx_vnni::isa<EPI>::gelu_unsigned > ;
         case PG_Q8_AVX2: break;
     }
-    return linear_op<EPI, pg_q8_avx2::isa>;
+    return linear_op < EPI, pg_q8_avx2::isa, GELU_IN && pg_q8_avx2::isa<EPI>::gelu_unsigned > ;
 }
 
 ggml_custom_op_t quantize_for(pg_q8_isa isa) {
@@ -369,8 +400,11 @@ ggml_tensor * pg_q8_norm_quantize(ggml_context * ctx, ggml_tensor * x, ggml_tens
                           (void *) eps);
 }
 
-ggml_tensor * pg_q8_linear(ggml_context * ctx, ggml_tensor * const * w, ggml_tensor * const * b, int count, ggml_tensor * xq, pg_q8_epilogue epilogue,
-                           ggml_tensor * residual, pg_q8_isa isa) {
+namespace {
+
+// The custom op of a product: xq, the (weight, bias) pairs, the residual; f32 output but for GELU_QUANTIZE.
+ggml_tensor * product(ggml_context * ctx, ggml_tensor * const * w, ggml_tensor * const * b, int count, ggml_tensor * xq, ggml_tensor * residual,
+                      bool quantized_out, ggml_custom_op_t op) {
     ggml_tensor * args[8];
     int           n    = 0;
     int64_t       rows = 0;
@@ -380,18 +414,24 @@ ggml_tensor * pg_q8_linear(ggml_context * ctx, ggml_tensor * const * w, ggml_ten
         args[n++] = b[i];
         rows += w[i]->ne[1] * LANES;
     }
-    if (epilogue == PG_Q8_BIAS_RESIDUAL) args[n++] = residual;
-    switch (epilogue) {
-        case PG_Q8_BIAS:
-            return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], 1, 1, args, n, linear_for<PG_Q8_BIAS>(isa), GGML_N_TASKS_MAX, nullptr);
-        case PG_Q8_BIAS_RESIDUAL:
-            return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], 1, 1, args, n, linear_for<PG_Q8_BIAS_RESIDUAL>(isa), GGML_N_TASKS_MAX,
-                                  nullptr);
-        case PG_Q8_BIAS_GELU_QUANTIZE:
-            return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(rows), xq->ne[1], 1, 1, args, n,
-                                  linear_for<PG_Q8_BIAS_GELU_QUANTIZE>(isa), GGML_N_TASKS_MAX, nullptr);
-    }
-    return nullptr;
+    if (residual) args[n++] = residual;
+    if (quantized_out)
+        return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(rows), xq->ne[1], 1, 1, args, n, op, GGML_N_TASKS_MAX, nullptr);
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], 1, 1, args, n, op, GGML_N_TASKS_MAX, nullptr);
+}
+
+}  // namespace
+
+ggml_tensor * pg_q8_linear(ggml_context * ctx, ggml_tensor * const * w, ggml_tensor * const * b, int count, ggml_tensor * xq, pg_q8_epilogue epilogue,
+                           ggml_tensor * residual, pg_q8_isa isa) {
+    if (epilogue == PG_Q8_BIAS_RESIDUAL) return product(ctx, w, b, count, xq, residual, false, linear_for<PG_Q8_BIAS_RESIDUAL>(isa));
+    return product(ctx, w, b, count, xq, nullptr, false, linear_for<PG_Q8_BIAS>(isa));
+}
+
+ggml_tensor * pg_q8_mlp(ggml_context * ctx, ggml_tensor * up_w, ggml_tensor * up_b, ggml_tensor * down_w, ggml_tensor * down_b, ggml_tensor * xq,
+                        ggml_tensor * residual, pg_q8_isa isa) {
+    ggml_tensor * h = product(ctx, &up_w, &up_b, 1, xq, nullptr, true, linear_for<GELU_QUANTIZE>(isa));
+    return product(ctx, &down_w, &down_b, 1, h, residual, false, linear_for<PG_Q8_BIAS_RESIDUAL, true>(isa));
 }
 
 #else
@@ -410,6 +450,10 @@ ggml_tensor * pg_q8_norm_quantize(ggml_context *, ggml_tensor *, ggml_tensor *, 
 
 ggml_tensor * pg_q8_linear(ggml_context *, ggml_tensor * const *, ggml_tensor * const *, int, ggml_tensor *, pg_q8_epilogue, ggml_tensor *,
                            pg_q8_isa) {
+    return nullptr;
+}
+
+ggml_tensor * pg_q8_mlp(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, ggml_tensor *, ggml_tensor *, ggml_tensor *, pg_q8_isa) {
     return nullptr;
 }
 

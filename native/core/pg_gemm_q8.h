@@ -38,12 +38,17 @@ ggml_tensor * pg_q8_quantize(ggml_context * ctx, ggml_tensor * x, pg_q8_isa isa)
 ggml_tensor * pg_q8_norm_quantize(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, const float * eps, pg_q8_isa isa);
 
 enum pg_q8_epilogue {
-    PG_Q8_BIAS,                // f32 [n, m]: W x + b
-    PG_Q8_BIAS_RESIDUAL,       // f32 [n, m]: W x + b + residual
-    PG_Q8_BIAS_GELU_QUANTIZE,  // quantized activations of gelu_tanh(W x + b), for the next product
+    PG_Q8_BIAS,           // f32 [n, m]: W x + b
+    PG_Q8_BIAS_RESIDUAL,  // f32 [n, m]: W x + b + residual
 };
 
 // The products of `count` packed weights w[i] (biases b[i], f32) with xq, their outputs side by
 // side along the rows (q, k and v in one op), then the epilogue. residual: f32 [n, m] or nullptr.
 ggml_tensor * pg_q8_linear(ggml_context * ctx, ggml_tensor * const * w, ggml_tensor * const * b, int count, ggml_tensor * xq, pg_q8_epilogue epilogue,
                            ggml_tensor * residual, pg_q8_isa isa);
+
+// residual + down (gelu_tanh (up xq + up_b)) + down_b, f32 [c, m]: up's epilogue applies GELU and
+// quantizes for down (in the AVX2 form shifted to >= 0 and unsigned: one instruction fewer per step),
+// so the MLP's width never exists in f32. up_w's rows a multiple of 32.
+ggml_tensor * pg_q8_mlp(ggml_context * ctx, ggml_tensor * up_w, ggml_tensor * up_b, ggml_tensor * down_w, ggml_tensor * down_b, ggml_tensor * xq,
+                        ggml_tensor * residual, pg_q8_isa isa);

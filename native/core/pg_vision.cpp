@@ -753,9 +753,7 @@ ggml_tensor * mlp_block(const pg_vision_model & m, ggml_context * ctx, const pg_
                         const std::vector<pg_vision_lora_use> & loras, ggml_tensor * x) {
     const bool adapted = lora_touches(loras, il, { PG_LORA_UP, PG_LORA_DOWN });
     if (!adapted && packed(L.up_w) && packed(L.down_w) && L.up_w->ne[1] % 2 == 0) {
-        ggml_tensor * h = pg_q8_linear(ctx, &L.up_w, &L.up_b, 1, pg_q8_norm_quantize(ctx, x, L.ln2_w, L.ln2_b, &m.hp.eps, m.q8_isa),
-                                       PG_Q8_BIAS_GELU_QUANTIZE, nullptr, m.q8_isa);
-        return pg_q8_linear(ctx, &L.down_w, &L.down_b, 1, h, PG_Q8_BIAS_RESIDUAL, x, m.q8_isa);
+        return pg_q8_mlp(ctx, L.up_w, L.up_b, L.down_w, L.down_b, pg_q8_norm_quantize(ctx, x, L.ln2_w, L.ln2_b, &m.hp.eps, m.q8_isa), x, m.q8_isa);
     }
     ggml_tensor * cur = layer_norm(ctx, x, L.ln2_w, L.ln2_b, m.hp.eps);
     ggml_tensor * up  = nullptr;

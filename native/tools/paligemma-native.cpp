@@ -366,8 +366,7 @@ int check_mlp(ggml_backend_t cpu, int64_t c, int64_t f, int64_t m) {
             return ggml_add(ctx, xt, ggml_add(ctx, ggml_mul_mat(ctx, w2t, h), b2t));
         }
         const pg_q8_isa isa = q8_isa_of(way);
-        ggml_tensor * h = pg_q8_linear(ctx, &w1t, &b1t, 1, pg_q8_norm_quantize(ctx, xt, gt, gbt, &eps, isa), PG_Q8_BIAS_GELU_QUANTIZE, nullptr, isa);
-        return pg_q8_linear(ctx, &w2t, &b2t, 1, h, PG_Q8_BIAS_RESIDUAL, xt, isa);
+        return pg_q8_mlp(ctx, w1t, b1t, w2t, b2t, pg_q8_norm_quantize(ctx, xt, gt, gbt, &eps, isa), xt, isa);
     });
 }
 
