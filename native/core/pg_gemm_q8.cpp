@@ -190,10 +190,9 @@ PG_AVX512_VNNI void tile(const uint8_t * a, size_t a_stride, int64_t k, const ui
 // The 512-bit kernels, as the driver below calls them: up to 6 activation rows per tile.
 template <int EPI>
 struct isa_avx512 {
-    static constexpr int  ROWS          = 6;
-    static constexpr bool gelu_unsigned = false;
-    static void           quantize(const ggml_tensor * x, const float * w, const float * b, float eps, uint8_t * out, int64_t r0, int64_t r1) {
-                  quantize_rows(x, w, b, eps, out, r0, r1);
+    static constexpr int ROWS = 6;
+    static void          quantize(const ggml_tensor * x, const float * w, const float * b, float eps, uint8_t * out, int64_t r0, int64_t r1) {
+                 quantize_rows(x, w, b, eps, out, r0, r1);
     }
     template <int NP, bool GELU_IN>
     static void tiles(int64_t m_left, const uint8_t * a, size_t a_stride, int64_t k, const uint8_t * const * panels, const tile_out & o) {
@@ -230,6 +229,7 @@ PG_TARGET inline act activation(__m256i a) {
 PG_TARGET inline __m256i dot(__m256i s, act a, wvec w) {
     return _mm256_dpbusd_avx_epi32(s, a, w);
 }
+// The shared text names it; this form never reads GELU's output unsigned (linear_for).
 PG_TARGET inline __m256i dot_unsigned(__m256i s, __m256i a, wvec w) {
     return _mm256_dpbusd_avx_epi32(s, a, w);
 }
@@ -353,15 +353,16 @@ void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
     }
 }
 
-// GELU_IN: the product that reads GELU_QUANTIZE's output, for the forms that store it unsigned.
+// GELU_IN: the product that reads GELU_QUANTIZE's output, which only the AVX2 form stores otherwise.
 template <int EPI, bool GELU_IN = false>
 ggml_custom_op_t linear_for(pg_q8_isa isa) {
     switch (isa) {
-        case PG_Q8_AVX512_VNNI: return linear_op < EPI, isa_avx512, GELU_IN && isa_avx512<EPI>::gelu_unsigned > ;
-        case PG_Q8_AVX_VNNI: return linear_op < EPI, pg_q8_avx_vnni::isa, GELU_IN && pg_q8_avx_vnni::isa<EPI>::gelu_unsigned > ;
+        case PG_Q8_AVX512_VNNI: return linear_op<EPI, isa_avx512, false>;
+        case PG_Q8_AVX_VNNI: return linear_op<EPI, pg_q8_avx_vnni::isa, false>;
         case PG_Q8_AVX2: break;
     }
-    return linear_op < EPI, pg_q8_avx2::isa, GELU_IN && pg_q8_avx2::isa<EPI>::gelu_unsigned > ;
+    static_assert(pg_q8_avx2::GELU_UNSIGNED && !pg_q8_avx_vnni::GELU_UNSIGNED, "which forms read GELU's output unsigned");
+    return linear_op<EPI, pg_q8_avx2::isa, GELU_IN>;
 }
 
 ggml_custom_op_t quantize_for(pg_q8_isa isa) {
