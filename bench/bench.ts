@@ -51,7 +51,7 @@ export interface BenchRun {
   ttft_cached_ms: number;
   peak_rss_mb: number;
   /** What the load-time measurement chose for the vision tower on this machine. */
-  kernels: { vision_attention: string; vision_matmul: string };
+  kernels: { vision_attention: string; vision_matmul: string; text_matmul: string };
   /** Which ggml CPU backend ran ('built in' for a native build, else the variant loaded). */
   cpu_variant: string;
   /** The addon file that ran. */
@@ -116,7 +116,7 @@ export async function measureOnce(files: BenchFiles, threads: number): Promise<B
       ttft_ms: tm.firstTokenMs,
       ttft_cached_ms: cached.timings.firstTokenMs,
       peak_rss_mb: process.resourceUsage().maxRSS / 1024,
-      kernels: { vision_attention: model.info.visionAttention, vision_matmul: model.info.visionMatmul },
+      kernels: { vision_attention: model.info.visionAttention, vision_matmul: model.info.visionMatmul, text_matmul: model.info.textMatmul },
       cpu_variant: info.cpuVariant,
       binary: info.binary.path,
     };
@@ -265,7 +265,7 @@ export async function runBench(o: BenchOptions) {
       );
     }
     o.log(
-      `run ${i + 1}/${o.reps}: encode ${run.encode_ms.toFixed(0)} ms (${run.kernels.vision_attention} attention, ${run.kernels.vision_matmul} products), prefill ${run.prefill_tok_s.toFixed(1)} tok/s, decode ${run.decode_tok_s.toFixed(2)} tok/s`,
+      `run ${i + 1}/${o.reps}: encode ${run.encode_ms.toFixed(0)} ms (${run.kernels.vision_attention} attention, ${run.kernels.vision_matmul} products), prefill (${run.kernels.text_matmul} products) ${run.prefill_tok_s.toFixed(1)} tok/s, decode ${run.decode_tok_s.toFixed(2)} tok/s`,
     );
     if (o.llamaBench) {
       lb.push(runLlamaBench(files.model, run.prompt_tokens, o.threads, o.llamaTools));
@@ -296,7 +296,9 @@ export async function runBench(o: BenchOptions) {
     machine: { platform: `${process.platform}-${process.arch}` },
     kernels: ours[0]!.kernels,
     // Each run is a fresh process with its own load-time race: what each picked, and how often.
-    kernel_choices: countChoices(ours.map((r) => `${r.kernels.vision_attention} attention, ${r.kernels.vision_matmul} products`)),
+    kernel_choices: countChoices(
+      ours.map((r) => `${r.kernels.vision_attention} attention, ${r.kernels.vision_matmul} products, text ${r.kernels.text_matmul} products`),
+    ),
     binary: { path: ours[0]!.binary, cpu_variant: ours[0]!.cpu_variant },
     preprocess_ms: m('preprocess_ms'),
     encode_ms: encodeMs,

@@ -152,7 +152,7 @@ export async function main(argv: string[], stdout: NodeJS.WritableStream = proce
   const out = (s: string) => stdout.write(`${s}\n`);
   out(`PaliGemma ${synthetic}px, text ${v.type}, vision ${v['vision-type']}, ${threads} threads, median of ${reps}`);
   const choices = Object.entries(result.kernel_choices as Record<string, number>).map(([k, n]) => `${k} (${n} of ${reps})`);
-  out(`  cpu ${cpu.model} (${cpu.features.join(' ')}); vision kernels chosen: ${choices.join('; ')}`);
+  out(`  cpu ${cpu.model} (${cpu.features.join(' ')}); kernels chosen: ${choices.join('; ')}`);
   out(`  preprocess ${f(result.preprocess_ms)} ms | vision encode ${f(result.encode_ms, 0)} ms (${f(result.vision_gflop_s, 0)} GFLOP/s)`);
   out(`  prefill ${f(result.prefill_tok_s)} tok/s (${result.prompt_tokens} tokens) | decode ${f(result.decode_tok_s, 2)} tok/s`);
   out(

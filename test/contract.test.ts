@@ -25,6 +25,7 @@ t.test('loadModel rejects unknown keys and mistyped values', async (t) => {
     [{ ...files, threads: 2.5 }, /loadModel options\.threads: expected an integer/],
     [{ ...files, flashAttention: 'maybe' }, /flashAttention: expected one of 'auto', 'on', 'off'/],
     [{ ...files, mmap: 'yes' }, /mmap: expected a boolean/],
+    [{ ...files, textMatmul: 'fast' }, /textMatmul: expected one of 'auto', 'ggml', 'int8'/],
     [{ ...files, imageCacheMB: 64 }, /unknown key 'imageCacheMB'/],
     [{ model: files.model }, /model and mmproj are required/],
   ];

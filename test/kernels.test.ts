@@ -10,7 +10,7 @@ import { writeSyntheticAdapter } from '../bench/adapters';
 import { writeSyntheticCheckpoint } from '../bench/synthetic';
 import { convert, convertLora, PaliGemma, systemInfo } from '../lib/index';
 import { relError } from '../lib/util/reference';
-import { FIXTURES } from './helpers/fixtures';
+import { convertedFixture, FIXTURES, readF32, reference } from './helpers/fixtures';
 import { tmpDir } from './helpers/tmp';
 
 const png = path.join(FIXTURES, 'tiny-v2', 'reference', 'shapes_150x200.png');
@@ -179,3 +179,76 @@ t.test('a LoRA adapter on every vision matrix: each product path applies it as m
     );
   }
 });
+
+for (const type of ['q8_0', 'q4_0'] as const) {
+  t.test(`the text model's ${type} products: each of our forms is as close to the reference as ggml's, with and without a LoRA adapter`, async (t) => {
+    const features = (await systemInfo()).cpuFeatures;
+    const vnni = features.AVX512 === '1' && features.AVX512_VNNI === '1';
+    const avx2 = features.AVX2 === '1' && features.FMA === '1';
+    const avxVnni = avx2 && cpuHasAvxVnni(features);
+    // A base case of the float64 reference, and one of its base + adapter reference.
+    const cases = [
+      [path.join(FIXTURES, 'tiny-v2', 'reference'), reference('tiny-v2').cases[0]!],
+      [
+        path.join(FIXTURES, 'tiny-v2-lora', 'reference'),
+        JSON.parse(fs.readFileSync(path.join(FIXTURES, 'tiny-v2-lora', 'reference', 'reference.json'), 'utf8')).cases[0],
+      ],
+    ] as const;
+    const files = await convertedFixture('tiny-v2', type);
+    const lora = await convertLora({ adapter: path.join(FIXTURES, 'tiny-v2-lora'), base: files.model, outDir: tmpDir('pg-lora-'), type: 'f32' });
+    const run = async (textMatmul: string) => {
+      const model = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, textMatmul: textMatmul as 'ggml' });
+      try {
+        const adapter = await model.loadAdapter(lora.adapter);
+        const errors: number[] = [];
+        for (const [i, [dir, c]] of cases.entries()) {
+          const [steps, vocab] = c.logits_shape as [number, number];
+          const refLogits = readF32(path.join(dir, `${c.name}.logits.f32`));
+          const r = await model.generate({
+            image: path.join(dir, `${c.image}.png`),
+            prompt: c.prompt,
+            maxTokens: steps,
+            logits: true,
+            forceTokens: c.greedy_ids,
+            ...(i === 1 ? { adapters: [adapter] } : {}),
+          });
+          let worst = 0;
+          for (let s = 0; s < steps; ++s) worst = Math.max(worst, relError(r.logits![s]!, refLogits.subarray(s * vocab, (s + 1) * vocab)));
+          errors.push(worst);
+        }
+        return { info: model.info, base: errors[0]!, adapted: errors[1]! };
+      } finally {
+        await model.dispose();
+      }
+    };
+    const ggml = await run('ggml');
+    t.equal(ggml.info.textMatmul, 'ggml');
+    // What each mode runs as: q4_0 weights have our product in the AVX-512 VNNI form only (ggml's otherwise).
+    const forms: [string, string][] = [];
+    if (type === 'q8_0') {
+      if (avx2) forms.push(['int8', vnni ? 'int8' : avxVnni ? 'int8-avxvnni' : 'int8-avx2']);
+      if (avxVnni) forms.push(['int8-avxvnni', 'int8-avxvnni']);
+      if (avx2) forms.push(['int8-avx2', 'int8-avx2']);
+    } else {
+      if (avx2) forms.push(['int8', vnni ? 'int8' : 'ggml']);
+      if (avx2) forms.push(['int8-avx2', 'ggml']);
+    }
+    for (const [mode, runs] of forms) {
+      const ours = await run(mode);
+      t.equal(ours.info.textMatmul, runs, `${mode} runs as ${runs}`);
+      // Both quantize the activations to 8 bits per block of 32 (ggml rounds their scales to f16, we
+      // keep them f32): each step's logits as close to the reference as ggml's.
+      for (const k of ['base', 'adapted'] as const) {
+        t.ok(
+          ours[k] <= ggml[k] * 1.25 + 1e-3,
+          `${runs}, ${k === 'base' ? 'base model' : 'with the adapter (its f32 tensors beside our packed weights)'}: worst step rel. error ${ours[k].toExponential(2)} (ggml's ${ggml[k].toExponential(2)})`,
+        );
+      }
+    }
+    if (!avx2) {
+      await t.rejects(run('int8'), { code: 'ERR_INVALID_ARGUMENT', message: /textMatmul 'int8'.*AVX2 and FMA/ }, "'int8' is refused without AVX2");
+    }
+    const auto = await run('auto');
+    t.ok(['ggml', 'int8', 'int8-avxvnni'].includes(auto.info.textMatmul), `auto picked the ${auto.info.textMatmul} product (never the AVX2 form)`);
+  });
+}

@@ -115,6 +115,7 @@ export interface NativeLoadOptions {
   mmap?: boolean;
   visionAttention?: VisionAttentionMode;
   visionMatmul?: VisionMatmulMode;
+  textMatmul?: VisionMatmulMode;
   /** Bytes of image embeddings the model keeps (0: no cache). */
   imageCacheBytes?: number;
 }
@@ -196,6 +197,8 @@ export interface NativeModelInfo {
   visionAttention: 'fused' | 'separate' | 'tiled' | 'tiled-avx2';
   /** The vision tower's q8_0 matrix products: 'int8' (ours, AVX-512 VNNI), 'int8-avxvnni' (ours, 256-bit AVX-VNNI), 'int8-avx2' (ours, 256-bit AVX2) or 'ggml'. */
   visionMatmul: 'int8' | 'int8-avxvnni' | 'int8-avx2' | 'ggml';
+  /** The text model's q8_0/q4_0 matrix products (the same names): ours where the choice (or the race at load) says so and some weight was packed; 'ggml' otherwise. */
+  textMatmul: 'int8' | 'int8-avxvnni' | 'int8-avx2' | 'ggml';
   hasSegDecoder: boolean;
   bosId: number;
   eosId: number;

@@ -1,16 +1,12 @@
 #include "pg_attention_cpu.h"
 #include "pg_backend.h"
+#include "pg_x86_kernels.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 flags its own AVX-512 intrinsics (their _mm512_undefined operands) as maybe uninitialized.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
+#if PG_X86_KERNELS
 #include "pg_simd_exp.h"
 
 namespace {

@@ -182,3 +182,15 @@ void pg_backend_set_threads(ggml_backend_t backend, int n_threads) {
 void pg_backend_set_abort_callback(ggml_backend_t backend, ggml_abort_callback cb, void * data) {
     if (auto fn = cpu_proc<ggml_backend_set_abort_callback_t>(backend, "ggml_backend_set_abort_callback")) fn(backend, cb, data);
 }
+
+ggml_backend_buffer_type_t pg_cpu_repack_buffer_type() {
+    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!cpu) return nullptr;
+    auto get =
+        (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(cpu), "ggml_backend_dev_get_extra_bufts");
+    if (!get) return nullptr;
+    for (ggml_backend_buffer_type_t * b = get(cpu); b && *b; ++b) {
+        if (strstr(ggml_backend_buft_name(*b), "REPACK")) return *b;
+    }
+    return nullptr;
+}

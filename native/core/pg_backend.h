@@ -31,3 +31,7 @@ std::string pg_no_cpu_backend_message();
 // The CPU backend's thread count and abort callback (no-ops for other backends).
 void pg_backend_set_threads(ggml_backend_t backend, int n_threads);
 void pg_backend_set_abort_callback(ggml_backend_t backend, ggml_abort_callback cb, void * data);
+
+// The CPU backend's extra buffer type that repacks quantized weights for its matrix kernels (where
+// llama.cpp puts q4_0 weights on the CPU), or nullptr.
+ggml_backend_buffer_type_t pg_cpu_repack_buffer_type();

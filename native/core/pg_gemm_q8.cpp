@@ -1,5 +1,6 @@
 #include "pg_gemm_q8.h"
 #include "pg_backend.h"
+#include "pg_x86_kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -39,43 +40,54 @@ void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out) {
     const int64_t      nb    = k / QK;
     const size_t       panel = pg_q8_packed_panel_bytes(k);
     for (int64_t p = 0; p < n_rows / LANES; ++p) {
-        double row_sums[LANES] = {};
-        for (int64_t b = 0; b < nb; ++b) {
-            uint8_t * dst  = (uint8_t *) out + p * panel + b * BLOCK_SIZE;
-            float *   d    = (float *) (dst + BLOCK_W);
-            int32_t * corr = (int32_t *) (dst + BLOCK_W + 64);
-            for (int lane = 0; lane < LANES; ++lane) {
-                const q8_0_block & blk = src[(p * LANES + lane) * nb + b];
-                int32_t            sum = 0;
+        uint8_t * dst_panel = (uint8_t *) out + p * panel;
+        float *   sums      = (float *) (dst_panel + nb * BLOCK_SIZE);
+        for (int lane = 0; lane < LANES; ++lane) {
+            const q8_0_block * row     = src + (p * LANES + lane) * nb;
+            double             row_sum = 0;
+            for (int64_t b = 0; b < nb; ++b) {
+                uint8_t * dst = dst_panel + b * BLOCK_SIZE;
+                int8_t    q[QK];
+                int32_t   sum = 0;
                 for (int i = 0; i < QK; ++i) {
                     // ggml's q8_0 quantizer never writes -128 (its scale is amax / 127); another tool's
                     // might, and the AVX2 form cannot negate it: read as -127, in every form alike.
-                    const int8_t q = blk.qs[i] == -128 ? (int8_t) -127 : blk.qs[i];
-                    // [group of 4 values][lane][4]: one 64-byte row holds 4 values of all 16 rows.
-                    dst[(i / 4) * 64 + lane * 4 + i % 4] = (uint8_t) q;
-                    sum += q;
+                    q[i] = row[b].qs[i] == -128 ? (int8_t) -127 : row[b].qs[i];
+                    sum += q[i];
                 }
-                d[lane] = ggml_fp16_to_fp32(blk.d);
-                row_sums[lane] += (double) d[lane] * sum;
+                // [group of 4 values][lane][4]: one 64-byte row holds 4 values of all 16 rows.
+                for (int g = 0; g < QK / 4; ++g) memcpy(dst + g * 64 + lane * 4, q + 4 * g, 4);
+                const float d                     = ggml_fp16_to_fp32(row[b].d);
+                ((float *) (dst + BLOCK_W))[lane] = d;
                 // Activations enter shifted by +128 (vpdpbusd multiplies unsigned by signed bytes):
                 // starting each block's sum at -128 * sum(w) takes the shift out again.
-                corr[lane] = -128 * sum;
+                ((int32_t *) (dst + BLOCK_W + 64))[lane] = -128 * sum;
+                row_sum += (double) d * sum;
             }
+            sums[lane] = (float) row_sum;
         }
-        float * sums = (float *) ((uint8_t *) out + p * panel + nb * BLOCK_SIZE);
-        for (int lane = 0; lane < LANES; ++lane) sums[lane] = (float) row_sums[lane];
     }
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12 flags its own AVX-512 intrinsics (their _mm512_undefined operands) as (maybe) uninitialized.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#include <immintrin.h>
+void pg_q8_unpack(const void * packed, int64_t n_rows, int64_t k, void * q8_0_rows) {
+    q8_0_block *  dst   = (q8_0_block *) q8_0_rows;
+    const int64_t nb    = k / QK;
+    const size_t  panel = pg_q8_packed_panel_bytes(k);
+    for (int64_t p = 0; p < n_rows / LANES; ++p) {
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t * src = (const uint8_t *) packed + p * panel + b * BLOCK_SIZE;
+            const float *   d   = (const float *) (src + BLOCK_W);
+            for (int lane = 0; lane < LANES; ++lane) {
+                q8_0_block & blk = dst[(p * LANES + lane) * nb + b];
+                blk.d            = ggml_fp32_to_fp16(d[lane]);
+                for (int i = 0; i < QK; ++i) blk.qs[i] = (int8_t) src[(i / 4) * 64 + lane * 4 + i % 4];
+            }
+        }
+    }
+}
+
+#if PG_X86_KERNELS
 #include "pg_simd_exp.h"
-#define PG_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
 namespace {
 

@@ -30,6 +30,8 @@ size_t pg_q8_packed_panel_bytes(int64_t k);
 
 // Packs n_rows x k q8_0 blocks (ggml's block_q8_0, row-major; n_rows a multiple of 16) into `out`.
 void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out);
+// The inverse, back to ggml's block_q8_0 rows (a -128 comes back as -127, as the products read it).
+void pg_q8_unpack(const void * packed, int64_t n_rows, int64_t k, void * q8_0_rows);
 
 // Quantized activations: GGML_TYPE_I8 [k + 4 k/32, m], each row k bytes (unsigned, +128; signed for
 // PG_Q8_AVX2) then k/32 float scales. One per input, shared by every product of the same form that reads it.

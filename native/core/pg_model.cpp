@@ -128,10 +128,8 @@ void fill_info(pg_model & m, const std::string & backend, int threads) {
                              : m.vision.attention == PG_VISION_ATTENTION_TILED      ? "tiled"
                              : m.vision.attention == PG_VISION_ATTENTION_TILED_AVX2 ? "tiled-avx2"
                                                                                     : "fused";
-    i.vision_matmul        = !m.vision.int8_matmul               ? "ggml"
-                             : m.vision.q8_isa == PG_Q8_AVX_VNNI ? "int8-avxvnni"
-                             : m.vision.q8_isa == PG_Q8_AVX2     ? "int8-avx2"
-                                                                 : "int8";
+    i.vision_matmul        = m.vision.int8_matmul ? pg_q8_isa_name(m.vision.q8_isa) : "ggml";
+    i.text_matmul          = m.text.matmul;
     i.bos_id               = llama_vocab_bos(m.text.vocab);
     i.eos_id               = llama_vocab_eos(m.text.vocab);
 }
@@ -163,6 +161,7 @@ bool load(const pg_model_params & params, const pg_progress_fn & progress, pg_mo
     tp.n_threads                 = threads;
     tp.flash_attn                = params.flash_attn;
     tp.kv_type                   = params.kv_type;
+    tp.matmul                    = params.text_matmul;
     tp.min_ctx                   = m.vision.hp.image_tokens;
     tp.use_mmap                  = params.mmap < 0 ? dev != nullptr : params.mmap != 0;
     pg_progress_fn text_progress = [&](float f) { return !progress || progress(0.1f + 0.9f * f); };

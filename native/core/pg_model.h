@@ -33,6 +33,7 @@ struct pg_model_params {
     // precise setting) means separate ops there too.
     pg_vision_attention vision_attention  = PG_VISION_ATTENTION_AUTO;
     pg_vision_matmul    vision_matmul     = PG_VISION_MATMUL_AUTO;
+    pg_vision_matmul    text_matmul       = PG_VISION_MATMUL_AUTO;  // the text model's q8_0 products (pg_text_params::matmul)
     bool                vision_repack     = true;
     size_t              image_cache_bytes = 64u << 20;  // 0: no image-embedding cache
 };
@@ -51,6 +52,7 @@ struct pg_model_info {
     int         threads = 0;
     std::string vision_attention;  // the kernel the tower uses: "fused" | "separate" | "tiled"
     std::string vision_matmul;     // its q8_0 matrix products: "int8" | "int8-avxvnni" | "int8-avx2" (ours) | "ggml"
+    std::string text_matmul;       // the text model's, the same names
     bool        has_seg_decoder = false;
     int         bos_id = 0, eos_id = 0;
 };

@@ -21,6 +21,10 @@ struct pg_text_params {
     ggml_type                       kv_type      = GGML_TYPE_F16;
     int                             min_ctx      = 0;  // the context must hold at least this many tokens
     bool                            use_mmap     = true;
+    // The q8_0 matrix products of the layers on the CPU: ggml's, or ours (pg_text_matmul.h);
+    // auto measures both on this machine at the model's shapes (prefill and one token) and keeps ours
+    // only when it wins both, and only in a VNNI form (pg_text.cpp says why).
+    pg_vision_matmul matmul = PG_VISION_MATMUL_AUTO;
 };
 
 struct pg_text_model {
@@ -33,6 +37,7 @@ struct pg_text_model {
     int                 n_vocab     = 0;
     int                 n_ctx       = 0;
     int                 n_ctx_train = 0;
+    std::string         matmul      = "ggml";  // what runs the q8_0 products: "ggml", or our form ("int8", "int8-avxvnni", "int8-avx2")
     // token_embd.weight in the file, for reading rows without touching llama.cpp internals
     uint64_t  tok_embd_offset = 0;
     ggml_type tok_embd_type   = GGML_TYPE_F32;

@@ -1,8 +1,11 @@
 #include "pg_tune.h"
+#include "pg_backend.h"
+#include "pg_gemm_q4.h"
 
 #include "ggml-alloc.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -70,4 +73,78 @@ void pg_tune_fill(ggml_tensor * t, uint32_t seed) {
         f = (float) (x >> 8) / (float) (1u << 23) - 1.0f;
     }
     ggml_backend_tensor_set(t, v.data(), 0, v.size() * sizeof(float));
+}
+
+bool pg_tune_int8_faster(ggml_backend_t cpu, ggml_type type, int64_t k, int64_t n, int64_t m, int n_threads, pg_q8_isa isa, double slack) {
+    const bool        q4  = type == GGML_TYPE_Q4_0;
+    const std::string key = std::string(ggml_type_name(type)) + " matmul " + std::to_string(k) + "x" + std::to_string(n) + "x" + std::to_string(m) +
+                            "@" + std::to_string(n_threads) + "/" + std::to_string(isa) + "~" + std::to_string(slack);
+    const int known = pg_tune_recall(key);
+    if (known >= 0) return known == 1;
+    if (k < 32 || k % 32 != 0 || n < 16 || n % 16 != 0 || m < 1 || !pg_q8_gemm_available(isa)) return false;
+    if (q4 ? !(isa == PG_Q8_AVX512_VNNI && pg_q4_gemm_available()) : type != GGML_TYPE_Q8_0) return false;
+    // The same random weights in ggml's layout and in ours (blocks written directly: a large weight
+    // quantized from floats would cost more than the race); ggml's q4_0 in its repacking buffer, as
+    // llama.cpp loads it.
+    std::vector<uint8_t> wq(ggml_row_size(type, k) * n);
+    const size_t         block = q4 ? 18 : 34;
+    uint32_t             r     = 12345;
+    for (size_t b = 0; b < wq.size() / block; ++b) {
+        uint8_t *         p = wq.data() + b * block;
+        const ggml_fp16_t d = ggml_fp32_to_fp16(q4 ? 1.0f / 8.0f : 1.0f / 127.0f);
+        memcpy(p, &d, sizeof d);
+        for (size_t i = 2; i < block; ++i) {
+            r    = r * 1664525u + 1013904223u;
+            p[i] = q4 ? (uint8_t) (r >> 24) : (uint8_t) (int8_t) ((int) (r >> 24) % 255 - 127);
+        }
+    }
+    ggml_backend_buffer_type_t repack = q4 ? pg_cpu_repack_buffer_type() : nullptr;
+    ggml_context_ptr           wctx(ggml_init({ ggml_tensor_overhead() * 2, nullptr, true }));
+    ggml_backend_buffer_ptr    wbuf;
+    pg_tune_graph              graphs[2];
+    ggml_tensor *              w[2];
+    ggml_tensor *              y[2];
+    for (int i = 0; i < 2; ++i) {
+        if (!pg_tune_begin(graphs[i], 16)) return false;
+        ggml_context * ctx   = graphs[i].ctx.get();
+        const size_t   panel = q4 ? pg_q4_packed_panel_bytes(k) : pg_q8_packed_panel_bytes(k);
+        w[i] = i == 0 ? ggml_new_tensor_2d(repack ? wctx.get() : ctx, type, k, n) : ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) panel, n / 16);
+        if (i == 0 && repack) {
+            wbuf.reset(ggml_backend_alloc_ctx_tensors_from_buft(wctx.get(), repack));
+            if (!wbuf) return false;
+        } else {
+            pg_tune_input(w[i]);
+        }
+        ggml_tensor * x    = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+        ggml_tensor * bias = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
+        pg_tune_input(x);
+        pg_tune_input(bias);
+        y[i] = i == 0 ? ggml_add(ctx, ggml_mul_mat(ctx, w[i], x), bias)
+               : q4   ? ggml_add(ctx, pg_q4_linear(ctx, w[i], pg_q4_quantize(ctx, x)), bias)
+                      : pg_q8_linear(ctx, &w[i], &bias, 1, pg_q8_quantize(ctx, x, isa), PG_Q8_BIAS, nullptr, isa);
+        if (!pg_tune_finish(graphs[i], cpu, y[i])) return false;
+        pg_tune_fill(x, 7);
+        pg_tune_fill(bias, 8);
+    }
+    ggml_backend_tensor_set(w[0], wq.data(), 0, wq.size());
+    std::vector<uint8_t> packed(ggml_nbytes(w[1]));
+    if (q4)
+        pg_q4_pack(wq.data(), n, k, packed.data());
+    else
+        pg_q8_pack(wq.data(), n, k, packed.data());
+    ggml_backend_tensor_set(w[1], packed.data(), 0, packed.size());
+    double    us[2];
+    const int faster = pg_tune_race(cpu, graphs, 2, 3, us);
+    // Both quantize the activations to 8 bits per block of 32: they agree to the rounding of its scales.
+    std::vector<float> ya((size_t) (n * m)), yb((size_t) (n * m));
+    ggml_backend_tensor_get(y[0], ya.data(), 0, ya.size() * sizeof(float));
+    ggml_backend_tensor_get(y[1], yb.data(), 0, yb.size() * sizeof(float));
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ya.size(); ++i) {
+        num += (double) (ya[i] - yb[i]) * (ya[i] - yb[i]);
+        den += (double) ya[i] * ya[i];
+    }
+    const bool ours = faster >= 0 && us[1] <= slack * us[0] && den > 0 && num / den < 1e-6;
+    pg_tune_remember(key, ours ? 1 : 0);
+    return ours;
 }

@@ -4,6 +4,7 @@
 #pragma once
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
+#include "pg_gemm_q8.h"
 
 #include <string>
 
@@ -34,3 +35,9 @@ void pg_tune_remember(const std::string & key, int choice);
 
 // Deterministic values in [-1, 1) for candidate inputs.
 void pg_tune_fill(ggml_tensor * t, uint32_t seed);
+
+// Whether our int8 product (pg_gemm_q8.h for q8_0 in form `isa`, pg_gemm_q4.h for q4_0) beats ggml's
+// on this machine for an n x k weight of `type` times m activation rows, on `cpu` (a CPU backend; the
+// answer is remembered per type, shape, thread count and form). Both run the same random weights and must agree.
+// slack: ours counts as faster up to that ratio of ggml's time (1: strictly faster).
+bool pg_tune_int8_faster(ggml_backend_t cpu, ggml_type type, int64_t k, int64_t n, int64_t m, int n_threads, pg_q8_isa isa, double slack = 1.0);

@@ -86,18 +86,6 @@ bool read_hparams(const gguf_context * g, const std::string & path, pg_vision_hp
     return true;
 }
 
-// The option's name for a visionMatmul value that forces our int8 product; nullptr for 'auto' and 'ggml'.
-const char * forced_int8_name(pg_vision_matmul mm) {
-    switch (mm) {
-        case PG_VISION_MATMUL_INT8: return "int8";
-        case PG_VISION_MATMUL_INT8_AVX_VNNI: return "int8-avxvnni";
-        case PG_VISION_MATMUL_INT8_AVX2: return "int8-avx2";
-        case PG_VISION_MATMUL_AUTO:
-        case PG_VISION_MATMUL_GGML: break;
-    }
-    return nullptr;
-}
-
 bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error & err) {
     ggml_backend_dev_t dev = params.device ? params.device : ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (!dev) return err.set(PG_ERR_BACKEND, pg_no_cpu_backend_message());
@@ -113,15 +101,7 @@ bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error
                                                     (params.attention == PG_VISION_ATTENTION_TILED ? "tiled" : "tiled-avx2") +
                                                     "' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
     }
-    // A forced int8 product needs its form ('int8': any, and AVX2 is the least of them).
-    if (const char * name = forced_int8_name(params.matmul)) {
-        const bool vnni = params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI;
-        if (!(m.is_cpu && pg_q8_gemm_available(vnni ? PG_Q8_AVX_VNNI : PG_Q8_AVX2))) {
-            return err.set(PG_ERR_INVALID_ARGUMENT, std::string("visionMatmul '") + name + "' needs the CPU backend on " +
-                                                        (vnni ? "a CPU with AVX-VNNI" : "an x86-64 CPU with AVX2 and FMA") +
-                                                        ", which this one is not");
-        }
-    }
+    if (!pg_matmul_check_forced(params.matmul, m.is_cpu, "visionMatmul", err)) return false;
     m.n_threads = params.n_threads > 0 ? params.n_threads : 1;
     m.attention = attention;
     pg_backend_set_threads(m.backend.get(), m.n_threads);
@@ -148,28 +128,10 @@ bool has_q8_matrices(const gguf_context * g) {
 // Our int8 product for q8_0 matrices (other weight types keep ggml's): as asked, or, by default,
 // when it measures faster here.
 void choose_matmul(const gguf_context * g, const pg_vision_params & params, pg_vision_model & m) {
-    // The widest form this CPU has, unless a 256-bit one is asked for.
-    m.q8_isa             = params.matmul == PG_VISION_MATMUL_INT8_AVX_VNNI ? PG_Q8_AVX_VNNI
-                           : params.matmul == PG_VISION_MATMUL_INT8_AVX2   ? PG_Q8_AVX2
-                           : pg_q8_gemm_available(PG_Q8_AVX512_VNNI)       ? PG_Q8_AVX512_VNNI
-                           : pg_q8_gemm_available(PG_Q8_AVX_VNNI)          ? PG_Q8_AVX_VNNI
-                                                                           : PG_Q8_AVX2;
-    const bool forced    = forced_int8_name(params.matmul) != nullptr;
+    m.q8_isa             = pg_matmul_isa(params.matmul);
+    const bool forced    = pg_matmul_forced_int8_name(params.matmul) != nullptr;
     const bool auto_pick = params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu && pg_q8_gemm_available(m.q8_isa);
     m.int8_matmul        = has_q8_matrices(g) && (forced || (auto_pick && measure_matmul(m)));
-}
-
-// The CPU backend's extra buffer type that repacks quantized weights for its matrix kernels.
-ggml_backend_buffer_type_t cpu_repack_buft() {
-    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    if (!cpu) return nullptr;
-    auto get =
-        (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(cpu), "ggml_backend_dev_get_extra_bufts");
-    if (!get) return nullptr;
-    for (ggml_backend_buffer_type_t * b = get(cpu); b && *b; ++b) {
-        if (strstr(ggml_backend_buft_name(*b), "REPACK")) return *b;
-    }
-    return nullptr;
 }
 
 // Asks the backend whether a matrix product with a weight of this type and shape, held in `buft`,
@@ -200,7 +162,7 @@ bool create_tensors(const gguf_context * g, const pg_vision_params & params, ggm
     m.ctx_w.reset(ggml_init({ ctx_size, nullptr, true }));
     m.ctx_r.reset(ggml_init({ ctx_size, nullptr, true }));
     if (!m.ctx_w || !m.ctx_r) return err.set(PG_ERR_OUT_OF_MEMORY, "cannot create weight contexts");
-    repack                 = m.is_cpu && params.repack ? cpu_repack_buft() : nullptr;
+    repack                 = m.is_cpu && params.repack ? pg_cpu_repack_buffer_type() : nullptr;
     ggml_backend_dev_t dev = ggml_backend_get_device(m.backend.get());
     for (int64_t i = 0; i < n_tensors; ++i) {
         const char * name = gguf_get_tensor_name(g, i);
@@ -857,55 +819,8 @@ pg_vision_attention measure_attention(const pg_vision_model & m) {
 // Whether our int8 product beats ggml's q8_0 one on this machine: both on a hidden x hidden weight
 // of random values, over the tower's tokens; ours is kept only when it is faster and agrees.
 bool measure_matmul(const pg_vision_model & m) {
-    const int64_t     C = m.hp.hidden - m.hp.hidden % 32, N = m.hp.image_tokens;
-    const std::string key =
-        "q8 matmul " + std::to_string(C) + "x" + std::to_string(N) + "@" + std::to_string(m.n_threads) + "/" + std::to_string(m.q8_isa);
-    const int known = pg_tune_recall(key);
-    if (known >= 0) return known == 1;
-    if (C < 32 || C % 16 != 0) return false;
-    // The same random weights, quantized to q8_0, in ggml's layout and in ours.
-    std::vector<float> wf((size_t) (C * C));
-    for (size_t i = 0; i < wf.size(); ++i) wf[i] = (float) ((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
-    std::vector<uint8_t> wq(ggml_row_size(GGML_TYPE_Q8_0, C) * C);
-    ggml_quantize_chunk(GGML_TYPE_Q8_0, wf.data(), wq.data(), 0, C, C, nullptr);
-    pg_tune_graph graphs[2];
-    ggml_tensor * w[2];
-    ggml_tensor * x[2];
-    ggml_tensor * y[2];
-    for (int i = 0; i < 2; ++i) {
-        if (!pg_tune_begin(graphs[i], 16)) return false;
-        ggml_context * ctx = graphs[i].ctx.get();
-        w[i]               = i == 0 ? ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, C, C)
-                                    : ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) pg_q8_packed_panel_bytes(C), C / 16);
-        x[i]               = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, C, N);
-        pg_tune_input(w[i]);
-        pg_tune_input(x[i]);
-        ggml_tensor * bias = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, C);
-        pg_tune_input(bias);
-        y[i] = i == 0 ? ggml_add(ctx, ggml_mul_mat(ctx, w[i], x[i]), bias)
-                      : pg_q8_linear(ctx, &w[i], &bias, 1, pg_q8_quantize(ctx, x[i], m.q8_isa), PG_Q8_BIAS, nullptr, m.q8_isa);
-        if (!pg_tune_finish(graphs[i], m.backend.get(), y[i])) return false;
-        pg_tune_fill(x[i], 7);
-        pg_tune_fill(bias, 8);
-    }
-    ggml_backend_tensor_set(w[0], wq.data(), 0, wq.size());
-    std::vector<uint8_t> packed(ggml_nbytes(w[1]));
-    pg_q8_pack(wq.data(), C, C, packed.data());
-    ggml_backend_tensor_set(w[1], packed.data(), 0, packed.size());
-    double    us[2];
-    const int faster = pg_tune_race(m.backend.get(), graphs, 2, 3, us);
-    // Both are q8_0 products: they agree to the rounding of the activations' scales.
-    std::vector<float> ya((size_t) (C * N)), yb((size_t) (C * N));
-    ggml_backend_tensor_get(y[0], ya.data(), 0, ya.size() * sizeof(float));
-    ggml_backend_tensor_get(y[1], yb.data(), 0, yb.size() * sizeof(float));
-    double num = 0, den = 0;
-    for (size_t i = 0; i < ya.size(); ++i) {
-        num += (double) (ya[i] - yb[i]) * (ya[i] - yb[i]);
-        den += (double) ya[i] * ya[i];
-    }
-    const bool ours = faster == 1 && den > 0 && num / den < 1e-6;
-    pg_tune_remember(key, ours ? 1 : 0);
-    return ours;
+    const int64_t C = m.hp.hidden - m.hp.hidden % 32;
+    return pg_tune_int8_faster(m.backend.get(), GGML_TYPE_Q8_0, C, C, m.hp.image_tokens, m.n_threads, m.q8_isa);
 }
 
 }  // namespace
@@ -932,4 +847,43 @@ bool pg_vision_encode(pg_vision_model & m, const float * pixels, const std::vect
     out.resize((size_t) m.hp.image_tokens * m.hp.proj_dim);
     ggml_backend_tensor_get(res, out.data(), 0, out.size() * sizeof(float));
     return true;
+}
+
+const char * pg_matmul_forced_int8_name(pg_vision_matmul mm) {
+    switch (mm) {
+        case PG_VISION_MATMUL_INT8: return "int8";
+        case PG_VISION_MATMUL_INT8_AVX_VNNI: return "int8-avxvnni";
+        case PG_VISION_MATMUL_INT8_AVX2: return "int8-avx2";
+        case PG_VISION_MATMUL_AUTO:
+        case PG_VISION_MATMUL_GGML: break;
+    }
+    return nullptr;
+}
+
+bool pg_matmul_check_forced(pg_vision_matmul mm, bool is_cpu, const char * option, pg_error & err) {
+    const char * name = pg_matmul_forced_int8_name(mm);
+    if (!name) return true;
+    // 'int8' takes any form, and AVX2 is the least of them.
+    const bool vnni = mm == PG_VISION_MATMUL_INT8_AVX_VNNI;
+    if (is_cpu && pg_q8_gemm_available(vnni ? PG_Q8_AVX_VNNI : PG_Q8_AVX2)) return true;
+    return err.set(PG_ERR_INVALID_ARGUMENT, std::string(option) + " '" + name + "' needs the CPU backend on " +
+                                                (vnni ? "a CPU with AVX-VNNI" : "an x86-64 CPU with AVX2 and FMA") + ", which this one is not");
+}
+
+const char * pg_q8_isa_name(pg_q8_isa isa) {
+    switch (isa) {
+        case PG_Q8_AVX512_VNNI: return "int8";
+        case PG_Q8_AVX_VNNI: return "int8-avxvnni";
+        case PG_Q8_AVX2: break;
+    }
+    return "int8-avx2";
+}
+
+pg_q8_isa pg_matmul_isa(pg_vision_matmul mm) {
+    // The widest form this CPU has, unless a 256-bit one is asked for.
+    return mm == PG_VISION_MATMUL_INT8_AVX_VNNI      ? PG_Q8_AVX_VNNI
+           : mm == PG_VISION_MATMUL_INT8_AVX2        ? PG_Q8_AVX2
+           : pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? PG_Q8_AVX512_VNNI
+           : pg_q8_gemm_available(PG_Q8_AVX_VNNI)    ? PG_Q8_AVX_VNNI
+                                                     : PG_Q8_AVX2;
 }

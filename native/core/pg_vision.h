@@ -62,6 +62,15 @@ enum pg_vision_matmul {
     PG_VISION_MATMUL_INT8_AVX2,      // ours over 256-bit vectors with plain AVX2
 };
 
+// Shared with the text model's textMatmul: the option value's name when it forces our product
+// (nullptr for auto and ggml); whether this machine has the form it forces (else an error naming
+// `option`); the form our product runs in for it (the widest this CPU has, unless a 256-bit one is asked for).
+const char * pg_matmul_forced_int8_name(pg_vision_matmul mm);
+bool         pg_matmul_check_forced(pg_vision_matmul mm, bool is_cpu, const char * option, pg_error & err);
+pg_q8_isa    pg_matmul_isa(pg_vision_matmul mm);
+// How the options and the model's info name a form: "int8" (AVX-512 VNNI), "int8-avxvnni", "int8-avx2".
+const char * pg_q8_isa_name(pg_q8_isa isa);
+
 struct pg_vision_params {
     ggml_backend_dev_t  device    = nullptr;  // nullptr: CPU
     int                 n_threads = 1;

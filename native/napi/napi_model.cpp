@@ -190,6 +190,7 @@ Napi::Value Load(const Napi::CallbackInfo & info) {
     p.mmap              = o.has("mmap") ? (o.boolean("mmap", false) ? 1 : 0) : -1;
     p.vision_attention  = (pg_vision_attention) o.choice("visionAttention", { "auto", "fused", "separate", "tiled", "tiled-avx2" }, 0);
     p.vision_matmul     = (pg_vision_matmul) o.choice("visionMatmul", { "auto", "ggml", "int8", "int8-avxvnni", "int8-avx2" }, 0);
+    p.text_matmul       = (pg_vision_matmul) o.choice("textMatmul", { "auto", "ggml", "int8", "int8-avxvnni", "int8-avx2" }, 0);
     p.image_cache_bytes = (size_t) o.integer("imageCacheBytes", (int64_t) p.image_cache_bytes, 0, (int64_t) 1 << 50);
     o.finish();
     if (p.model_path.empty() || p.mmproj_path.empty())
@@ -220,6 +221,7 @@ Napi::Value NativeModel::Info(const Napi::CallbackInfo & info) {
     o.Set("threads", i.threads);
     o.Set("visionAttention", i.vision_attention);
     o.Set("visionMatmul", i.vision_matmul);
+    o.Set("textMatmul", i.text_matmul);
     o.Set("hasSegDecoder", i.has_seg_decoder);
     o.Set("bosId", i.bos_id);
     o.Set("eosId", i.eos_id);

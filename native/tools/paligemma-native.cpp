@@ -2,6 +2,7 @@
 // calls the same pg_model functions as the addon.
 #include "pg_attention_cpu.h"
 #include "pg_backend.h"
+#include "pg_gemm_q4.h"
 #include "pg_gemm_q8.h"
 #include "pg_gguf.h"
 #include "pg_model.h"
@@ -29,9 +30,10 @@ int usage() {
         "       paligemma-native gguf FILE\n"
         "       paligemma-native encode MODEL MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [options] [--reps N]\n"
         "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...] [--causal-prefix]\n"
-        "       paligemma-native kernels [--threads N]   our int8 q8_0 product against ggml's and f32, at SigLIP shapes\n"
+        "       paligemma-native kernels [--threads N] [--gemma]   our int8 q8_0 product against ggml's and f32, at SigLIP shapes (--gemma: "
+        "Gemma-2B's linears)\n"
         "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled|tiled-avx2\n"
-        "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2  --no-repack\n");
+        "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2  --text-matmul (the same)  --no-repack\n");
     return 2;
 }
 
@@ -61,6 +63,7 @@ struct tool_options {
     const char *         logits_out = nullptr;
     std::vector<int32_t> forced;
     bool                 causal_prefix = false;
+    bool                 gemma_shapes  = false;
 };
 
 bool parse_options(int argc, char ** argv, int first, tool_options & o) {
@@ -84,17 +87,20 @@ bool parse_options(int argc, char ** argv, int first, tool_options & o) {
                                        : v == "tiled"      ? PG_VISION_ATTENTION_TILED
                                        : v == "tiled-avx2" ? PG_VISION_ATTENTION_TILED_AVX2
                                                            : PG_VISION_ATTENTION_SEPARATE;
-        } else if (!strcmp(a, "--vision-matmul") && more) {
+        } else if ((!strcmp(a, "--vision-matmul") || !strcmp(a, "--text-matmul")) && more) {
             const std::string v = argv[++i];
             if (v != "ggml" && v != "int8" && v != "int8-avxvnni" && v != "int8-avx2") return false;
-            o.model.vision_matmul = v == "int8"           ? PG_VISION_MATMUL_INT8
-                                    : v == "int8-avxvnni" ? PG_VISION_MATMUL_INT8_AVX_VNNI
-                                    : v == "int8-avx2"    ? PG_VISION_MATMUL_INT8_AVX2
-                                                          : PG_VISION_MATMUL_GGML;
+            const pg_vision_matmul mm                                   = v == "int8"           ? PG_VISION_MATMUL_INT8
+                                                                          : v == "int8-avxvnni" ? PG_VISION_MATMUL_INT8_AVX_VNNI
+                                                                          : v == "int8-avx2"    ? PG_VISION_MATMUL_INT8_AVX2
+                                                                                                : PG_VISION_MATMUL_GGML;
+            (a[2] == 'v' ? o.model.vision_matmul : o.model.text_matmul) = mm;
         } else if (!strcmp(a, "--reps") && more)
             o.reps = atoi(argv[++i]);
         else if (!strcmp(a, "--causal-prefix"))
             o.causal_prefix = true;
+        else if (!strcmp(a, "--gemma"))
+            o.gemma_shapes = true;
         else if (!strcmp(a, "--logits") && more)
             o.logits_out = argv[++i];
         else if (!strcmp(a, "--force") && more) {
@@ -205,7 +211,8 @@ int cmd_generate(int argc, char ** argv) {
         printf("generation %d: encode %.1f ms, prefill %.1f ms (%.1f tok/s), decode %.1f ms\n", r, again.encode_ms, again.prefill_ms,
                again.prompt_tokens / (again.prefill_ms / 1000), again.decode_ms);
     }
-    printf("backend %s; %d prompt tokens\ntokens", pg_model_get_info(*m).backend.c_str(), res.prompt_tokens);
+    printf("backend %s, text matmul %s; %d prompt tokens\ntokens", pg_model_get_info(*m).backend.c_str(), pg_model_get_info(*m).text_matmul.c_str(),
+           res.prompt_tokens);
     for (int32_t id : res.tokens) printf(" %d", id);
     printf("\ntext %s\nencode %.1f ms, prefill %.1f ms, decode %.1f ms\n", res.text.c_str(), res.encode_ms, res.prefill_ms, res.decode_ms);
     if (o.logits_out && !write_f32(o.logits_out, res.logits.data(), res.logits.size())) return fail(std::string("cannot write ") + o.logits_out);
@@ -332,6 +339,63 @@ int check_linear(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
     });
 }
 
+// W x over m rows for q4_0 weights: f32 (the reference), ggml's q4_0 product in its repacked layout
+// (as llama.cpp runs the text model), ours (AVX-512 VNNI).
+int check_linear_q4(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
+    const std::vector<float> wf = random_values((size_t) (n * k), 0.05f, 21), x = random_values((size_t) (k * m), 1.0f, 22);
+    std::vector<uint8_t>     wq(ggml_row_size(GGML_TYPE_Q4_0, k) * n), packed(pg_q4_packed_panel_bytes(k) * (n / 16));
+    ggml_quantize_chunk(GGML_TYPE_Q4_0, wf.data(), wq.data(), 0, n, k, nullptr);
+    pg_q4_pack(wq.data(), n, k, packed.data());
+    ggml_backend_buffer_type_t repack   = pg_cpu_repack_buffer_type();
+    const char *               names[3] = { "f32", repack ? "ggml q4_0 (repacked)" : "ggml q4_0", "ours avx512" };
+    std::vector<float>         y[3];
+    double                     ms[3] = {};
+    const double               gflop = 2.0 * k * n * m / 1e9;
+    for (int way = 0; way < 3; ++way) {
+        if (way == 2 && !pg_q4_gemm_available()) continue;
+        pg_tune_graph g;
+        if (!pg_tune_begin(g, 16)) return fail("cannot create a graph context");
+        ggml_context *          ctx = g.ctx.get();
+        ggml_context_ptr        wctx(ggml_init({ ggml_tensor_overhead() * 2, nullptr, true }));
+        ggml_backend_buffer_ptr wbuf;
+        ggml_tensor *           wt = way == 0   ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n)
+                                     : way == 1 ? ggml_new_tensor_2d(wctx.get(), GGML_TYPE_Q4_0, k, n)
+                                                : ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) pg_q4_packed_panel_bytes(k), n / 16);
+        if (way == 1) {
+            wbuf.reset(ggml_backend_alloc_ctx_tensors_from_buft(wctx.get(), repack ? repack : ggml_backend_get_default_buffer_type(cpu)));
+            if (!wbuf) return fail("cannot allocate a weight");
+        } else {
+            pg_tune_input(wt);
+        }
+        ggml_tensor * xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+        pg_tune_input(xt);
+        ggml_tensor * out = way < 2 ? ggml_mul_mat(ctx, wt, xt) : pg_q4_linear(ctx, wt, pg_q4_quantize(ctx, xt));
+        if (!pg_tune_finish(g, cpu, out)) return fail("cannot allocate a graph");
+        ggml_backend_tensor_set(wt,
+                                way == 0   ? (const void *) wf.data()
+                                : way == 1 ? (const void *) wq.data()
+                                           : (const void *) packed.data(),
+                                0, ggml_nbytes(wt));
+        ggml_backend_tensor_set(xt, x.data(), 0, ggml_nbytes(xt));
+        for (int r = 0; r < 4; ++r) {
+            const int64_t t0 = ggml_time_us();
+            if (ggml_backend_graph_compute(cpu, g.graph) != GGML_STATUS_SUCCESS) return fail("graph computation failed");
+            const double t = (ggml_time_us() - t0) / 1000.0;
+            if (r > 0 && (ms[way] == 0 || t < ms[way])) ms[way] = t;
+        }
+        y[way].resize((size_t) (n * m));
+        ggml_backend_tensor_get(out, y[way].data(), 0, y[way].size() * sizeof(float));
+    }
+    printf("q4_0 linear %lld -> %lld, %lld rows", (long long) k, (long long) n, (long long) m);
+    for (int way = 0; way < 3; ++way) {
+        if (y[way].empty()) continue;
+        printf(" | %s %7.2f ms (%4.0f GFLOP/s)", names[way], ms[way], gflop / (ms[way] / 1000));
+        if (way > 0) printf(", rel. error %.2e", rel_error(y[way], y[0]));
+    }
+    printf("\n");
+    return 0;
+}
+
 // SigLIP's MLP block: x + fc2(gelu(fc1(layer_norm(x)))); ours fuses the norm with quantizing, GELU
 // with fc1 (and quantizing for fc2), the residual with fc2.
 int check_mlp(ggml_backend_t cpu, int64_t c, int64_t f, int64_t m) {
@@ -449,6 +513,19 @@ int cmd_kernels(int argc, char ** argv) {
     pg_backend_set_threads(cpu.get(), o.model.threads > 0 ? o.model.threads : pg_physical_cores());
     printf("our int8 product: AVX-512 VNNI %s, AVX-VNNI %s, AVX2 %s\n", pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? "available" : "not available",
            pg_q8_gemm_available(PG_Q8_AVX_VNNI) ? "available" : "not available", pg_q8_gemm_available(PG_Q8_AVX2) ? "available" : "not available");
+    if (o.gemma_shapes) {
+        // Gemma-2B (PaliGemma 1's text model): q/o 2048 -> 2048, k/v 2048 -> 256, gate/up 2048 -> 16384, down back; a 224 px
+        // prefix (261 rows) and one decoded token. What our product would do for the text model's q8_0 weights.
+        const int64_t text[][3] = { { 2048, 2048, 261 }, { 2048, 256, 261 }, { 2048, 16384, 261 }, { 16384, 2048, 261 },
+                                    { 2048, 2048, 1 },   { 2048, 16384, 1 }, { 16384, 2048, 1 } };
+        for (const auto & l : text) {
+            if (int rc = check_linear(cpu.get(), l[0], l[1], l[2])) return rc;
+        }
+        for (const auto & l : text) {
+            if (int rc = check_linear_q4(cpu.get(), l[0], l[1], l[2])) return rc;
+        }
+        return 0;
+    }
     // SigLIP-So400m: q/k/v/o 1152 -> 1152, fc1 1152 -> 4320 (padded), fc2 back; 256 and 1024 tokens, and an odd count.
     const int64_t linears[][3] = { { 1152, 1152, 256 }, { 1152, 4320, 256 }, { 4320, 1152, 256 }, { 1152, 1152, 1024 }, { 1152, 1152, 37 } };
     for (const auto & l : linears) {

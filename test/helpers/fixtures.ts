@@ -60,7 +60,7 @@ export function rewriteSafetensors(
 const converted = new Map<string, Promise<{ model: string; mmproj: string }>>();
 export function convertedFixture(
   fixture: 'tiny-v1' | 'tiny-v2',
-  type: 'f32' | 'q8_0' | 'f16' = 'f32',
+  type: 'f32' | 'q8_0' | 'q4_0' | 'f16' = 'f32',
   seg = false,
 ): Promise<{ model: string; mmproj: string }> {
   const key = `${fixture}-${type}-${seg}`;
@@ -74,7 +74,7 @@ export function convertedFixture(
         input: path.join(FIXTURES, fixture),
         outDir: tmpDir('pg-model-'),
         type,
-        visionType: type === 'q8_0' ? 'f16' : type,
+        visionType: type === 'q8_0' || type === 'q4_0' ? 'f16' : type,
         segDecoder: seg ? path.join(FIXTURES, 'vae', 'vae.npz') : undefined,
       }),
     );
