@@ -194,3 +194,8 @@ ggml_backend_buffer_type_t pg_cpu_repack_buffer_type() {
     }
     return nullptr;
 }
+
+std::mutex & pg_backend_registry_mutex() {
+    static std::mutex m;
+    return m;
+}

@@ -3,6 +3,7 @@
 #pragma once
 #include "ggml-backend.h"
 
+#include <mutex>
 #include <string>
 
 // Loads ggml's backends (portable builds: the best CPU variant for this CPU and any GPU backend
@@ -27,6 +28,11 @@ const std::string & pg_backend_dir();
 
 // Why there is no CPU device, for an error message that says where to look.
 std::string pg_no_cpu_backend_message();
+
+// Held while ggml's device registry changes after start-up (our text-matmul device registers at the
+// first text load, on the compute thread) and while code off that thread walks it (system info):
+// ggml's registry is a plain vector.
+std::mutex & pg_backend_registry_mutex();
 
 // The CPU backend's thread count and abort callback (no-ops for other backends).
 void pg_backend_set_threads(ggml_backend_t backend, int n_threads);

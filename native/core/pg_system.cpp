@@ -66,6 +66,7 @@ pg_system_info pg_get_system_info() {
     info.logical_cpus     = (int) std::thread::hardware_concurrency();
     info.default_threads  = pg_physical_cores();
 
+    std::lock_guard<std::mutex> lock(pg_backend_registry_mutex());
     for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);
         pg_device_info     d;

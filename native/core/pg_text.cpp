@@ -199,12 +199,16 @@ bool choose_matmul(const pg_gguf_file & f, const std::string & arch, const pg_te
     ours = false;
     if (params.matmul == PG_VISION_MATMUL_GGML) return true;
     if (!pg_matmul_check_forced(params.matmul, true, "textMatmul", err)) return false;
+    // With a GPU, or no weights of ours, auto keeps ggml's and registers nothing (llama.cpp adds an
+    // accelerator's backend to every later context, and one without async copies turns off its
+    // multi-GPU pipelining).
+    const gguf_context * g         = f.ctx.get();
+    const int64_t        down      = gguf_find_tensor(g, "blk.0.ffn_down.weight");
+    const ggml_type      type      = down < 0 ? GGML_TYPE_COUNT : gguf_get_tensor_type(g, down);
+    const bool           auto_pick = params.matmul == PG_VISION_MATMUL_AUTO;
+    if (auto_pick && (!params.devices.empty() || (type != GGML_TYPE_Q8_0 && type != GGML_TYPE_Q4_0))) return true;
     if (!pg_text_matmul_register()) return true;
-    if (params.matmul != PG_VISION_MATMUL_AUTO) return ours = true;
-    const gguf_context * g    = f.ctx.get();
-    const int64_t        down = gguf_find_tensor(g, "blk.0.ffn_down.weight");
-    const ggml_type      type = down < 0 ? GGML_TYPE_COUNT : gguf_get_tensor_type(g, down);
-    if (!params.devices.empty() || (type != GGML_TYPE_Q8_0 && type != GGML_TYPE_Q4_0)) return true;
+    if (!auto_pick) return ours = true;
     ggml_backend_ptr cpu(ggml_backend_init_by_type(GGML_BACKEND_DEVICE_TYPE_CPU, nullptr));
     if (!cpu) return true;
     pg_backend_set_threads(cpu.get(), params.n_threads);

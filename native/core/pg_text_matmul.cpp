@@ -212,7 +212,8 @@ struct matmul_backend {
     std::vector<float>   zeros;      // the products' bias (the text model's linears have none)
 };
 
-constexpr int GRAPH_NODES = 64;
+constexpr int GRAPH_NODES  = 64;
+constexpr int MAX_PRODUCTS = (GRAPH_NODES - 2) / 2;
 
 ggml_context * small_context(matmul_backend & b) {
     const size_t need = ggml_tensor_overhead() * (GRAPH_NODES * 3) + ggml_graph_overhead_custom(GRAPH_NODES, false);
@@ -231,7 +232,9 @@ ggml_status run_products(matmul_backend & b, ggml_cgraph * cgraph, int i0, int i
     x->data               = x0->data;
     ggml_tensor * xq      = q4 ? pg_q4_quantize(ctx.get(), x) : pg_q8_quantize(ctx.get(), x, isa);
     if (b.xq.size() < ggml_nbytes(xq)) b.xq.resize(ggml_nbytes(xq));
-    xq->data         = b.xq.data();
+    xq->data = b.xq.data();
+    // The zero bias for the widest product, before any pointer into it is taken.
+    for (int i = i0; i < i1; ++i) b.zeros.resize(std::max(b.zeros.size(), (size_t) ggml_graph_node(cgraph, i)->src[0]->ne[1]), 0.0f);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx.get(), GRAPH_NODES, false);
     ggml_build_forward_expand(gf, xq);
     for (int i = i0; i < i1; ++i) {
@@ -244,7 +247,6 @@ ggml_status run_products(matmul_backend & b, ggml_cgraph * cgraph, int i0, int i
         if (q4) {
             y = pg_q4_linear(ctx.get(), w, xq);
         } else {
-            if ((int64_t) b.zeros.size() < n) b.zeros.resize((size_t) n, 0.0f);
             ggml_tensor * z = ggml_new_tensor_1d(ctx.get(), GGML_TYPE_F32, n);
             z->data         = b.zeros.data();
             y               = pg_q8_linear(ctx.get(), &w, &z, 1, xq, PG_Q8_BIAS, nullptr, isa);
@@ -277,7 +279,8 @@ ggml_status backend_graph_compute(ggml_backend_t backend, ggml_cgraph * cgraph) 
                 return our_product(node) && node->src[1] == x && node->src[0]->type == w0->type &&
                        buffer_isa(node->src[0]->buffer) == buffer_isa(w0->buffer);
             };
-            while (j < n && j - i < GRAPH_NODES - 2 && same(ggml_graph_node(cgraph, j))) ++j;
+            // Each product adds a node and two leaves (weight, bias) to the small graph.
+            while (j < n && j - i < MAX_PRODUCTS && same(ggml_graph_node(cgraph, j))) ++j;
             if (ggml_status s = run_products(b, cgraph, i, j); s != GGML_STATUS_SUCCESS) return s;
         } else {
             while (j < n && j - i < GRAPH_NODES && !our_product(ggml_graph_node(cgraph, j))) ++j;
@@ -457,6 +460,7 @@ bool pg_text_matmul_register() {
     static const bool registered = [] {
         if (!pg_q8_gemm_available(PG_Q8_AVX2) || !cpu_device()) return false;
         weights_buft.device = &weights_dev;
+        std::lock_guard<std::mutex> lock(pg_backend_registry_mutex());
         ggml_backend_register(&matmul_reg);
         return true;
     }();
