@@ -81,11 +81,19 @@ t.test('an abort stops the encoder, the prefill and decoding where it lands; the
     `native work went on ${pre.native.abort!.latencyMs.toFixed(1)} ms after abort() (prefill takes ${prefillMs.toFixed(0)})`,
   );
 
-  // Aborted at the first token: at most one more decoding step, and no callback after abort().
+  // Aborted at the first token: native work stops within one decoding step of abort(), and no
+  // callback comes after it. Token callbacks reach JavaScript asynchronously, so when onToken(1)
+  // runs the native loop may be a step or two further on a loaded machine (CI once saw 3 tokens
+  // where 2 had been asserted): the bound is on the native latency, the count only shows it stopped early.
   const dec = await abortAt({ token: 1 });
   t.ok(dec.err instanceof AbortError, 'rejects with AbortError');
   t.equal(dec.native.abort?.phase, 'decode');
-  t.ok(dec.native.tokens.length <= 2, `${dec.native.tokens.length} token(s) generated of 50`);
+  t.ok(dec.native.tokens.length <= 10, `${dec.native.tokens.length} token(s) generated of 50`);
+  const perToken = full.timings.decodeMs / Math.max(1, full.tokens.length - 1);
+  t.ok(
+    dec.native.abort!.latencyMs < 20 + 2 * perToken,
+    `native work went on ${dec.native.abort!.latencyMs.toFixed(1)} ms after abort() (a decoding step takes ${perToken.toFixed(1)} ms)`,
+  );
   t.equal(dec.callbacksAfterAbort + enc.callbacksAfterAbort + pre.callbacksAfterAbort, 0, 'no onToken/onPhase after abort() returned');
 
   const again = await model.generate({ image: png, prompt: 'caption en', maxTokens: 3 });
