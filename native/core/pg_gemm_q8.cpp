@@ -402,6 +402,10 @@ bool pg_q8_gemm_available(pg_q8_isa isa) {
     return false;
 }
 
+pg_q8_isa pg_q8_widest_isa() {
+    return pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? PG_Q8_AVX512_VNNI : pg_q8_gemm_available(PG_Q8_AVX_VNNI) ? PG_Q8_AVX_VNNI : PG_Q8_AVX2;
+}
+
 ggml_tensor * pg_q8_quantize(ggml_context * ctx, ggml_tensor * x, pg_q8_isa isa) {
     ggml_tensor * args[] = { ggml_is_contiguous(x) ? x : ggml_cont(ctx, x) };
     return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 1, quantize_for(isa), GGML_N_TASKS_MAX, nullptr);
@@ -451,6 +455,10 @@ ggml_tensor * pg_q8_mlp(ggml_context * ctx, ggml_tensor * up_w, ggml_tensor * up
 
 bool pg_q8_gemm_available(pg_q8_isa) {
     return false;
+}
+
+pg_q8_isa pg_q8_widest_isa() {
+    return PG_Q8_AVX2;
 }
 
 ggml_tensor * pg_q8_quantize(ggml_context *, ggml_tensor *, pg_q8_isa) {

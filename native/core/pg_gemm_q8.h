@@ -23,6 +23,8 @@ enum pg_q8_isa {
 
 // This CPU runs the kernels with that set, and this build has them.
 bool pg_q8_gemm_available(pg_q8_isa isa);
+// The widest form this CPU has (PG_Q8_AVX2 when it has none: check with pg_q8_gemm_available).
+pg_q8_isa pg_q8_widest_isa();
 
 // Bytes of one packed panel of 16 rows of k values (k a multiple of 32). A packed weight of n rows
 // is GGML_TYPE_I8 of [pg_q8_packed_panel_bytes(k), n / 16].

@@ -5,6 +5,8 @@
 #include "pg_text_matmul.h"
 #include "pg_tune.h"
 
+#include "ggml-impl.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -218,8 +220,8 @@ bool choose_matmul(const pg_gguf_file & f, const std::string & arch, const pg_te
     // it won both races, but whole-token decoding ran at 0.66-0.86x ggml's (kernels --gemma: its
     // 16384 -> 2048 product for one row is slower), which one product's race does not show.
     if (isa == PG_Q8_AVX2) return true;
-    // One row of the down product is a near tie with the weight in cache (q4_0: 320-490 against
-    // 419-516 us), where whole tokens, reading every weight from memory, decoded 1.02-1.38x ggml's
+    // One row of the down product is a near tie with the weight in cache (q4_0: 386-423 against
+    // 480 us, PALIGEMMA_LOG=info), where whole tokens, reading every weight from memory, decoded 1.02-1.38x ggml's
     // speed (six rounds): within 10% counts there.
     ours = pg_tune_int8_faster(cpu.get(), type, D, F, 64, params.n_threads, isa) &&
            pg_tune_int8_faster(cpu.get(), type, F, D, 1, params.n_threads, isa, 1.1);
@@ -242,8 +244,11 @@ bool load_llama_model(const std::string & path, const pg_text_params & params, b
     std::optional<pg_text_matmul_scope> scope;
     if (ours) scope.emplace(pg_matmul_isa(params.matmul));
     pg_log_clear();
+    const int64_t t0 = ggml_time_us();
     m.model.reset(llama_model_load_from_file(path.c_str(), mp));
     if (scope && scope->packed() > 0) m.matmul = pg_q8_isa_name(pg_matmul_isa(params.matmul));
+    GGML_LOG_INFO("paligemma: text model loaded in %.0f ms, %d weights packed for our products\n", (ggml_time_us() - t0) / 1000.0,
+                  scope ? scope->packed() : 0);
     scope.reset();
     if (!m.model) {
         std::string why = pg_log_last_errors();

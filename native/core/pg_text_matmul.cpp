@@ -27,13 +27,9 @@ thread_local scope_state t_scope;
 
 constexpr size_t ALIGNMENT = 64;
 
-pg_q8_isa best_isa() {
-    return pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? PG_Q8_AVX512_VNNI : pg_q8_gemm_available(PG_Q8_AVX_VNNI) ? PG_Q8_AVX_VNNI : PG_Q8_AVX2;
-}
-
 // The form of the weights being placed: the scope's, else (an adapter's tensors) the widest.
 pg_q8_isa current_isa() {
-    return t_scope.active ? t_scope.isa : best_isa();
+    return t_scope.active ? t_scope.isa : pg_q8_widest_isa();
 }
 
 // How a weight type is packed for our products.

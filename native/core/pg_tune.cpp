@@ -3,6 +3,7 @@
 #include "pg_gemm_q4.h"
 
 #include "ggml-alloc.h"
+#include "ggml-impl.h"
 
 #include <algorithm>
 #include <cstring>
@@ -145,6 +146,9 @@ bool pg_tune_int8_faster(ggml_backend_t cpu, ggml_type type, int64_t k, int64_t 
         den += (double) ya[i] * ya[i];
     }
     const bool ours = faster >= 0 && us[1] <= slack * us[0] && den > 0 && num / den < 1e-6;
+    // PALIGEMMA_LOG=info shows what the choice rested on.
+    GGML_LOG_INFO("paligemma: %s race: ggml %.0f us, ours %.0f us, rel. error %.2g: %s\n", key.c_str(), us[0], us[1], den > 0 ? num / den : -1.0,
+                  ours ? "ours" : "ggml's");
     pg_tune_remember(key, ours ? 1 : 0);
     return ours;
 }

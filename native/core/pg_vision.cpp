@@ -881,9 +881,5 @@ const char * pg_q8_isa_name(pg_q8_isa isa) {
 
 pg_q8_isa pg_matmul_isa(pg_vision_matmul mm) {
     // The widest form this CPU has, unless a 256-bit one is asked for.
-    return mm == PG_VISION_MATMUL_INT8_AVX_VNNI      ? PG_Q8_AVX_VNNI
-           : mm == PG_VISION_MATMUL_INT8_AVX2        ? PG_Q8_AVX2
-           : pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? PG_Q8_AVX512_VNNI
-           : pg_q8_gemm_available(PG_Q8_AVX_VNNI)    ? PG_Q8_AVX_VNNI
-                                                     : PG_Q8_AVX2;
+    return mm == PG_VISION_MATMUL_INT8_AVX_VNNI ? PG_Q8_AVX_VNNI : mm == PG_VISION_MATMUL_INT8_AVX2 ? PG_Q8_AVX2 : pg_q8_widest_isa();
 }
