@@ -180,6 +180,59 @@ t.test('a LoRA adapter on every vision matrix: each product path applies it as m
   }
 });
 
+// MLP widths: 272 is 17 panels of 16 (a partial group of the 512-bit tiles, as SigLIP's unpadded 4304 is);
+// 200 is no whole number of panels, so fc1 stays ggml's while fc2 (200 inputs) is ours.
+for (const ffn of [272, 200]) {
+  t.test(`our f16 products agree with the f32 tower, with and without a LoRA adapter, in each form (MLP width ${ffn})`, async (t) => {
+    const features = (await systemInfo()).cpuFeatures;
+    const avx512 = features.AVX512 === '1';
+    const avx2 = features.AVX2 === '1' && features.FMA === '1' && features.F16C === '1';
+    const dir = tmpDir();
+    const shapes = {
+      text: { hidden: 128, ffn: 256, layers: 1, heads: 2, kvHeads: 1, headDim: 64, vocab: 1600 },
+      vision: { hidden: 128, ffn, layers: 3, heads: 2 },
+    };
+    const ckpt = path.join(dir, 'ckpt');
+    writeSyntheticCheckpoint(ckpt, 224, () => undefined, shapes);
+    const adapterDir = path.join(dir, 'adapter');
+    writeSyntheticAdapter(adapterDir, 8, () => undefined, shapes, 2 ** -4);
+    const f32 = await convert({ input: ckpt, outDir: path.join(dir, 'f32'), type: 'f32', visionType: 'f32' });
+    const f16 = await convert({ input: ckpt, outDir: path.join(dir, 'f16'), type: 'f32', visionType: 'f16' });
+    const merged = await convert({ input: ckpt, outDir: path.join(dir, 'merged'), type: 'f32', visionType: 'f32', merge: adapterDir });
+    const lora = await convertLora({ adapter: adapterDir, base: f32.model, outDir: path.join(dir, 'lora'), type: 'f32' });
+    const embed = async (files: { model: string; mmproj: string }, options: Record<string, string>, adapted: boolean) => {
+      const m = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, visionAttention: 'separate', ...options });
+      try {
+        const adapters = adapted ? [await m.loadAdapter(lora.adapter, { visionPath: lora.visionAdapter! })] : [];
+        return { data: (await m.encodeImage(png, { adapters })).data, info: m.info };
+      } finally {
+        await m.dispose();
+      }
+    };
+    const exact = (await embed(f32, {}, false)).data;
+    const exactAdapted = (await embed(merged, {}, false)).data;
+    const ggml = await embed(f16, { visionMatmul: 'ggml' }, false);
+    t.equal(ggml.info.visionMatmul, 'ggml');
+    const ggmlErr = relError(ggml.data, exact);
+    t.ok(ggmlErr > 0 && ggmlErr < 1e-2, `ggml's f16 tower: rel. error ${ggmlErr.toExponential(2)} from the f32 tower`);
+    const forms: [string, string][] = [];
+    if (avx2) forms.push(['int8', avx512 ? 'f16' : 'f16-avx2'], ['int8-avx2', 'f16-avx2']);
+    if (avx2 && cpuHasAvxVnni(features)) forms.push(['int8-avxvnni', 'f16-avx2']);
+    for (const [mode, runs] of forms) {
+      const ours = await embed(f16, { visionMatmul: mode }, false);
+      t.equal(ours.info.visionMatmul, runs, `${mode} runs f16 weights as ${runs}`);
+      const e = relError(ours.data, exact);
+      // Ours keeps the activations in f32 where ggml rounds them to f16: no further from the f32 tower.
+      t.ok(e > 0 && e <= 1.05 * ggmlErr, `${runs} products: rel. error ${e.toExponential(2)} (ggml's ${ggmlErr.toExponential(2)})`);
+      const adapted = relError((await embed(f16, { visionMatmul: mode }, true)).data, exactAdapted);
+      t.ok(adapted < 2 * ggmlErr + 1e-4, `${runs} products with the adapter: rel. error ${adapted.toExponential(2)} from the merged tower`);
+    }
+    const auto = await embed(f16, {}, false);
+    t.ok(['ggml', 'f16', 'f16-avx2'].includes(auto.info.visionMatmul), `auto picked the ${auto.info.visionMatmul} product for f16 weights`);
+    t.ok(relError(auto.data, exact) <= 1.05 * ggmlErr, "and its tower is as close as ggml's");
+  });
+}
+
 for (const type of ['q8_0', 'q4_0'] as const) {
   t.test(`the text model's ${type} products: each of our forms is as close to the reference as ggml's, with and without a LoRA adapter`, async (t) => {
     const features = (await systemInfo()).cpuFeatures;

@@ -60,10 +60,12 @@ export interface LoadOptions {
    */
   visionAttention?: VisionAttentionMode;
   /**
-   * The vision tower's q8_0 matrix products: 'auto' (default: ours where it measures faster),
+   * The vision tower's q8_0 and f16 matrix products: 'auto' (default: ours where it measures faster),
    * 'ggml', 'int8' (ours: weights repacked at load; the widest form the CPU has: AVX-512 VNNI, else
    * AVX-VNNI, else AVX2), 'int8-avxvnni' or 'int8-avx2' (ours over 256-bit vectors with that set,
-   * even where a wider one is there).
+   * even where a wider one is there). For f16 weights "ours" is an f32 product over f16 weights
+   * repacked at load (AVX-512 for 'int8' where the CPU has it, else AVX2 + FMA + F16C; the
+   * activations stay f32, where ggml rounds them to f16).
    */
   visionMatmul?: VisionMatmulMode;
   /**

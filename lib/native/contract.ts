@@ -195,8 +195,12 @@ export interface NativeModelInfo {
   threads: number;
   /** The attention kernel the vision tower uses (with 'auto', the one measured faster at load): 'tiled' is ours over AVX-512, 'tiled-avx2' over AVX2. */
   visionAttention: 'fused' | 'separate' | 'tiled' | 'tiled-avx2';
-  /** The vision tower's q8_0 matrix products: 'int8' (ours, AVX-512 VNNI), 'int8-avxvnni' (ours, 256-bit AVX-VNNI), 'int8-avx2' (ours, 256-bit AVX2) or 'ggml'. */
-  visionMatmul: 'int8' | 'int8-avxvnni' | 'int8-avx2' | 'ggml';
+  /**
+   * The vision tower's matrix products: for q8_0 weights 'int8' (ours, AVX-512 VNNI), 'int8-avxvnni' (ours, 256-bit AVX-VNNI),
+   * 'int8-avx2' (ours, 256-bit AVX2); for f16 weights 'f16' (ours, AVX-512) or 'f16-avx2' (ours, AVX2); 'ggml' otherwise.
+   * A tower with matrices of both types names its q8_0 products.
+   */
+  visionMatmul: 'int8' | 'int8-avxvnni' | 'int8-avx2' | 'f16' | 'f16-avx2' | 'ggml';
   /** The text model's q8_0/q4_0 matrix products (the same names): ours where the choice (or the race at load) says so and some weight was packed; 'ggml' otherwise. */
   textMatmul: 'int8' | 'int8-avxvnni' | 'int8-avx2' | 'ggml';
   hasSegDecoder: boolean;

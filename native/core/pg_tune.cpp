@@ -152,3 +152,50 @@ bool pg_tune_int8_faster(ggml_backend_t cpu, ggml_type type, int64_t k, int64_t 
     pg_tune_remember(key, ours ? 1 : 0);
     return ours;
 }
+
+bool pg_tune_f16_faster(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, int n_threads, pg_f16_isa isa) {
+    const std::string key = "f16 matmul " + std::to_string(k) + "x" + std::to_string(n) + "x" + std::to_string(m) + "@" + std::to_string(n_threads) +
+                            "/" + std::to_string(isa);
+    const int known = pg_tune_recall(key);
+    if (known >= 0) return known == 1;
+    if (k < 1 || n < 16 || n % 16 != 0 || m < 1 || !pg_f16_gemm_available(isa)) return false;
+    std::vector<ggml_fp16_t> wh((size_t) (k * n)), packed(wh.size());
+    uint32_t                 r = 12345;
+    for (ggml_fp16_t & h : wh) {
+        r = r * 1664525u + 1013904223u;
+        h = ggml_fp32_to_fp16(((float) (r >> 8) / (float) (1u << 23) - 1.0f) * 0.05f);
+    }
+    pg_f16_pack(wh.data(), n, k, packed.data());
+    pg_tune_graph graphs[2];
+    ggml_tensor * w[2];
+    ggml_tensor * y[2];
+    for (int i = 0; i < 2; ++i) {
+        if (!pg_tune_begin(graphs[i], 16)) return false;
+        ggml_context * ctx = graphs[i].ctx.get();
+        w[i]               = i == 0 ? ggml_new_tensor_2d(ctx, GGML_TYPE_F16, k, n) : ggml_new_tensor_2d(ctx, GGML_TYPE_I16, 16 * k, n / 16);
+        ggml_tensor * x    = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+        ggml_tensor * bias = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
+        for (ggml_tensor * t : { w[i], x, bias }) pg_tune_input(t);
+        y[i] = i == 0 ? ggml_add(ctx, ggml_mul_mat(ctx, w[i], x), bias) : pg_f16_linear(ctx, w[i], bias, x, nullptr, isa);
+        if (!pg_tune_finish(graphs[i], cpu, y[i])) return false;
+        pg_tune_fill(x, 7);
+        pg_tune_fill(bias, 8);
+        ggml_backend_tensor_set(w[i], i == 0 ? wh.data() : packed.data(), 0, ggml_nbytes(w[i]));
+    }
+    double    us[2];
+    const int faster = pg_tune_race(cpu, graphs, 2, 3, us);
+    // ggml rounds the activations to f16, ours keeps them in f32: they agree to that rounding.
+    std::vector<float> ya((size_t) (n * m)), yb((size_t) (n * m));
+    ggml_backend_tensor_get(y[0], ya.data(), 0, ya.size() * sizeof(float));
+    ggml_backend_tensor_get(y[1], yb.data(), 0, yb.size() * sizeof(float));
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ya.size(); ++i) {
+        num += (double) (ya[i] - yb[i]) * (ya[i] - yb[i]);
+        den += (double) ya[i] * ya[i];
+    }
+    const bool ours = faster == 1 && den > 0 && num / den < 1e-5;
+    GGML_LOG_INFO("paligemma: %s race: ggml %.0f us, ours %.0f us, rel. error %.2g: %s\n", key.c_str(), us[0], us[1], den > 0 ? num / den : -1.0,
+                  ours ? "ours" : "ggml's");
+    pg_tune_remember(key, ours ? 1 : 0);
+    return ours;
+}

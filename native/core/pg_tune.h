@@ -4,6 +4,7 @@
 #pragma once
 #include "ggml-backend.h"
 #include "ggml-cpp.h"
+#include "pg_gemm_f16.h"
 #include "pg_gemm_q8.h"
 
 #include <string>
@@ -41,3 +42,7 @@ void pg_tune_fill(ggml_tensor * t, uint32_t seed);
 // answer is remembered per type, shape, thread count and form). Both run the same random weights and must agree.
 // slack: ours counts as faster up to that ratio of ggml's time (1: strictly faster).
 bool pg_tune_int8_faster(ggml_backend_t cpu, ggml_type type, int64_t k, int64_t n, int64_t m, int n_threads, pg_q8_isa isa, double slack = 1.0);
+
+// Whether our f16 product (pg_gemm_f16.h, form `isa`) beats ggml's on this machine for an n x k f16
+// weight times m activation rows (remembered per shape, thread count and form).
+bool pg_tune_f16_faster(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, int n_threads, pg_f16_isa isa);

@@ -19,6 +19,7 @@ namespace {
 
 pg_vision_attention measure_attention(const pg_vision_model & m);
 bool                measure_matmul(const pg_vision_model & m);
+bool                measure_f16_matmul(const pg_vision_model & m);
 
 // A required integer key in [lo, hi].
 bool read_int(const gguf_context * g, const std::string & path, const char * key, int lo, int hi, int & out, pg_error & err) {
@@ -118,20 +119,23 @@ bool is_matrix_weight(const char * name) {
     return strcmp(name, "mm.0.weight") == 0;
 }
 
-bool has_q8_matrices(const gguf_context * g) {
+bool has_matrices_of(const gguf_context * g, ggml_type type) {
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-        if (gguf_get_tensor_type(g, i) == GGML_TYPE_Q8_0 && is_matrix_weight(gguf_get_tensor_name(g, i))) return true;
+        if (gguf_get_tensor_type(g, i) == type && is_matrix_weight(gguf_get_tensor_name(g, i))) return true;
     }
     return false;
 }
 
-// Our int8 product for q8_0 matrices (other weight types keep ggml's): as asked, or, by default,
+// Our int8 product for q8_0 matrices and our f16 one for f16 matrices (other weight types keep
+// ggml's): as asked (a forced form of ours forces both, in its vector width), or, by default, each
 // when it measures faster here.
 void choose_matmul(const gguf_context * g, const pg_vision_params & params, pg_vision_model & m) {
-    m.q8_isa             = pg_matmul_isa(params.matmul);
-    const bool forced    = pg_matmul_forced_int8_name(params.matmul) != nullptr;
-    const bool auto_pick = params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu && pg_q8_gemm_available(m.q8_isa);
-    m.int8_matmul        = has_q8_matrices(g) && (forced || (auto_pick && measure_matmul(m)));
+    m.q8_isa          = pg_matmul_isa(params.matmul);
+    m.f16_isa         = params.matmul == PG_VISION_MATMUL_INT8 || params.matmul == PG_VISION_MATMUL_AUTO ? pg_f16_widest_isa() : PG_F16_AVX2;
+    const bool forced = pg_matmul_forced_int8_name(params.matmul) != nullptr;
+    const bool pick   = params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu;
+    m.int8_matmul     = has_matrices_of(g, GGML_TYPE_Q8_0) && (forced || (pick && pg_q8_gemm_available(m.q8_isa) && measure_matmul(m)));
+    m.f16_matmul      = has_matrices_of(g, GGML_TYPE_F16) && pg_f16_gemm_available(m.f16_isa) && (forced || (pick && measure_f16_matmul(m)));
 }
 
 // Asks the backend whether a matrix product with a weight of this type and shape, held in `buft`,
@@ -152,7 +156,12 @@ bool is_packed_q8(const pg_vision_model & m, const char * name, ggml_type type, 
     return m.int8_matmul && type == GGML_TYPE_Q8_0 && is_matrix_weight(name) && ne[1] % 16 == 0 && ne[2] == 1 && ne[3] == 1;
 }
 
-// One ggml tensor per file tensor: q8_0 matrices packed for our int8 product when it is on; other
+// An f16 matrix weight that goes into our panels (pg_gemm_f16.h).
+bool is_packed_f16(const pg_vision_model & m, const char * name, ggml_type type, const int64_t * ne) {
+    return m.f16_matmul && type == GGML_TYPE_F16 && is_matrix_weight(name) && ne[1] % 16 == 0 && ne[2] == 1 && ne[3] == 1;
+}
+
+// One ggml tensor per file tensor: q8_0 and f16 matrices packed for our products when they are on; other
 // matrix weights in the CPU's repacking buffer type where it supports them; everything else in the
 // device's default buffer.
 bool create_tensors(const gguf_context * g, const pg_vision_params & params, ggml_backend_buffer_type_t & repack, pg_vision_model & m,
@@ -172,6 +181,8 @@ bool create_tensors(const gguf_context * g, const pg_vision_params & params, ggm
         ggml_tensor *   t    = nullptr;
         if (is_packed_q8(m, name, type, ne)) {
             t = ggml_new_tensor_2d(m.ctx_w.get(), GGML_TYPE_I8, (int64_t) pg_q8_packed_panel_bytes(ne[0]), ne[1] / 16);
+        } else if (is_packed_f16(m, name, type, ne)) {
+            t = ggml_new_tensor_2d(m.ctx_w.get(), GGML_TYPE_I16, 16 * ne[0], ne[1] / 16);
         } else {
             const bool into_repack = repack && is_matrix_weight(name) && repack_supports(dev, repack, type, ne);
             t                      = ggml_new_tensor((into_repack ? m.ctx_r : m.ctx_w).get(), type, GGML_MAX_DIMS, ne);
@@ -266,10 +277,12 @@ bool read_weights(const pg_gguf_file & f, pg_vision_model & m, const pg_progress
     size_t                                 total = 0, done = 0;
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) total += gguf_get_tensor_size(g, i);
     for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-        ggml_tensor * t      = pg_vision_tensor(m, gguf_get_tensor_name(g, i));
-        const size_t  n      = gguf_get_tensor_size(g, i);
-        const bool    packed = t->type == GGML_TYPE_I8 && gguf_get_tensor_type(g, i) == GGML_TYPE_Q8_0;
-        const bool    host   = ggml_backend_buffer_is_host(t->buffer);
+        ggml_tensor * t          = pg_vision_tensor(m, gguf_get_tensor_name(g, i));
+        const size_t  n          = gguf_get_tensor_size(g, i);
+        const bool    packed_q8  = t->type == GGML_TYPE_I8 && gguf_get_tensor_type(g, i) == GGML_TYPE_Q8_0;
+        const bool    packed_f16 = t->type == GGML_TYPE_I16 && gguf_get_tensor_type(g, i) == GGML_TYPE_F16;
+        const bool    packed     = packed_q8 || packed_f16;
+        const bool    host       = ggml_backend_buffer_is_host(t->buffer);
         if (pg_fseek64(fp, base + gguf_get_tensor_offset(g, i)) != 0) return err.set(PG_ERR_INVALID_FILE, f.path + ": seek failed");
         void * dst = t->data;
         if (!host || packed) {
@@ -277,8 +290,10 @@ bool read_weights(const pg_gguf_file & f, pg_vision_model & m, const pg_progress
             dst = staging.data();
         }
         if (fread(dst, 1, n, fp) != n) return err.set(PG_ERR_INVALID_FILE, f.path + ": truncated tensor data");
-        if (packed)
+        if (packed_q8)
             pg_q8_pack(staging.data(), t->ne[1] * 16, gguf_get_tensor_ne(g, i)[0], t->data);
+        else if (packed_f16)
+            pg_f16_pack((const ggml_fp16_t *) staging.data(), t->ne[1] * 16, gguf_get_tensor_ne(g, i)[0], (ggml_fp16_t *) t->data);
         else if (!host)
             ggml_backend_tensor_set(t, staging.data(), 0, n);
         done += n;
@@ -618,10 +633,22 @@ bool packed(const ggml_tensor * w) {
     return w->type == GGML_TYPE_I8;
 }
 
-// w x + b, with our int8 product for a packed q8_0 weight.
+bool packed_f16(const ggml_tensor * w) {
+    return w->type == GGML_TYPE_I16;
+}
+
+// w x + b, with our int8 product for a packed q8_0 weight and our f16 one for a packed f16 weight.
 ggml_tensor * linear(const pg_vision_model & m, ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x) {
     if (packed(w)) return pg_q8_linear(ctx, &w, &b, 1, pg_q8_quantize(ctx, x, m.q8_isa), PG_Q8_BIAS, nullptr, m.q8_isa);
+    if (packed_f16(w)) return pg_f16_linear(ctx, w, b, x, nullptr, m.f16_isa);
     return ggml_add(ctx, ggml_mul_mat(ctx, w, x), b);
+}
+
+// x + w y + b: our products add the residual themselves.
+ggml_tensor * linear_residual(const pg_vision_model & m, ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * y, ggml_tensor * x) {
+    if (packed(w)) return pg_q8_linear(ctx, &w, &b, 1, pg_q8_quantize(ctx, y, m.q8_isa), PG_Q8_BIAS_RESIDUAL, x, m.q8_isa);
+    if (packed_f16(w)) return pg_f16_linear(ctx, w, b, y, x, m.f16_isa);
+    return ggml_add(ctx, x, linear(m, ctx, w, b, y));
 }
 
 // Our attention op's inputs: q and v per head, [HD, N, H] (v's rows padded with zeros to whole
@@ -701,8 +728,7 @@ ggml_tensor * attention_block(const pg_vision_model & m, ggml_context * ctx, con
         v = lora_add(ctx, v, loras, il, PG_LORA_V, norm_x());
     }
     ggml_tensor * att = attention(m, ctx, q, k, v, m.hp.heads, m.attention);
-    ggml_tensor * out = packed(L.o_w) ? pg_q8_linear(ctx, &L.o_w, &L.o_b, 1, pg_q8_quantize(ctx, att, m.q8_isa), PG_Q8_BIAS_RESIDUAL, x, m.q8_isa)
-                                      : ggml_add(ctx, x, linear(m, ctx, L.o_w, L.o_b, att));
+    ggml_tensor * out = linear_residual(m, ctx, L.o_w, L.o_b, att, x);
     if (!lora_touches(loras, il, { PG_LORA_O })) return out;
     return lora_add(ctx, out, loras, il, PG_LORA_O, ggml_is_contiguous(att) ? att : ggml_cont(ctx, att));
 }
@@ -724,12 +750,11 @@ ggml_tensor * mlp_block(const pg_vision_model & m, ggml_context * ctx, const pg_
         up = mlp_up_gelu(m, ctx, lora_add(ctx, up, loras, il, PG_LORA_UP, cur), nullptr);
     } else {
         up = lora_touches(loras, il, { PG_LORA_UP })
-                 ? mlp_up_gelu(m, ctx, lora_add(ctx, ggml_add(ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b), loras, il, PG_LORA_UP, cur), nullptr)
-                 : mlp_up_gelu(m, ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
+                 ? mlp_up_gelu(m, ctx, lora_add(ctx, linear(m, ctx, L.up_w, L.up_b, cur), loras, il, PG_LORA_UP, cur), nullptr)
+             : packed_f16(L.up_w) ? mlp_up_gelu(m, ctx, pg_f16_linear(ctx, L.up_w, L.up_b, cur, nullptr, m.f16_isa), nullptr)
+                                  : mlp_up_gelu(m, ctx, ggml_mul_mat(ctx, L.up_w, cur), L.up_b);
     }
-    ggml_tensor * out = packed(L.down_w)
-                            ? pg_q8_linear(ctx, &L.down_w, &L.down_b, 1, pg_q8_quantize(ctx, up, m.q8_isa), PG_Q8_BIAS_RESIDUAL, x, m.q8_isa)
-                            : ggml_add(ctx, x, linear(m, ctx, L.down_w, L.down_b, up));
+    ggml_tensor * out = linear_residual(m, ctx, L.down_w, L.down_b, up, x);
     return lora_add(ctx, out, loras, il, PG_LORA_DOWN, up);
 }
 
@@ -823,6 +848,12 @@ bool measure_matmul(const pg_vision_model & m) {
     return pg_tune_int8_faster(m.backend.get(), GGML_TYPE_Q8_0, C, C, m.hp.image_tokens, m.n_threads, m.q8_isa);
 }
 
+// The same for our f16 product against ggml's.
+bool measure_f16_matmul(const pg_vision_model & m) {
+    const int64_t C = m.hp.hidden - m.hp.hidden % 16;
+    return pg_tune_f16_faster(m.backend.get(), C, C, m.hp.image_tokens, m.n_threads, m.f16_isa);
+}
+
 }  // namespace
 
 bool pg_vision_encode(pg_vision_model & m, const float * pixels, const std::vector<pg_vision_lora_use> & loras, std::vector<float> & out,
@@ -867,7 +898,8 @@ bool pg_matmul_check_forced(pg_vision_matmul mm, bool is_cpu, const char * optio
     const bool vnni = mm == PG_VISION_MATMUL_INT8_AVX_VNNI;
     if (is_cpu && pg_q8_gemm_available(vnni ? PG_Q8_AVX_VNNI : PG_Q8_AVX2)) return true;
     return err.set(PG_ERR_INVALID_ARGUMENT, std::string(option) + " '" + name + "' needs the CPU backend on " +
-                                                (vnni ? "a CPU with AVX-VNNI" : "an x86-64 CPU with AVX2 and FMA") + ", which this one is not");
+                                                (vnni ? "a CPU with AVX-VNNI" : "an x86-64 CPU with AVX2 and FMA (and F16C)") +
+                                                ", which this one is not");
 }
 
 const char * pg_q8_isa_name(pg_q8_isa isa) {

@@ -2,6 +2,7 @@
 // written by our converter.
 #pragma once
 #include "pg_error.h"
+#include "pg_gemm_f16.h"
 #include "pg_gemm_q8.h"
 
 #include "ggml-backend.h"
@@ -95,6 +96,8 @@ struct pg_vision_model {
     pg_vision_attention          attention   = PG_VISION_ATTENTION_FUSED;
     bool                         int8_matmul = false;              // q8_0 matrices packed for pg_q8_mul_mat
     pg_q8_isa                    q8_isa      = PG_Q8_AVX512_VNNI;  // which form of it runs
+    bool                         f16_matmul  = false;              // f16 matrices packed for pg_f16_linear
+    pg_f16_isa                   f16_isa     = PG_F16_AVX512;      // which form of it runs
     ggml_tensor *                patch_w = nullptr, *patch_b = nullptr, *pos = nullptr;
     ggml_tensor *                post_w = nullptr, *post_b = nullptr, *mm_w = nullptr, *mm_b = nullptr;
     std::vector<pg_vision_layer> blocks;

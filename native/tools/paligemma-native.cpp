@@ -2,6 +2,7 @@
 // calls the same pg_model functions as the addon.
 #include "pg_attention_cpu.h"
 #include "pg_backend.h"
+#include "pg_gemm_f16.h"
 #include "pg_gemm_q4.h"
 #include "pg_gemm_q8.h"
 #include "pg_gguf.h"
@@ -30,10 +31,11 @@ int usage() {
         "       paligemma-native gguf FILE\n"
         "       paligemma-native encode MODEL MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [options] [--reps N]\n"
         "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...] [--causal-prefix]\n"
-        "       paligemma-native kernels [--threads N] [--gemma]   our int8 q8_0 product against ggml's and f32, at SigLIP shapes (--gemma: "
+        "       paligemma-native kernels [--threads N] [--gemma]   our int8 q8_0 and f16 products against ggml's and f32, at SigLIP shapes (--gemma: "
         "Gemma-2B's linears)\n"
         "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled|tiled-avx2\n"
-        "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2  --text-matmul (the same)  --no-repack\n");
+        "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2 (f16 weights: ours at 512 bits for int8, else at 256)  --text-matmul (the same)\n"
+        "         --no-repack\n");
     return 2;
 }
 
@@ -339,6 +341,53 @@ int check_linear(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
     });
 }
 
+// W x + b with f16 weights: f32 weights (the reference), ggml's f16 product, ours in each form.
+int check_linear_f16(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
+    const std::vector<float> wf = random_values((size_t) (n * k), 0.05f, 1), x = random_values((size_t) (k * m), 1.0f, 2),
+                             b = random_values((size_t) n, 0.5f, 3);
+    std::vector<ggml_fp16_t> wh(wf.size()), packed(wf.size());
+    ggml_fp32_to_fp16_row(wf.data(), wh.data(), (int64_t) wf.size());
+    pg_f16_pack(wh.data(), n, k, packed.data());
+    const char *       names[] = { "f32", "ggml f16", "ours avx512", "ours avx2" };
+    std::vector<float> y[4];
+    double             ms[4] = {};
+    printf("f16 linear %lld -> %lld, %lld rows", (long long) k, (long long) n, (long long) m);
+    for (int way = 0; way < 4; ++way) {
+        if (way >= 2 && !pg_f16_gemm_available(way == 2 ? PG_F16_AVX512 : PG_F16_AVX2)) continue;
+        pg_tune_graph g;
+        if (!pg_tune_begin(g, 16)) return fail("cannot create a graph context");
+        ggml_context * ctx = g.ctx.get();
+        ggml_tensor *  wt  = way == 0   ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n)
+                             : way == 1 ? ggml_new_tensor_2d(ctx, GGML_TYPE_F16, k, n)
+                                        : ggml_new_tensor_2d(ctx, GGML_TYPE_I16, 16 * k, n / 16);
+        ggml_tensor *  xt  = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+        ggml_tensor *  bt  = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
+        for (ggml_tensor * t : { wt, xt, bt }) pg_tune_input(t);
+        ggml_tensor * out =
+            way < 2 ? ggml_add(ctx, ggml_mul_mat(ctx, wt, xt), bt) : pg_f16_linear(ctx, wt, bt, xt, nullptr, way == 2 ? PG_F16_AVX512 : PG_F16_AVX2);
+        if (!pg_tune_finish(g, cpu, out)) return fail("cannot allocate a graph");
+        ggml_backend_tensor_set(wt,
+                                way == 0   ? (const void *) wf.data()
+                                : way == 1 ? (const void *) wh.data()
+                                           : (const void *) packed.data(),
+                                0, ggml_nbytes(wt));
+        ggml_backend_tensor_set(xt, x.data(), 0, ggml_nbytes(xt));
+        ggml_backend_tensor_set(bt, b.data(), 0, ggml_nbytes(bt));
+        for (int r = 0; r < 4; ++r) {
+            const int64_t t0 = ggml_time_us();
+            if (ggml_backend_graph_compute(cpu, g.graph) != GGML_STATUS_SUCCESS) return fail("graph computation failed");
+            const double t = (ggml_time_us() - t0) / 1000.0;
+            if (r > 0 && (ms[way] == 0 || t < ms[way])) ms[way] = t;
+        }
+        y[way].resize((size_t) (n * m));
+        ggml_backend_tensor_get(out, y[way].data(), 0, y[way].size() * sizeof(float));
+        printf(" | %s %7.2f ms (%4.0f GFLOP/s)", names[way], ms[way], 2.0 * k * n * m / 1e9 / (ms[way] / 1000));
+        if (way > 0) printf(", rel. error %.2e", rel_error(y[way], y[0]));
+    }
+    printf("\n");
+    return 0;
+}
+
 // W x over m rows for q4_0 weights: f32 (the reference), ggml's q4_0 product in its repacked layout
 // (as llama.cpp runs the text model), ours (AVX-512 VNNI).
 int check_linear_q4(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
@@ -530,6 +579,11 @@ int cmd_kernels(int argc, char ** argv) {
     const int64_t linears[][3] = { { 1152, 1152, 256 }, { 1152, 4320, 256 }, { 4320, 1152, 256 }, { 1152, 1152, 1024 }, { 1152, 1152, 37 } };
     for (const auto & l : linears) {
         if (int rc = check_linear(cpu.get(), l[0], l[1], l[2])) return rc;
+    }
+    // f16 towers keep SigLIP's unpadded 4304 (269 panels: a partial group of the 512-bit tiles).
+    const int64_t f16_linears[][3] = { { 1152, 1152, 256 }, { 1152, 4304, 256 }, { 4304, 1152, 256 }, { 1152, 1152, 1024 }, { 1152, 4304, 37 } };
+    for (const auto & l : f16_linears) {
+        if (int rc = check_linear_f16(cpu.get(), l[0], l[1], l[2])) return rc;
     }
     if (int rc = check_mlp(cpu.get(), 1152, 4320, 256)) return rc;
     if (int rc = check_mlp(cpu.get(), 1152, 4320, 37)) return rc;
