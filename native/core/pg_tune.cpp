@@ -76,6 +76,21 @@ void pg_tune_fill(ggml_tensor * t, uint32_t seed) {
     ggml_backend_tensor_set(t, v.data(), 0, v.size() * sizeof(float));
 }
 
+namespace {
+
+// Sum of squared differences of two f32 outputs of one shape, and of the first's squares.
+void squared_difference(const ggml_tensor * a, const ggml_tensor * b, double & num, double & den) {
+    std::vector<float> ya((size_t) ggml_nelements(a)), yb(ya.size());
+    ggml_backend_tensor_get(a, ya.data(), 0, ya.size() * sizeof(float));
+    ggml_backend_tensor_get(b, yb.data(), 0, yb.size() * sizeof(float));
+    for (size_t i = 0; i < ya.size(); ++i) {
+        num += (double) (ya[i] - yb[i]) * (ya[i] - yb[i]);
+        den += (double) ya[i] * ya[i];
+    }
+}
+
+}  // namespace
+
 bool pg_tune_int8_faster(ggml_backend_t cpu, ggml_type type, int64_t k, int64_t n, int64_t m, int n_threads, pg_q8_isa isa, double slack) {
     const bool        q4  = type == GGML_TYPE_Q4_0;
     const std::string key = std::string(ggml_type_name(type)) + " matmul " + std::to_string(k) + "x" + std::to_string(n) + "x" + std::to_string(m) +
@@ -137,14 +152,8 @@ bool pg_tune_int8_faster(ggml_backend_t cpu, ggml_type type, int64_t k, int64_t 
     double    us[2];
     const int faster = pg_tune_race(cpu, graphs, 2, 3, us);
     // Both quantize the activations to 8 bits per block of 32: they agree to the rounding of its scales.
-    std::vector<float> ya((size_t) (n * m)), yb((size_t) (n * m));
-    ggml_backend_tensor_get(y[0], ya.data(), 0, ya.size() * sizeof(float));
-    ggml_backend_tensor_get(y[1], yb.data(), 0, yb.size() * sizeof(float));
     double num = 0, den = 0;
-    for (size_t i = 0; i < ya.size(); ++i) {
-        num += (double) (ya[i] - yb[i]) * (ya[i] - yb[i]);
-        den += (double) ya[i] * ya[i];
-    }
+    squared_difference(y[0], y[1], num, den);
     const bool ours = faster >= 0 && us[1] <= slack * us[0] && den > 0 && num / den < 1e-6;
     // PALIGEMMA_LOG=info shows what the choice rested on.
     GGML_LOG_INFO("paligemma: %s race: ggml %.0f us, ours %.0f us, rel. error %.2g: %s\n", key.c_str(), us[0], us[1], den > 0 ? num / den : -1.0,
@@ -185,14 +194,8 @@ bool pg_tune_f16_faster(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, int
     double    us[2];
     const int faster = pg_tune_race(cpu, graphs, 2, 3, us);
     // ggml rounds the activations to f16, ours keeps them in f32: they agree to that rounding.
-    std::vector<float> ya((size_t) (n * m)), yb((size_t) (n * m));
-    ggml_backend_tensor_get(y[0], ya.data(), 0, ya.size() * sizeof(float));
-    ggml_backend_tensor_get(y[1], yb.data(), 0, yb.size() * sizeof(float));
     double num = 0, den = 0;
-    for (size_t i = 0; i < ya.size(); ++i) {
-        num += (double) (ya[i] - yb[i]) * (ya[i] - yb[i]);
-        den += (double) ya[i] * ya[i];
-    }
+    squared_difference(y[0], y[1], num, den);
     const bool ours = faster == 1 && den > 0 && num / den < 1e-5;
     GGML_LOG_INFO("paligemma: %s race: ggml %.0f us, ours %.0f us, rel. error %.2g: %s\n", key.c_str(), us[0], us[1], den > 0 ? num / den : -1.0,
                   ours ? "ours" : "ggml's");

@@ -283,6 +283,19 @@ void set_weight(ggml_tensor * t, int way, const weight_forms & w) {
                             0, ggml_nbytes(t));
 }
 
+// Runs an allocated graph four times: the best of the last three in ms, then its first `outputs` values.
+bool time_graph(ggml_backend_t cpu, const pg_tune_graph & g, ggml_tensor * out, size_t outputs, double & ms, std::vector<float> & y) {
+    for (int r = 0; r < 4; ++r) {
+        const int64_t t0 = ggml_time_us();
+        if (ggml_backend_graph_compute(cpu, g.graph) != GGML_STATUS_SUCCESS) return false;
+        const double t = (ggml_time_us() - t0) / 1000.0;
+        if (r > 0 && (ms == 0 || t < ms)) ms = t;
+    }
+    y.resize(outputs);
+    ggml_backend_tensor_get(out, y.data(), 0, y.size() * sizeof(float));
+    return true;
+}
+
 // Each way: build(ctx, way, inputs) -> output; timed, and compared with way 0.
 template <typename Build>
 int check(ggml_backend_t cpu, const char * what, double gflop, int64_t outputs, Build build) {
@@ -298,14 +311,7 @@ int check(ggml_backend_t cpu, const char * what, double gflop, int64_t outputs, 
         ggml_tensor *                      out = build(g.ctx.get(), way, setters);
         if (!pg_tune_finish(g, cpu, out)) return fail("cannot allocate a graph");
         for (auto & set : setters) set();
-        for (int r = 0; r < 4; ++r) {
-            const int64_t t0 = ggml_time_us();
-            if (ggml_backend_graph_compute(cpu, g.graph) != GGML_STATUS_SUCCESS) return fail("graph computation failed");
-            const double t = (ggml_time_us() - t0) / 1000.0;
-            if (r > 0 && (ms[way] == 0 || t < ms[way])) ms[way] = t;
-        }
-        y[way].resize((size_t) outputs);
-        ggml_backend_tensor_get(out, y[way].data(), 0, y[way].size() * sizeof(float));
+        if (!time_graph(cpu, g, out, (size_t) outputs, ms[way], y[way])) return fail("graph computation failed");
     }
     printf("%-34s f32 %7.2f ms | ggml q8_0 %7.2f ms (%4.0f GFLOP/s), rel. error %.2e", what, ms[0], ms[1], gflop / (ms[1] / 1000),
            rel_error(y[1], y[0]));
@@ -373,14 +379,7 @@ int check_linear_f16(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
                                 0, ggml_nbytes(wt));
         ggml_backend_tensor_set(xt, x.data(), 0, ggml_nbytes(xt));
         ggml_backend_tensor_set(bt, b.data(), 0, ggml_nbytes(bt));
-        for (int r = 0; r < 4; ++r) {
-            const int64_t t0 = ggml_time_us();
-            if (ggml_backend_graph_compute(cpu, g.graph) != GGML_STATUS_SUCCESS) return fail("graph computation failed");
-            const double t = (ggml_time_us() - t0) / 1000.0;
-            if (r > 0 && (ms[way] == 0 || t < ms[way])) ms[way] = t;
-        }
-        y[way].resize((size_t) (n * m));
-        ggml_backend_tensor_get(out, y[way].data(), 0, y[way].size() * sizeof(float));
+        if (!time_graph(cpu, g, out, (size_t) (n * m), ms[way], y[way])) return fail("graph computation failed");
         printf(" | %s %7.2f ms (%4.0f GFLOP/s)", names[way], ms[way], 2.0 * k * n * m / 1e9 / (ms[way] / 1000));
         if (way > 0) printf(", rel. error %.2e", rel_error(y[way], y[0]));
     }
@@ -426,14 +425,7 @@ int check_linear_q4(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
                                            : (const void *) packed.data(),
                                 0, ggml_nbytes(wt));
         ggml_backend_tensor_set(xt, x.data(), 0, ggml_nbytes(xt));
-        for (int r = 0; r < 4; ++r) {
-            const int64_t t0 = ggml_time_us();
-            if (ggml_backend_graph_compute(cpu, g.graph) != GGML_STATUS_SUCCESS) return fail("graph computation failed");
-            const double t = (ggml_time_us() - t0) / 1000.0;
-            if (r > 0 && (ms[way] == 0 || t < ms[way])) ms[way] = t;
-        }
-        y[way].resize((size_t) (n * m));
-        ggml_backend_tensor_get(out, y[way].data(), 0, y[way].size() * sizeof(float));
+        if (!time_graph(cpu, g, out, (size_t) (n * m), ms[way], y[way])) return fail("graph computation failed");
     }
     printf("q4_0 linear %lld -> %lld, %lld rows", (long long) k, (long long) n, (long long) m);
     for (int way = 0; way < 3; ++way) {
