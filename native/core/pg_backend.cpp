@@ -164,6 +164,16 @@ bool pg_cpu_variant_has(const char * feature) {
     return false;
 }
 
+bool pg_cpu_has_avx2_fma_f16c() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+                            pg_cpu_variant_has("AVX2") && pg_cpu_variant_has("FMA") && pg_cpu_variant_has("F16C");
+    return has;
+#else
+    return false;
+#endif
+}
+
 std::string pg_no_cpu_backend_message() {
     pg_backend_init_once();
 #ifdef GGML_BACKEND_DL

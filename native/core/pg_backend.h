@@ -18,6 +18,8 @@ const std::string & pg_cpu_backend_variant();
 // PALIGEMMA_CPU_VARIANT chose a ggml CPU library, and then only what that library reports, so that
 // the whole process runs as a CPU of that kind would. The CPU itself is checked by the caller.
 bool pg_cpu_variant_has(const char * feature);
+// AVX2 + FMA + F16C on this CPU and in the loaded CPU library: what our 256-bit product kernels need.
+bool pg_cpu_has_avx2_fma_f16c();
 
 // Non-empty when PALIGEMMA_CPU_VARIANT names a CPU library that is missing or does not run here
 // (ggml then falls back to a CPU backend of its own choosing, which is not what was asked).

@@ -21,15 +21,6 @@ void pg_f16_pack(const ggml_fp16_t * rows, int64_t n_rows, int64_t k, ggml_fp16_
     }
 }
 
-void pg_f16_unpack(const ggml_fp16_t * packed, int64_t n_rows, int64_t k, ggml_fp16_t * rows) {
-    for (int64_t p = 0; p < n_rows / LANES; ++p) {
-        const ggml_fp16_t * panel = packed + p * k * LANES;
-        for (int lane = 0; lane < LANES; ++lane) {
-            for (int64_t i = 0; i < k; ++i) rows[(p * LANES + lane) * k + i] = panel[i * LANES + lane];
-        }
-    }
-}
-
 #if PG_X86_KERNELS
 
 namespace {
@@ -170,9 +161,7 @@ void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
 
 bool pg_f16_gemm_available(pg_f16_isa isa) {
     static const bool avx512 = __builtin_cpu_supports("avx512f") && pg_cpu_variant_has("AVX512");
-    static const bool avx2   = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-                             pg_cpu_variant_has("AVX2") && pg_cpu_variant_has("FMA") && pg_cpu_variant_has("F16C");
-    return isa == PG_F16_AVX512 ? avx512 : avx2;
+    return isa == PG_F16_AVX512 ? avx512 : pg_cpu_has_avx2_fma_f16c();
 }
 
 pg_f16_isa pg_f16_widest_isa() {

@@ -24,8 +24,6 @@ pg_f16_isa pg_f16_widest_isa();
 
 // A packed f16 weight of n rows x k values is GGML_TYPE_I16 [16 k, n / 16] (n a multiple of 16).
 void pg_f16_pack(const ggml_fp16_t * rows, int64_t n_rows, int64_t k, ggml_fp16_t * out);
-// The inverse, back to row-major f16.
-void pg_f16_unpack(const ggml_fp16_t * packed, int64_t n_rows, int64_t k, ggml_fp16_t * rows);
 
 // w x + b (+ residual), f32 [n, m]; x: f32 [k, m]; b: f32 [n]; residual: f32 [n, m] or nullptr.
 ggml_tensor * pg_f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x, ggml_tensor * residual, pg_f16_isa isa);

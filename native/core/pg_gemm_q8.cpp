@@ -399,8 +399,7 @@ bool pg_q8_gemm_available(pg_q8_isa isa) {
                                __builtin_cpu_supports("avx512vnni") && pg_cpu_variant_has("AVX512") && pg_cpu_variant_has("AVX512_VNNI");
     // The 256-bit forms read q8_0's f16 scales with vcvtph2ps: F16C, which every AVX2 CPU we know has
     // but which is a separate CPUID bit (and a separate ggml CPU library feature).
-    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-                             pg_cpu_variant_has("AVX2") && pg_cpu_variant_has("FMA") && pg_cpu_variant_has("F16C");
+    static const bool avx2     = pg_cpu_has_avx2_fma_f16c();
     static const bool avx_vnni = avx2 && __builtin_cpu_supports("avxvnni") && pg_cpu_variant_has("AVX_VNNI");
     switch (isa) {
         case PG_Q8_AVX512_VNNI: return avx512;

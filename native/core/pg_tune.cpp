@@ -66,13 +66,22 @@ void pg_tune_remember(const std::string & key, int choice) {
     g_choices[key] = choice;
 }
 
-void pg_tune_fill(ggml_tensor * t, uint32_t seed) {
-    std::vector<float> v((size_t) ggml_nelements(t));
+namespace {
+
+std::vector<float> tune_values(size_t n, uint32_t seed) {
+    std::vector<float> v(n);
     uint32_t           x = seed * 2654435761u + 1;
     for (float & f : v) {
         x = x * 1664525u + 1013904223u;
         f = (float) (x >> 8) / (float) (1u << 23) - 1.0f;
     }
+    return v;
+}
+
+}  // namespace
+
+void pg_tune_fill(ggml_tensor * t, uint32_t seed) {
+    const std::vector<float> v = tune_values((size_t) ggml_nelements(t), seed);
     ggml_backend_tensor_set(t, v.data(), 0, v.size() * sizeof(float));
 }
 
@@ -168,12 +177,10 @@ bool pg_tune_f16_faster(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, int
     const int known = pg_tune_recall(key);
     if (known >= 0) return known == 1;
     if (k < 1 || n < 16 || n % 16 != 0 || m < 1 || !pg_f16_gemm_available(isa)) return false;
-    std::vector<ggml_fp16_t> wh((size_t) (k * n)), packed(wh.size());
-    uint32_t                 r = 12345;
-    for (ggml_fp16_t & h : wh) {
-        r = r * 1664525u + 1013904223u;
-        h = ggml_fp32_to_fp16(((float) (r >> 8) / (float) (1u << 23) - 1.0f) * 0.05f);
-    }
+    std::vector<float>       wf = tune_values((size_t) (k * n), 9);
+    std::vector<ggml_fp16_t> wh(wf.size()), packed(wf.size());
+    for (float & f : wf) f *= 0.05f;
+    ggml_fp32_to_fp16_row(wf.data(), wh.data(), (int64_t) wf.size());
     pg_f16_pack(wh.data(), n, k, packed.data());
     pg_tune_graph graphs[2];
     ggml_tensor * w[2];
