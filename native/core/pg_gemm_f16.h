@@ -1,11 +1,11 @@
 // Our matrix product for f16 weights on x86 CPUs with AVX-512 or AVX2 + FMA + F16C, as a ggml custom op.
 //
-// Why: ggml's f16 product (llamafile's tinyBLAS on x86) converts the activations to f16 first and
-// then converts both operands back to f32 in every step of its tiles, so half its instructions
-// are conversions. Here the weights are repacked once at load into panels of 16 rows stored
-// k-major (16 f16 values of one input column side by side), so each step converts one vector of
-// weights, broadcasts f32 activations as they are and does one FMA per tile row: the products run
-// at the FMA units' rate, and the activations keep their f32 precision (ggml's rounds them to f16).
+// Why: ggml's f16 product (llamafile's tinyBLAS on x86) converts the activations to f16 first, in
+// a pass of its own, and then converts both operands back to f32 in every step of its tiles. Here
+// the weights are repacked once at load into panels of 16 rows stored k-major (16 f16 values of one
+// input column side by side), so each step converts one vector of weights, broadcasts f32
+// activations as they are and does one FMA per tile row: the products run at the FMA units' rate,
+// and the activations keep their f32 precision (ggml rounds them to f16).
 #pragma once
 #include "ggml.h"
 
