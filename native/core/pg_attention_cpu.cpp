@@ -43,7 +43,7 @@ struct simd {
     PG_TARGET static reg   max(reg a, reg b) { return _mm512_max_ps(a, b); }
     PG_TARGET static float reduce_max(reg v) { return _mm512_reduce_max_ps(v); }
     PG_TARGET static float reduce_add(reg v) { return _mm512_reduce_add_ps(v); }
-    PG_TARGET static reg   exp(reg x) { return pg_exp_avx512(x); }
+    PG_TARGET static reg   exp2(reg x) { return pg_exp2_avx512(x); }
 };
 
 #include "pg_attention_cpu.inc"
@@ -83,7 +83,7 @@ struct simd {
     PG_TARGET static reg   max(reg a, reg b) { return _mm256_max_ps(a, b); }
     PG_TARGET static float reduce_max(reg v) { return pg_hmax_avx2(v); }
     PG_TARGET static float reduce_add(reg v) { return pg_hsum_avx2(v); }
-    PG_TARGET static reg   exp(reg x) { return pg_exp_avx2(x); }
+    PG_TARGET static reg   exp2(reg x) { return pg_exp2_avx2(x); }
 };
 
 #include "pg_attention_cpu.inc"

@@ -27,9 +27,10 @@ struct q8_0_block {
 };
 static_assert(sizeof(q8_0_block) == 34, "ggml's block_q8_0 layout");
 
-// Bytes of one quantized activation row: k values, then k/32 float scales.
-size_t xq_row_bytes(int64_t k) {
-    return (size_t) k + (size_t) (k / QK) * sizeof(float);
+// Bytes of one quantized activation row: k values, then k/32 float scales, then (the AVX2 form's
+// input to a product of signed activations) the k values' magnitudes.
+size_t xq_row_bytes(int64_t k, bool magnitudes) {
+    return (size_t) k + (size_t) (k / QK) * sizeof(float) + (magnitudes ? (size_t) k : 0);
 }
 
 }  // namespace
@@ -117,7 +118,7 @@ PG_AVX512_VNNI inline __m512 gelu_tanh(__m512 v) {
 // Quantizes rows [r0, r1) of x (f32, k values each), with a layer norm first when w is given.
 PG_AVX512_VNNI void quantize_rows(const ggml_tensor * x, const float * w, const float * b, float eps, uint8_t * out, int64_t r0, int64_t r1) {
     const int64_t k      = x->ne[0];
-    const size_t  stride = xq_row_bytes(k);
+    const size_t  stride = xq_row_bytes(k, false);
     for (int64_t r = r0; r < r1; ++r) {
         const float * src  = (const float *) ((const char *) x->data + r * x->nb[1]);
         uint8_t *     q    = out + r * stride;
@@ -234,14 +235,17 @@ namespace pg_q8_avx_vnni {
 #define PG_TARGET __attribute__((target("avx2,fma,f16c,avxvnni")))
 namespace {
 
-constexpr bool SHIFTED       = true;
-constexpr bool GELU_UNSIGNED = false;
-using wvec                   = __m256i;
-using act                    = __m256i;
+constexpr bool SHIFTED         = true;
+constexpr bool GELU_UNSIGNED   = false;
+constexpr bool MAGNITUDES      = false;
+constexpr int  TILE_ROWS       = 2;  // 2 x 4 sums, 4 weight vectors, the activations: one register each
+constexpr int  PANELS_PER_PASS = 2;
+using wvec                     = __m256i;
+using act                      = __m256i;
 PG_TARGET inline wvec load_weights(const uint8_t * p) {
     return _mm256_loadu_si256((const __m256i *) p);
 }
-PG_TARGET inline act activation(__m256i a) {
+PG_TARGET inline act activation(__m256i a, __m256i) {
     return a;
 }
 PG_TARGET inline __m256i dot(__m256i s, act a, wvec w) {
@@ -259,8 +263,8 @@ PG_TARGET inline __m256i dot_unsigned(__m256i s, __m256i a, wvec w) {
 }  // namespace pg_q8_avx_vnni
 
 // Plain AVX2 (Intel Haswell to Comet Lake, AMD Zen 1-3): vpmaddubsw multiplies unsigned by signed bytes
-// and saturates pairs at 16 bits, so the activations stay signed, their magnitude (<= 127, once per
-// broadcast) is the unsigned side and their sign moves onto the weights (|w| <= 127, see pg_q8_pack):
+// and saturates pairs at 16 bits, so the activations stay signed, their magnitude (<= 127, stored
+// beside them by the quantizer) is the unsigned side and their sign moves onto the weights (|w| <= 127, see pg_q8_pack):
 // a pair of products stays below 2^15 - 1, exact. Four instructions per step (two of them
 // multiplies) where vpdpbusd is one; three for fc2, whose input (GELU's output, shifted to >= 0) is
 // stored unsigned.
@@ -270,22 +274,31 @@ namespace {
 
 constexpr bool SHIFTED       = false;
 constexpr bool GELU_UNSIGNED = true;
-using wvec                   = __m256i;
+constexpr bool MAGNITUDES    = true;  // stored once by the quantizer: no vpabsb per broadcast
+// A step needs the activations, their magnitude and the signed weights beside the sums: 4 x 2 sums
+// and 2 weight vectors fit the 16 registers, where 2 x 4 and 4 spilled sums and reloaded weights.
+constexpr int TILE_ROWS       = 4;
+constexpr int PANELS_PER_PASS = 1;
+using wvec                    = __m256i;
 struct act {
     __m256i a, magnitude;
 };
 PG_TARGET inline wvec load_weights(const uint8_t * p) {
     return _mm256_loadu_si256((const __m256i *) p);
 }
-PG_TARGET inline act activation(__m256i a) {
-    return { a, _mm256_abs_epi8(a) };
+PG_TARGET inline act activation(__m256i a, __m256i magnitude) {
+    return { a, magnitude };
 }
 PG_TARGET inline __m256i dot(__m256i s, const act & x, wvec w) {
     const __m256i pairs = _mm256_maddubs_epi16(x.magnitude, _mm256_sign_epi8(w, x.a));
-    return _mm256_add_epi32(s, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    __m256i       sum   = _mm256_add_epi32(s, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    __asm__("" : "+x"(sum));
+    return sum;
 }
 PG_TARGET inline __m256i dot_unsigned(__m256i s, __m256i u, wvec w) {
-    return _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, w), _mm256_set1_epi16(1)));
+    __m256i sum = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, w), _mm256_set1_epi16(1)));
+    __asm__("" : "+x"(sum));
+    return sum;
 }
 
 #include "pg_gemm_q8_256.inc"
@@ -415,13 +428,14 @@ pg_q8_isa pg_q8_widest_isa() {
 
 ggml_tensor * pg_q8_quantize(ggml_context * ctx, ggml_tensor * x, pg_q8_isa isa) {
     ggml_tensor * args[] = { ggml_is_contiguous(x) ? x : ggml_cont(ctx, x) };
-    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 1, quantize_for(isa), GGML_N_TASKS_MAX, nullptr);
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0], isa == PG_Q8_AVX2), x->ne[1], 1, 1, args, 1, quantize_for(isa),
+                          GGML_N_TASKS_MAX, nullptr);
 }
 
 ggml_tensor * pg_q8_norm_quantize(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, const float * eps, pg_q8_isa isa) {
     ggml_tensor * args[] = { ggml_is_contiguous(x) ? x : ggml_cont(ctx, x), w, b };
-    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0]), x->ne[1], 1, 1, args, 3, quantize_for(isa), GGML_N_TASKS_MAX,
-                          (void *) eps);
+    return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(x->ne[0], isa == PG_Q8_AVX2), x->ne[1], 1, 1, args, 3, quantize_for(isa),
+                          GGML_N_TASKS_MAX, (void *) eps);
 }
 
 namespace {
@@ -440,7 +454,7 @@ ggml_tensor * product(ggml_context * ctx, ggml_tensor * const * w, ggml_tensor *
     }
     if (residual) args[n++] = residual;
     if (quantized_out)
-        return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(rows), xq->ne[1], 1, 1, args, n, op, GGML_N_TASKS_MAX, nullptr);
+        return ggml_custom_4d(ctx, GGML_TYPE_I8, (int64_t) xq_row_bytes(rows, false), xq->ne[1], 1, 1, args, n, op, GGML_N_TASKS_MAX, nullptr);
     return ggml_custom_4d(ctx, GGML_TYPE_F32, rows, xq->ne[1], 1, 1, args, n, op, GGML_N_TASKS_MAX, nullptr);
 }
 
