@@ -9,6 +9,7 @@
 #include "pg_model.h"
 #include "pg_system.h"
 #include "pg_tune.h"
+#include "pg_x86_kernels.h"
 
 #include "ggml.h"
 
@@ -20,6 +21,7 @@
 #include <functional>
 #include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -31,8 +33,9 @@ int usage() {
         "       paligemma-native gguf FILE\n"
         "       paligemma-native encode MODEL MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [options] [--reps N]\n"
         "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...] [--causal-prefix]\n"
-        "       paligemma-native kernels [--threads N] [--gemma]   our int8 q8_0 and f16 products against ggml's and f32, at SigLIP shapes (--gemma: "
-        "Gemma-2B's linears)\n"
+        "       paligemma-native kernels [--threads N] [--gemma]   this CPU's peak rates, then our int8 q8_0 and f16 products against ggml's and "
+        "f32, at SigLIP "
+        "shapes (--gemma: Gemma-2B's linears)\n"
         "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled|tiled-avx2\n"
         "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2 (f16 weights: ours at 512 bits for int8, else at 256)  --text-matmul (the same)\n"
         "         --no-repack\n");
@@ -545,6 +548,67 @@ int check_attention(ggml_backend_t cpu, int64_t n) {
     return 0;
 }
 
+#if PG_X86_KERNELS
+// This CPU's peak rates for the instruction mixes of our products, the ceiling a kernel's GFLOP/s
+// is read against: n rounds of independent chains in registers, the whole loop in asm so that the
+// compiler keeps every instruction. Flops as the products count them: 2 per multiply-add.
+#define PG_X12(op) op(0) op(1) op(2) op(3) op(4) op(5) op(6) op(7) op(8) op(9) op(10) op(11)
+#define PG_ZERO(i) "vpxor %%xmm" #i ", %%xmm" #i ", %%xmm" #i "\n"
+#define PG_FMA256(i) "vfmadd231ps %[a], %[a], %%ymm" #i "\n"
+#define PG_FMA512(i) "vfmadd231ps %[a], %[a], %%zmm" #i "\n"
+// The AVX2 int8 step for signed activations (sign onto the weights, vpmaddubsw, vpmaddwd, vpaddd), 32
+// multiply-adds: 6 chains, each with its own temporary (registers 6 to 11).
+#define PG_Q8STEP(s, t)                                                                                                  \
+    "vpsignb %[a], %[a], %%ymm" #t "\n vpmaddubsw %%ymm" #t ", %[a], %%ymm" #t "\n vpmaddwd %[a], %%ymm" #t ", %%ymm" #t \
+    "\n"                                                                                                                 \
+    " vpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n"
+#define PG_LOOP(body) PG_X12(PG_ZERO) "1:\n" body "dec %[n]\n jnz 1b\n" : [n] "+r"(n) : [a] "x"(a)
+#define PG_CLOBBER12 "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc"
+
+__attribute__((target("avx2,fma"))) double peak_fma256(long n) {
+    const double flops = 12.0 * 8 * 2 * n;
+    const __m256 a     = _mm256_set1_ps(1.0f);
+    __asm__ volatile(PG_LOOP(PG_X12(PG_FMA256)) : PG_CLOBBER12);
+    return flops;
+}
+__attribute__((target("avx512f"))) double peak_fma512(long n) {
+    const double flops = 12.0 * 16 * 2 * n;
+    const __m512 a     = _mm512_set1_ps(1.0f);
+    __asm__ volatile(PG_LOOP(PG_X12(PG_FMA512)) : PG_CLOBBER12);
+    return flops;
+}
+__attribute__((target("avx2"))) double peak_q8_avx2(long n) {
+    const double  flops = 6.0 * 32 * 2 * n;
+    const __m256i a     = _mm256_set1_epi8(3);
+    __asm__ volatile(PG_LOOP(PG_Q8STEP(0, 6) PG_Q8STEP(1, 7) PG_Q8STEP(2, 8) PG_Q8STEP(3, 9) PG_Q8STEP(4, 10) PG_Q8STEP(5, 11)) : PG_CLOBBER12);
+    return flops;
+}
+
+// GFLOP/s of `threads` threads each running body (which returns its flops) at once, the best of three.
+double peak_rate(int threads, double (*body)(long)) {
+    double best = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+        std::vector<std::thread> team;
+        std::vector<double>      flops((size_t) threads);
+        const int64_t            t0 = ggml_time_us();
+        for (int t = 0; t < threads; ++t) team.emplace_back([body, &flops, t] { flops[(size_t) t] = body(20000000); });
+        for (auto & t : team) t.join();
+        double total = 0;
+        for (double f : flops) total += f;
+        best = std::max(best, total / ((double) (ggml_time_us() - t0) * 1e3));
+    }
+    return best;
+}
+
+// The CPU itself, whatever PALIGEMMA_CPU_VARIANT keeps our kernels to.
+void print_peaks(int threads) {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
+    printf("this CPU's peak, %d threads: f32 FMA 256-bit %.0f GFLOP/s", threads, peak_rate(threads, peak_fma256));
+    if (__builtin_cpu_supports("avx512f")) printf(", 512-bit %.0f", peak_rate(threads, peak_fma512));
+    printf(" | int8 AVX2 step (vpsignb, vpmaddubsw, vpmaddwd, vpaddd) %.0f GFLOP/s\n", peak_rate(threads, peak_q8_avx2));
+}
+#endif
+
 int cmd_kernels(int argc, char ** argv) {
     tool_options o;
     if (!parse_options(argc, argv, 2, o)) return usage();
@@ -554,6 +618,9 @@ int cmd_kernels(int argc, char ** argv) {
     pg_backend_set_threads(cpu.get(), o.model.threads > 0 ? o.model.threads : pg_physical_cores());
     printf("our int8 product: AVX-512 VNNI %s, AVX-VNNI %s, AVX2 %s\n", pg_q8_gemm_available(PG_Q8_AVX512_VNNI) ? "available" : "not available",
            pg_q8_gemm_available(PG_Q8_AVX_VNNI) ? "available" : "not available", pg_q8_gemm_available(PG_Q8_AVX2) ? "available" : "not available");
+#if PG_X86_KERNELS
+    print_peaks(o.model.threads > 0 ? o.model.threads : pg_physical_cores());
+#endif
     if (o.gemma_shapes) {
         // Gemma-2B (PaliGemma 1's text model): q/o 2048 -> 2048, k/v 2048 -> 256, gate/up 2048 -> 16384, down back; a 224 px
         // prefix (261 rows) and one decoded token. What our product would do for the text model's q8_0 weights.
