@@ -36,7 +36,8 @@ void pg_q8_pack(const void * q8_0_rows, int64_t n_rows, int64_t k, void * out);
 void pg_q8_unpack(const void * packed, int64_t n_rows, int64_t k, void * q8_0_rows);
 
 // Quantized activations: GGML_TYPE_I8 [k + 4 k/32, m], each row k bytes (unsigned, +128; signed for
-// PG_Q8_AVX2) then k/32 float scales. One per input, shared by every product of the same form that reads it.
+// PG_Q8_AVX2) then k/32 float scales (PG_Q8_AVX2: then the k bytes' magnitudes, [2 k + 4 k/32, m]).
+// One per input, shared by every product of the same form that reads it.
 ggml_tensor * pg_q8_quantize(ggml_context * ctx, ggml_tensor * x, pg_q8_isa isa);  // x: f32 [k, m]
 // The layer norm of x (gain w, bias b: f32 [k]), quantized, in one pass. `eps` must outlive the graph.
 ggml_tensor * pg_q8_norm_quantize(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, const float * eps, pg_q8_isa isa);
