@@ -10,6 +10,9 @@
 #include "pg_system.h"
 #include "pg_tune.h"
 #include "pg_x86_kernels.h"
+#if PG_X86_KERNELS
+#include "pg_simd_exp.h"
+#endif
 
 #include "ggml.h"
 
@@ -34,8 +37,7 @@ int usage() {
         "       paligemma-native encode MODEL MMPROJ IMAGE PIXELS_OUT.f32 EMBD_OUT.f32 [options] [--reps N]\n"
         "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...] [--causal-prefix]\n"
         "       paligemma-native kernels [--threads N] [--gemma]   this CPU's peak rates, then our int8 q8_0 and f16 products against ggml's and "
-        "f32, at SigLIP "
-        "shapes (--gemma: Gemma-2B's linears)\n"
+        "f32, at SigLIP shapes (--gemma: Gemma-2B's linears)\n"
         "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled|tiled-avx2\n"
         "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2 (f16 weights: ours at 512 bits for int8, else at 256)  --text-matmul (the same)\n"
         "         --no-repack\n");
@@ -600,12 +602,38 @@ double peak_rate(int threads, double (*body)(long)) {
     return best;
 }
 
+// The softmax's 2^t (pg_simd_exp.h) against double precision over t in [-125, 0], at 2^20 points.
+template <typename Exp2>
+double exp2_error(Exp2 exp2_of_8) {
+    double    worst = 0;
+    const int steps = 1 << 20;
+    for (int i = 0; i < steps; i += 8) {
+        float t[8], y[8];
+        for (int j = 0; j < 8; ++j) t[j] = -125.0f * (float) (i + j) / (float) steps;
+        exp2_of_8(t, y);
+        for (int j = 0; j < 8; ++j) worst = std::max(worst, std::fabs((double) y[j] / std::exp2((double) t[j]) - 1.0));
+    }
+    return worst;
+}
+__attribute__((target("avx2,fma"))) void exp2_avx2_of_8(const float * t, float * y) {
+    _mm256_storeu_ps(y, pg_exp2_avx2(_mm256_loadu_ps(t)));
+}
+__attribute__((target("avx512f"))) void exp2_avx512_of_8(const float * t, float * y) {
+    float in[16] = {}, out[16];
+    memcpy(in, t, 8 * sizeof(float));
+    _mm512_storeu_ps(out, pg_exp2_avx512(_mm512_loadu_ps(in)));
+    memcpy(y, out, 8 * sizeof(float));
+}
+
 // The CPU itself, whatever PALIGEMMA_CPU_VARIANT keeps our kernels to.
 void print_peaks(int threads) {
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
     printf("this CPU's peak, %d threads: f32 FMA 256-bit %.0f GFLOP/s", threads, peak_rate(threads, peak_fma256));
     if (__builtin_cpu_supports("avx512f")) printf(", 512-bit %.0f", peak_rate(threads, peak_fma512));
     printf(" | int8 AVX2 step (vpsignb, vpmaddubsw, vpmaddwd, vpaddd) %.0f GFLOP/s\n", peak_rate(threads, peak_q8_avx2));
+    printf("softmax's 2^t over [-125, 0]: max rel. error %.2e (AVX2)", exp2_error(exp2_avx2_of_8));
+    if (__builtin_cpu_supports("avx512f")) printf(", %.2e (AVX-512)", exp2_error(exp2_avx512_of_8));
+    printf("\n");
 }
 #endif
 
