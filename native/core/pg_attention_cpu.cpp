@@ -52,7 +52,8 @@ struct simd {
 #undef PG_TARGET
 }  // namespace pg_attention_avx512
 
-// 256-bit vectors (AVX2 + FMA): 16 registers, so the values go in groups of 4 vectors.
+// 256-bit vectors (AVX2 + FMA): 16 registers, so the values go in groups of at most 4 vectors; a
+// group of 3 (SigLIP's head of 72 is 9 vectors, 3 x 3) takes 4 rows: 12 sums, 3 values and a weight.
 namespace pg_attention_avx2 {
 #define PG_TARGET __attribute__((target("avx2,fma")))
 namespace {
@@ -61,7 +62,7 @@ struct simd {
     using reg                        = __m256;
     static constexpr int W           = 8;
     static constexpr int VALUE_GROUP = 4;
-    static constexpr int value_rows(int g) { return g <= 2 ? 4 : 2; }
+    static constexpr int value_rows(int g) { return g <= 3 ? 4 : 2; }
 
     PG_TARGET static __m256i lanes(int64_t n) {
         return _mm256_cmpgt_epi32(_mm256_set1_epi32((int) std::min<int64_t>(std::max<int64_t>(n, 0), 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

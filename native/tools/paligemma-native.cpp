@@ -564,6 +564,8 @@ int check_attention(ggml_backend_t cpu, int64_t n) {
     "vpsignb %[a], %[a], %%ymm" #t "\n vpmaddubsw %%ymm" #t ", %[a], %%ymm" #t "\n vpmaddwd %[a], %%ymm" #t ", %%ymm" #t \
     "\n"                                                                                                                 \
     " vpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n"
+// The AVX2 int16 step (vpmaddwd, vpaddd), 16 multiply-adds: what block-scaled 16-bit weights would run.
+#define PG_I16STEP(s, t) "vpmaddwd %[a], %[a], %%ymm" #t "\n vpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n"
 #define PG_LOOP(body) PG_X12(PG_ZERO) "1:\n" body "dec %[n]\n jnz 1b\n" : [n] "+r"(n) : [a] "x"(a)
 #define PG_CLOBBER12 "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc"
 
@@ -583,6 +585,13 @@ __attribute__((target("avx2"))) double peak_q8_avx2(long n) {
     const double  flops = 6.0 * 32 * 2 * n;
     const __m256i a     = _mm256_set1_epi8(3);
     __asm__ volatile(PG_LOOP(PG_Q8STEP(0, 6) PG_Q8STEP(1, 7) PG_Q8STEP(2, 8) PG_Q8STEP(3, 9) PG_Q8STEP(4, 10) PG_Q8STEP(5, 11)) : PG_CLOBBER12);
+    return flops;
+}
+
+__attribute__((target("avx2"))) double peak_i16_avx2(long n) {
+    const double  flops = 6.0 * 16 * 2 * n;
+    const __m256i a     = _mm256_set1_epi16(3);
+    __asm__ volatile(PG_LOOP(PG_I16STEP(0, 6) PG_I16STEP(1, 7) PG_I16STEP(2, 8) PG_I16STEP(3, 9) PG_I16STEP(4, 10) PG_I16STEP(5, 11)) : PG_CLOBBER12);
     return flops;
 }
 
@@ -630,7 +639,8 @@ void print_peaks(int threads) {
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return;
     printf("this CPU's peak, %d threads: f32 FMA 256-bit %.0f GFLOP/s", threads, peak_rate(threads, peak_fma256));
     if (__builtin_cpu_supports("avx512f")) printf(", 512-bit %.0f", peak_rate(threads, peak_fma512));
-    printf(" | int8 AVX2 step (vpsignb, vpmaddubsw, vpmaddwd, vpaddd) %.0f GFLOP/s\n", peak_rate(threads, peak_q8_avx2));
+    printf(" | int8 AVX2 step (vpsignb, vpmaddubsw, vpmaddwd, vpaddd) %.0f GFLOP/s", peak_rate(threads, peak_q8_avx2));
+    printf(" | int16 AVX2 step (vpmaddwd, vpaddd) %.0f GFLOP/s\n", peak_rate(threads, peak_i16_avx2));
     printf("softmax's 2^t over [-125, 0]: max rel. error %.2e (AVX2)", exp2_error(exp2_avx2_of_8));
     if (__builtin_cpu_supports("avx512f")) printf(", %.2e (AVX-512)", exp2_error(exp2_avx512_of_8));
     printf("\n");
