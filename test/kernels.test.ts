@@ -218,17 +218,20 @@ for (const ffn of [272, 200]) {
     const forms: [string, string][] = [];
     if (avx2) forms.push(['int8', avx512 ? 'f16' : 'f16-avx2'], ['int8-avx2', 'f16-avx2']);
     if (avx2 && cpuHasAvxVnni(features)) forms.push(['int8-avxvnni', 'f16-avx2']);
+    if (avx2) forms.push(['int16-avx2', 'int16-avx2']);
     for (const [mode, runs] of forms) {
       const ours = await embed(f16, { visionMatmul: mode }, false);
       t.equal(ours.info.visionMatmul, runs, `${mode} runs f16 weights as ${runs}`);
       const e = relError(ours.data, exact);
-      // Ours keeps the activations in f32 where ggml rounds them to f16: no further from the f32 tower.
-      t.ok(e > 0 && e <= 1.05 * ggmlErr, `${runs} products: rel. error ${e.toExponential(2)} (ggml's ${ggmlErr.toExponential(2)})`);
+      // Our f16 forms keep the activations in f32 where ggml rounds them to f16: no further from the
+      // f32 tower. The int16 form rounds weights and activations to 14 bits per block: no further than ggml.
+      const bound = runs === 'int16-avx2' ? ggmlErr : 1.05 * ggmlErr;
+      t.ok(e > 0 && e <= bound, `${runs} products: rel. error ${e.toExponential(2)} (ggml's ${ggmlErr.toExponential(2)})`);
       const adapted = relError((await embed(f16, { visionMatmul: mode }, true)).data, exactAdapted);
       t.ok(adapted < 2 * ggmlErr + 1e-4, `${runs} products with the adapter: rel. error ${adapted.toExponential(2)} from the merged tower`);
     }
     const auto = await embed(f16, {}, false);
-    t.ok(['ggml', 'f16', 'f16-avx2'].includes(auto.info.visionMatmul), `auto picked the ${auto.info.visionMatmul} product for f16 weights`);
+    t.ok(['ggml', 'f16', 'f16-avx2', 'int16-avx2'].includes(auto.info.visionMatmul), `auto picked the ${auto.info.visionMatmul} product for f16 weights`);
     t.ok(relError(auto.data, exact) <= 1.05 * ggmlErr, "and its tower is as close as ggml's");
   });
 }

@@ -65,13 +65,16 @@ export interface LoadOptions {
    * AVX-VNNI, else AVX2), 'int8-avxvnni' or 'int8-avx2' (ours over 256-bit vectors with that set,
    * even where a wider one is there). For f16 weights "ours" is an f32 product over f16 weights
    * repacked at load (AVX-512 for 'int8' where the CPU has it, else AVX2 + FMA + F16C; the
-   * activations stay f32, where ggml rounds them to f16).
+   * activations stay f32, where ggml rounds them to f16), or with 'int16-avx2' an integer product
+   * over AVX2: weights and activations as 14-bit integers per block of 32 (vpmaddwd runs 1.7x the
+   * f32 FMA rate on such CPUs; about ggml's f16 error, slightly above our f32 form's). Without AVX-512,
+   * 'auto' races both f16 forms against ggml's. For q8_0 weights 'int16-avx2' is 'int8-avx2'.
    */
   visionMatmul?: VisionMatmulMode;
   /**
    * The text model's q8_0 and q4_0 matrix products on the CPU, the same choices: 'auto' (default:
    * ours on a CPU with VNNI where it measures faster here, over a prefix and for one token; with a
-   * GPU, ggml's), 'ggml', 'int8', 'int8-avxvnni' or 'int8-avx2' (ours: the layers' weights packed
+   * GPU, ggml's), 'ggml', 'int8', 'int8-avxvnni' or 'int8-avx2' ('int16-avx2' is 'int8-avx2' here) (ours: the layers' weights packed
    * into our layout as they load; q8_0 takes 6% more memory that way (576 bytes per 512 weights against
    * 544), q4_0 the same; q4_0 has our
    * product in the AVX-512 VNNI form only; the AVX2 form prefills faster but decoded slower than

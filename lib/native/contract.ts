@@ -17,7 +17,7 @@ export const FLASH_ATTENTION_MODES = ['auto', 'on', 'off'] as const;
 export type FlashAttentionMode = (typeof FLASH_ATTENTION_MODES)[number];
 export const KV_CACHE_TYPES = ['f16', 'f32'] as const;
 export type KvCacheType = (typeof KV_CACHE_TYPES)[number];
-export const VISION_MATMUL_MODES = ['auto', 'ggml', 'int8', 'int8-avxvnni', 'int8-avx2'] as const;
+export const VISION_MATMUL_MODES = ['auto', 'ggml', 'int8', 'int8-avxvnni', 'int8-avx2', 'int16-avx2'] as const;
 export type VisionMatmulMode = (typeof VISION_MATMUL_MODES)[number];
 export const VISION_ATTENTION_MODES = ['auto', 'fused', 'separate', 'tiled', 'tiled-avx2'] as const;
 export type VisionAttentionMode = (typeof VISION_ATTENTION_MODES)[number];
@@ -197,10 +197,11 @@ export interface NativeModelInfo {
   visionAttention: 'fused' | 'separate' | 'tiled' | 'tiled-avx2';
   /**
    * The vision tower's matrix products: for q8_0 weights 'int8' (ours, AVX-512 VNNI), 'int8-avxvnni' (ours, 256-bit AVX-VNNI),
-   * 'int8-avx2' (ours, 256-bit AVX2); for f16 weights 'f16' (ours, AVX-512) or 'f16-avx2' (ours, AVX2); 'ggml' otherwise.
+   * 'int8-avx2' (ours, 256-bit AVX2); for f16 weights 'f16' (ours, AVX-512), 'f16-avx2' (ours, AVX2) or 'int16-avx2'
+   * (ours, AVX2, the weights and activations as 14-bit integers per block of 32); 'ggml' otherwise.
    * A tower with matrices of both types names its q8_0 products.
    */
-  visionMatmul: 'int8' | 'int8-avxvnni' | 'int8-avx2' | 'f16' | 'f16-avx2' | 'ggml';
+  visionMatmul: 'int8' | 'int8-avxvnni' | 'int8-avx2' | 'f16' | 'f16-avx2' | 'int16-avx2' | 'ggml';
   /** The text model's q8_0/q4_0 matrix products (the same names): ours where the choice (or the race at load) says so and some weight was packed; 'ggml' otherwise. */
   textMatmul: 'int8' | 'int8-avxvnni' | 'int8-avx2' | 'ggml';
   hasSegDecoder: boolean;

@@ -128,13 +128,10 @@ void fill_info(pg_model & m, const std::string & backend, int threads) {
                              : m.vision.attention == PG_VISION_ATTENTION_TILED      ? "tiled"
                              : m.vision.attention == PG_VISION_ATTENTION_TILED_AVX2 ? "tiled-avx2"
                                                                                     : "fused";
-    i.vision_matmul        = m.vision.int8_matmul                                       ? pg_q8_isa_name(m.vision.q8_isa)
-                             : m.vision.f16_matmul && m.vision.f16_isa == PG_F16_AVX512 ? "f16"
-                             : m.vision.f16_matmul                                      ? "f16-avx2"
-                                                                                        : "ggml";
-    i.text_matmul          = m.text.matmul;
-    i.bos_id               = llama_vocab_bos(m.text.vocab);
-    i.eos_id               = llama_vocab_eos(m.text.vocab);
+    i.vision_matmul = m.vision.int8_matmul ? pg_q8_isa_name(m.vision.q8_isa) : m.vision.f16_matmul ? pg_f16_isa_name(m.vision.f16_isa) : "ggml";
+    i.text_matmul   = m.text.matmul;
+    i.bos_id        = llama_vocab_bos(m.text.vocab);
+    i.eos_id        = llama_vocab_eos(m.text.vocab);
 }
 
 bool load(const pg_model_params & params, const pg_progress_fn & progress, pg_model & m, pg_error & err) {

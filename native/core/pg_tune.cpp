@@ -171,41 +171,53 @@ bool pg_tune_int8_faster(ggml_backend_t cpu, ggml_type type, int64_t k, int64_t 
     return ours;
 }
 
-bool pg_tune_f16_faster(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, int n_threads, pg_f16_isa isa) {
-    const std::string key = "f16 matmul " + std::to_string(k) + "x" + std::to_string(n) + "x" + std::to_string(m) + "@" + std::to_string(n_threads) +
-                            "/" + std::to_string(isa);
+int pg_tune_f16_fastest(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, int n_threads, const pg_f16_isa * forms, int count) {
+    std::string key = "f16 matmul " + std::to_string(k) + "x" + std::to_string(n) + "x" + std::to_string(m) + "@" + std::to_string(n_threads) + "/";
+    for (int f = 0; f < count; ++f) key += std::to_string(forms[f]);
     const int known = pg_tune_recall(key);
-    if (known >= 0) return known == 1;
-    if (k < 1 || n < 16 || n % 16 != 0 || m < 1 || !pg_f16_gemm_available(isa)) return false;
+    if (known >= 0) return known - 1;
+    if (k < 1 || n < 16 || n % 16 != 0 || m < 1 || count < 1 || count > 3) return -1;
+    for (int f = 0; f < count; ++f) {
+        if (!pg_f16_gemm_available(forms[f])) return -1;
+    }
     std::vector<float>       wf = tune_values((size_t) (k * n), 9);
-    std::vector<ggml_fp16_t> wh(wf.size()), packed(wf.size());
+    std::vector<ggml_fp16_t> wh(wf.size());
     for (float & f : wf) f *= 0.05f;
     ggml_fp32_to_fp16_row(wf.data(), wh.data(), (int64_t) wf.size());
-    pg_f16_pack(wh.data(), n, k, packed.data());
-    pg_tune_graph graphs[2];
-    ggml_tensor * w[2];
-    ggml_tensor * y[2];
-    for (int i = 0; i < 2; ++i) {
-        if (!pg_tune_begin(graphs[i], 16)) return false;
-        ggml_context * ctx = graphs[i].ctx.get();
-        w[i]               = i == 0 ? ggml_new_tensor_2d(ctx, GGML_TYPE_F16, k, n) : ggml_new_tensor_2d(ctx, GGML_TYPE_I16, 16 * k, n / 16);
-        ggml_tensor * x    = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
-        ggml_tensor * bias = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
-        for (ggml_tensor * t : { w[i], x, bias }) pg_tune_input(t);
-        y[i] = i == 0 ? ggml_add(ctx, ggml_mul_mat(ctx, w[i], x), bias) : pg_f16_linear(ctx, w[i], bias, x, nullptr, isa);
-        if (!pg_tune_finish(graphs[i], cpu, y[i])) return false;
+    // Graph 0 is ggml's product, graph 1 + f our form f.
+    pg_tune_graph graphs[4];
+    ggml_tensor * y[4];
+    for (int i = 0; i <= count; ++i) {
+        if (!pg_tune_begin(graphs[i], 16)) return -1;
+        ggml_context * ctx   = graphs[i].ctx.get();
+        const int64_t  elems = i == 0 ? 0 : pg_f16_panel_elems(k, forms[i - 1]);
+        ggml_tensor *  w     = i == 0 ? ggml_new_tensor_2d(ctx, GGML_TYPE_F16, k, n) : ggml_new_tensor_2d(ctx, GGML_TYPE_I16, elems, n / 16);
+        ggml_tensor *  x     = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+        ggml_tensor *  bias  = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
+        for (ggml_tensor * t : { w, x, bias }) pg_tune_input(t);
+        y[i] = i == 0 ? ggml_add(ctx, ggml_mul_mat(ctx, w, x), bias) : pg_f16_linear(ctx, w, bias, x, nullptr, forms[i - 1]);
+        if (!pg_tune_finish(graphs[i], cpu, y[i])) return -1;
         pg_tune_fill(x, 7);
         pg_tune_fill(bias, 8);
-        ggml_backend_tensor_set(w[i], i == 0 ? wh.data() : packed.data(), 0, ggml_nbytes(w[i]));
+        if (i == 0) {
+            ggml_backend_tensor_set(w, wh.data(), 0, ggml_nbytes(w));
+        } else {
+            std::vector<int16_t> packed((size_t) (elems * (n / 16)));
+            pg_f16_pack(wh.data(), n, k, forms[i - 1], packed.data());
+            ggml_backend_tensor_set(w, packed.data(), 0, ggml_nbytes(w));
+        }
     }
-    double    us[2];
-    const int faster = pg_tune_race(cpu, graphs, 2, 3, us);
-    // ggml rounds the activations to f16, ours keeps them in f32: they agree to that rounding.
+    double    us[4];
+    const int fastest = pg_tune_race(cpu, graphs, count + 1, 3, us);
+    // ggml rounds the activations to f16, our f16 forms keep them in f32 and the int16 one rounds
+    // both sides to 14 bits: each agrees with ggml to about that rounding.
     double num = 0, den = 0;
-    squared_difference(y[0], y[1], num, den);
-    const bool ours = faster == 1 && den > 0 && num / den < 1e-5;
-    GGML_LOG_INFO("paligemma: %s race: ggml %.0f us, ours %.0f us, rel. error %.2g: %s\n", key.c_str(), us[0], us[1], den > 0 ? num / den : -1.0,
-                  ours ? "ours" : "ggml's");
-    pg_tune_remember(key, ours ? 1 : 0);
-    return ours;
+    if (fastest > 0) squared_difference(y[0], y[fastest], num, den);
+    const int   choice = fastest > 0 && den > 0 && num / den < 1e-5 ? fastest - 1 : -1;
+    std::string times  = "ggml " + std::to_string((long) us[0]) + " us";
+    for (int f = 0; f < count; ++f) times += std::string(", ") + pg_f16_isa_name(forms[f]) + " " + std::to_string((long) us[f + 1]) + " us";
+    GGML_LOG_INFO("paligemma: %s race: %s, rel. error %.2g: %s\n", key.c_str(), times.c_str(), den > 0 ? num / den : -1.0,
+                  choice >= 0 ? pg_f16_isa_name(forms[choice]) : "ggml's");
+    pg_tune_remember(key, choice + 1);
+    return choice;
 }

@@ -43,6 +43,7 @@ void pg_tune_fill(ggml_tensor * t, uint32_t seed);
 // slack: ours counts as faster up to that ratio of ggml's time (1: strictly faster).
 bool pg_tune_int8_faster(ggml_backend_t cpu, ggml_type type, int64_t k, int64_t n, int64_t m, int n_threads, pg_q8_isa isa, double slack = 1.0);
 
-// Whether our f16 product (pg_gemm_f16.h, form `isa`) beats ggml's on this machine for an n x k f16
-// weight times m activation rows (remembered per shape, thread count and form).
-bool pg_tune_f16_faster(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, int n_threads, pg_f16_isa isa);
+// Which of our f16 products (pg_gemm_f16.h, `count` forms, up to 3) is fastest on this machine for an
+// n x k f16 weight times m activation rows, if it beats ggml's and agrees with it: its index in
+// `forms`, or -1 for ggml's (remembered per shape, thread count and forms).
+int pg_tune_f16_fastest(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, int n_threads, const pg_f16_isa * forms, int count);

@@ -19,7 +19,7 @@ namespace {
 
 pg_vision_attention measure_attention(const pg_vision_model & m);
 bool                measure_matmul(const pg_vision_model & m);
-bool                measure_f16_matmul(const pg_vision_model & m);
+int                 measure_f16_matmul(const pg_vision_model & m, const pg_f16_isa * forms, int count);
 
 // A required integer key in [lo, hi].
 bool read_int(const gguf_context * g, const std::string & path, const char * key, int lo, int hi, int & out, pg_error & err) {
@@ -126,16 +126,24 @@ bool has_matrices_of(const gguf_context * g, ggml_type type) {
     return false;
 }
 
-// Our int8 product for q8_0 matrices and our f16 one for f16 matrices (other weight types keep
-// ggml's): as asked (a forced form of ours forces both, in its vector width), or, by default, each
-// when it measures faster here.
+// Our int8 product for q8_0 matrices and one of our f16 ones for f16 matrices (other weight types
+// keep ggml's): as asked (a forced form of ours forces both, in its vector width), or, by default,
+// each when it measures faster here; without AVX-512 the f16 race also runs the int16 form.
 void choose_matmul(const gguf_context * g, const pg_vision_params & params, pg_vision_model & m) {
     m.q8_isa          = pg_matmul_isa(params.matmul);
-    m.f16_isa         = params.matmul == PG_VISION_MATMUL_INT8 || params.matmul == PG_VISION_MATMUL_AUTO ? pg_f16_widest_isa() : PG_F16_AVX2;
+    m.f16_isa         = params.matmul == PG_VISION_MATMUL_INT8 || params.matmul == PG_VISION_MATMUL_AUTO ? pg_f16_widest_isa()
+                        : params.matmul == PG_VISION_MATMUL_INT16_AVX2                                   ? PG_F16_INT16_AVX2
+                                                                                                         : PG_F16_AVX2;
     const bool forced = pg_matmul_forced_int8_name(params.matmul) != nullptr;
     const bool pick   = params.matmul == PG_VISION_MATMUL_AUTO && m.is_cpu;
     m.int8_matmul     = has_matrices_of(g, GGML_TYPE_Q8_0) && (forced || (pick && pg_q8_gemm_available(m.q8_isa) && measure_matmul(m)));
-    m.f16_matmul      = has_matrices_of(g, GGML_TYPE_F16) && pg_f16_gemm_available(m.f16_isa) && (forced || (pick && measure_f16_matmul(m)));
+    m.f16_matmul      = has_matrices_of(g, GGML_TYPE_F16) && pg_f16_gemm_available(m.f16_isa) && (forced || pick);
+    if (!m.f16_matmul || forced) return;
+    const pg_f16_isa forms[] = { m.f16_isa, PG_F16_INT16_AVX2 };
+    const int        count   = m.f16_isa == PG_F16_AVX2 && pg_f16_gemm_available(PG_F16_INT16_AVX2) ? 2 : 1;
+    const int        choice  = measure_f16_matmul(m, forms, count);
+    m.f16_matmul             = choice >= 0;
+    if (choice >= 0) m.f16_isa = forms[choice];
 }
 
 // Asks the backend whether a matrix product with a weight of this type and shape, held in `buft`,
@@ -182,7 +190,7 @@ bool create_tensors(const gguf_context * g, const pg_vision_params & params, ggm
         if (is_packed_q8(m, name, type, ne)) {
             t = ggml_new_tensor_2d(m.ctx_w.get(), GGML_TYPE_I8, (int64_t) pg_q8_packed_panel_bytes(ne[0]), ne[1] / 16);
         } else if (is_packed_f16(m, name, type, ne)) {
-            t = ggml_new_tensor_2d(m.ctx_w.get(), GGML_TYPE_I16, 16 * ne[0], ne[1] / 16);
+            t = ggml_new_tensor_2d(m.ctx_w.get(), GGML_TYPE_I16, pg_f16_panel_elems(ne[0], m.f16_isa), ne[1] / 16);
         } else {
             const bool into_repack = repack && is_matrix_weight(name) && repack_supports(dev, repack, type, ne);
             t                      = ggml_new_tensor((into_repack ? m.ctx_r : m.ctx_w).get(), type, GGML_MAX_DIMS, ne);
@@ -293,7 +301,7 @@ bool read_weights(const pg_gguf_file & f, pg_vision_model & m, const pg_progress
         if (packed_q8)
             pg_q8_pack(staging.data(), t->ne[1] * 16, gguf_get_tensor_ne(g, i)[0], t->data);
         else if (packed_f16)
-            pg_f16_pack((const ggml_fp16_t *) staging.data(), t->ne[1] * 16, gguf_get_tensor_ne(g, i)[0], (ggml_fp16_t *) t->data);
+            pg_f16_pack((const ggml_fp16_t *) staging.data(), t->ne[1] * 16, gguf_get_tensor_ne(g, i)[0], m.f16_isa, (int16_t *) t->data);
         else if (!host)
             ggml_backend_tensor_set(t, staging.data(), 0, n);
         done += n;
@@ -850,10 +858,10 @@ bool measure_matmul(const pg_vision_model & m) {
     return pg_tune_int8_faster(m.backend.get(), GGML_TYPE_Q8_0, C, C, m.hp.image_tokens, m.n_threads, m.q8_isa);
 }
 
-// The same for our f16 product against ggml's.
-bool measure_f16_matmul(const pg_vision_model & m) {
+// The same for our f16 products (`count` forms) against ggml's: the fastest form's index, or -1.
+int measure_f16_matmul(const pg_vision_model & m, const pg_f16_isa * forms, int count) {
     const int64_t C = m.hp.hidden - m.hp.hidden % 16;
-    return pg_tune_f16_faster(m.backend.get(), C, C, m.hp.image_tokens, m.n_threads, m.f16_isa);
+    return pg_tune_f16_fastest(m.backend.get(), C, C, m.hp.image_tokens, m.n_threads, forms, count);
 }
 
 }  // namespace
@@ -887,6 +895,7 @@ const char * pg_matmul_forced_int8_name(pg_vision_matmul mm) {
         case PG_VISION_MATMUL_INT8: return "int8";
         case PG_VISION_MATMUL_INT8_AVX_VNNI: return "int8-avxvnni";
         case PG_VISION_MATMUL_INT8_AVX2: return "int8-avx2";
+        case PG_VISION_MATMUL_INT16_AVX2: return "int16-avx2";
         case PG_VISION_MATMUL_AUTO:
         case PG_VISION_MATMUL_GGML: break;
     }
@@ -915,5 +924,6 @@ const char * pg_q8_isa_name(pg_q8_isa isa) {
 
 pg_q8_isa pg_matmul_isa(pg_vision_matmul mm) {
     // The widest form this CPU has, unless a 256-bit one is asked for.
-    return mm == PG_VISION_MATMUL_INT8_AVX_VNNI ? PG_Q8_AVX_VNNI : mm == PG_VISION_MATMUL_INT8_AVX2 ? PG_Q8_AVX2 : pg_q8_widest_isa();
+    if (mm == PG_VISION_MATMUL_INT8_AVX_VNNI) return PG_Q8_AVX_VNNI;
+    return mm == PG_VISION_MATMUL_INT8_AVX2 || mm == PG_VISION_MATMUL_INT16_AVX2 ? PG_Q8_AVX2 : pg_q8_widest_isa();
 }

@@ -61,6 +61,7 @@ enum pg_vision_matmul {
     PG_VISION_MATMUL_INT8,           // ours (pg_gemm_q8.h): weights repacked at load, the widest form the CPU has
     PG_VISION_MATMUL_INT8_AVX_VNNI,  // ours over 256-bit vectors with AVX-VNNI
     PG_VISION_MATMUL_INT8_AVX2,      // ours over 256-bit vectors with plain AVX2
+    PG_VISION_MATMUL_INT16_AVX2,     // as INT8_AVX2, and f16 matrices as 14-bit integers (pg_gemm_f16.h)
 };
 
 // Shared with the text model's textMatmul: the option value's name when it forces our product

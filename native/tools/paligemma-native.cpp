@@ -39,7 +39,8 @@ int usage() {
         "       paligemma-native kernels [--threads N] [--gemma]   this CPU's peak rates, then our int8 q8_0 and f16 products against ggml's and "
         "f32, at SigLIP shapes (--gemma: Gemma-2B's linears)\n"
         "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled|tiled-avx2\n"
-        "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2 (f16 weights: ours at 512 bits for int8, else at 256)  --text-matmul (the same)\n"
+        "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2|int16-avx2 (f16 weights: ours at 512 bits for int8, 14-bit integers for "
+        "int16-avx2, else f32 at 256)  --text-matmul (the same)\n"
         "         --no-repack\n");
     return 2;
 }
@@ -96,10 +97,11 @@ bool parse_options(int argc, char ** argv, int first, tool_options & o) {
                                                            : PG_VISION_ATTENTION_SEPARATE;
         } else if ((!strcmp(a, "--vision-matmul") || !strcmp(a, "--text-matmul")) && more) {
             const std::string v = argv[++i];
-            if (v != "ggml" && v != "int8" && v != "int8-avxvnni" && v != "int8-avx2") return false;
+            if (v != "ggml" && v != "int8" && v != "int8-avxvnni" && v != "int8-avx2" && v != "int16-avx2") return false;
             const pg_vision_matmul mm                                   = v == "int8"           ? PG_VISION_MATMUL_INT8
                                                                           : v == "int8-avxvnni" ? PG_VISION_MATMUL_INT8_AVX_VNNI
                                                                           : v == "int8-avx2"    ? PG_VISION_MATMUL_INT8_AVX2
+                                                                          : v == "int16-avx2"   ? PG_VISION_MATMUL_INT16_AVX2
                                                                                                 : PG_VISION_MATMUL_GGML;
             (a[2] == 'v' ? o.model.vision_matmul : o.model.text_matmul) = mm;
         } else if (!strcmp(a, "--reps") && more)
@@ -356,26 +358,29 @@ int check_linear(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
 int check_linear_f16(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
     const std::vector<float> wf = random_values((size_t) (n * k), 0.05f, 1), x = random_values((size_t) (k * m), 1.0f, 2),
                              b = random_values((size_t) n, 0.5f, 3);
-    std::vector<ggml_fp16_t> wh(wf.size()), packed(wf.size());
+    std::vector<ggml_fp16_t> wh(wf.size());
     ggml_fp32_to_fp16_row(wf.data(), wh.data(), (int64_t) wf.size());
-    pg_f16_pack(wh.data(), n, k, packed.data());
-    const char *       names[] = { "f32", "ggml f16", "ours avx512", "ours avx2" };
-    std::vector<float> y[4];
-    double             ms[4] = {};
+    const char *       names[] = { "f32", "ggml f16", "ours avx512", "ours avx2", "ours int16-avx2" };
+    const pg_f16_isa   forms[] = { PG_F16_AVX512, PG_F16_AVX2, PG_F16_INT16_AVX2 };
+    std::vector<float> y[5];
+    double             ms[5] = {};
     printf("f16 linear %lld -> %lld, %lld rows", (long long) k, (long long) n, (long long) m);
-    for (int way = 0; way < 4; ++way) {
-        if (way >= 2 && !pg_f16_gemm_available(way == 2 ? PG_F16_AVX512 : PG_F16_AVX2)) continue;
+    for (int way = 0; way < 5; ++way) {
+        if (way >= 2 && !pg_f16_gemm_available(forms[way - 2])) continue;
         pg_tune_graph g;
         if (!pg_tune_begin(g, 16)) return fail("cannot create a graph context");
-        ggml_context * ctx = g.ctx.get();
-        ggml_tensor *  wt  = way == 0   ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n)
-                             : way == 1 ? ggml_new_tensor_2d(ctx, GGML_TYPE_F16, k, n)
-                                        : ggml_new_tensor_2d(ctx, GGML_TYPE_I16, 16 * k, n / 16);
-        ggml_tensor *  xt  = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
-        ggml_tensor *  bt  = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
+        ggml_context *       ctx = g.ctx.get();
+        std::vector<int16_t> packed;
+        ggml_tensor *        wt = way == 0 ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n) : ggml_new_tensor_2d(ctx, GGML_TYPE_F16, k, n);
+        if (way >= 2) {
+            packed.resize((size_t) (pg_f16_panel_elems(k, forms[way - 2]) * (n / 16)));
+            pg_f16_pack(wh.data(), n, k, forms[way - 2], packed.data());
+            wt = ggml_new_tensor_2d(ctx, GGML_TYPE_I16, pg_f16_panel_elems(k, forms[way - 2]), n / 16);
+        }
+        ggml_tensor * xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+        ggml_tensor * bt = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
         for (ggml_tensor * t : { wt, xt, bt }) pg_tune_input(t);
-        ggml_tensor * out =
-            way < 2 ? ggml_add(ctx, ggml_mul_mat(ctx, wt, xt), bt) : pg_f16_linear(ctx, wt, bt, xt, nullptr, way == 2 ? PG_F16_AVX512 : PG_F16_AVX2);
+        ggml_tensor * out = way < 2 ? ggml_add(ctx, ggml_mul_mat(ctx, wt, xt), bt) : pg_f16_linear(ctx, wt, bt, xt, nullptr, forms[way - 2]);
         if (!pg_tune_finish(g, cpu, out)) return fail("cannot allocate a graph");
         ggml_backend_tensor_set(wt,
                                 way == 0   ? (const void *) wf.data()
