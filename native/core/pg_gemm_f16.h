@@ -5,7 +5,8 @@
 // the weights are repacked once at load into panels of 16 rows stored k-major (16 f16 values of one
 // input column side by side), so each step converts one vector of weights, broadcasts f32
 // activations as they are and does one FMA per tile row: the products run at the FMA units' rate,
-// and the activations keep their f32 precision (ggml rounds them to f16).
+// and the activations keep their f32 precision (ggml rounds them to f16). On CPUs without AVX-512
+// that rate is as far as f32 goes, so a third form multiplies integers instead (below).
 #pragma once
 #include "ggml.h"
 
