@@ -3,6 +3,7 @@
 #include "pg_x86_kernels.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -21,7 +22,8 @@ int64_t blocks_of(int64_t k) {
 }
 
 // A row block of QK values (zeros past k) as integers times a power of two: the smallest exponent
-// that keeps amax / 2^e below 2^13, so every f16 value from amax / 8 up is exact.
+// that keeps amax / 2^e below 2^13, so every f16 value from amax / 4 up is exact (from amax / 8 up
+// where amax's significand is at least 1.5).
 float pack_block(const ggml_fp16_t * row, int64_t k, int64_t b, int16_t * q) {
     float v[QK], amax = 0.0f;
     for (int i = 0; i < QK; ++i) {
@@ -171,7 +173,8 @@ PG_TARGET256 void quantize_rows_i16(const ggml_tensor * x, int16_t * out, int64_
             const __m256 amax = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, f[0]), _mm256_andnot_ps(sign, f[1])),
                                               _mm256_max_ps(_mm256_andnot_ps(sign, f[2]), _mm256_andnot_ps(sign, f[3])));
             const float  dd   = pg_hmax_avx2(amax) / (float) QMAX;
-            const __m256 inv  = _mm256_set1_ps(dd > 0 ? 1.0f / dd : 0.0f);
+            // A denormal step would make its inverse infinite (and 0 x inf NaN): such a block is zeros.
+            const __m256 inv = _mm256_set1_ps(dd >= FLT_MIN ? 1.0f / dd : 0.0f);
             __m256i      i[4];
             for (int t = 0; t < 4; ++t) i[t] = _mm256_cvtps_epi32(_mm256_mul_ps(f[t], inv));
             // Packing works within 128-bit halves: the 64-bit groups come out as 0 2 1 3.
@@ -319,7 +322,7 @@ void linear_op(ggml_tensor * dst, int ith, int nth, void *) {
 
 bool pg_f16_gemm_available(pg_f16_isa isa) {
     static const bool avx512 = __builtin_cpu_supports("avx512f") && pg_cpu_variant_has("AVX512");
-    return isa == PG_F16_AVX512 ? avx512 : pg_cpu_has_avx2_fma_f16c();  // the int16 form: AVX2 and FMA
+    return isa == PG_F16_AVX512 ? avx512 : pg_cpu_has_avx2_fma_f16c();  // the int16 form as well
 }
 
 pg_f16_isa pg_f16_widest_isa() {

@@ -30,10 +30,11 @@ pg_f16_isa pg_f16_widest_isa();
 // The int16 form: on AVX2 without AVX-512, vpmaddwd multiplies 16 pairs of 16-bit integers per
 // instruction at the rate vpmaddubsw runs q8_0 (`paligemma-native kernels` prints both peaks), 1.7x
 // the FMA units' f32 rate there. Each weight block of 32 values of a row becomes 14-bit integers
-// times a power of two (values from an eighth of the block's largest up keep every bit of their f16
-// significand), each activation block of 32 values 14-bit integers times amax / 8191 (what rounding
-// to f16, as ggml's f16 product does, costs in error, about); 32 products of two 14-bit integers
-// fit an int32 sum. k is padded with zeros to whole blocks.
+// times a power of two (values from a quarter of the block's largest up keep every bit of their f16
+// significand), each activation block of 32 values 14-bit integers times amax / 8191 (about what
+// rounding them to f16, as ggml's f16 product does, costs in error: `paligemma-native kernels`, also
+// with a few large input channels); 32 products of two 14-bit integers fit an int32 sum. k is
+// padded with zeros to whole blocks.
 
 // Elements (int16) of one packed panel of 16 rows of k values in form `isa`: a packed weight of n
 // rows is GGML_TYPE_I16 [pg_f16_panel_elems(k, isa), n / 16] (n a multiple of 16).

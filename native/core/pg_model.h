@@ -51,7 +51,8 @@ struct pg_model_info {
     std::string backend;  // device name, e.g. "CPU", "CUDA0"
     int         threads = 0;
     std::string vision_attention;  // the kernel the tower uses: "fused" | "separate" | "tiled"
-    std::string vision_matmul;  // its matrix products: "int8" | "int8-avxvnni" | "int8-avx2" (ours, q8_0) | "f16" | "f16-avx2" (ours, f16) | "ggml"
+    std::string vision_matmul;  // its matrix products: "int8" | "int8-avxvnni" | "int8-avx2" (ours, q8_0) | "f16" | "f16-avx2" | "int16-avx2" (ours,
+                                // f16) | "ggml"
     std::string text_matmul;    // the text model's, the same names
     bool        has_seg_decoder = false;
     int         bos_id = 0, eos_id = 0;

@@ -6,6 +6,7 @@
 #include "ggml-impl.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -207,17 +208,23 @@ int pg_tune_f16_fastest(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, int
             ggml_backend_tensor_set(w, packed.data(), 0, ggml_nbytes(w));
         }
     }
-    double    us[4];
-    const int fastest = pg_tune_race(cpu, graphs, count + 1, 3, us);
+    double us[4];
+    if (pg_tune_race(cpu, graphs, count + 1, 3, us) < 0) return -1;
     // ggml rounds the activations to f16, our f16 forms keep them in f32 and the int16 one rounds
-    // both sides to 14 bits: each agrees with ggml to about that rounding.
-    double num = 0, den = 0;
-    if (fastest > 0) squared_difference(y[0], y[fastest], num, den);
-    const int   choice = fastest > 0 && den > 0 && num / den < 1e-5 ? fastest - 1 : -1;
+    // both sides to 14 bits: each agrees with ggml to about that rounding. The fastest form that
+    // agrees and beats ggml's is kept.
+    int         choice = -1;
     std::string times  = "ggml " + std::to_string((long) us[0]) + " us";
-    for (int f = 0; f < count; ++f) times += std::string(", ") + pg_f16_isa_name(forms[f]) + " " + std::to_string((long) us[f + 1]) + " us";
-    GGML_LOG_INFO("paligemma: %s race: %s, rel. error %.2g: %s\n", key.c_str(), times.c_str(), den > 0 ? num / den : -1.0,
-                  choice >= 0 ? pg_f16_isa_name(forms[choice]) : "ggml's");
+    for (int f = 0; f < count; ++f) {
+        double num = 0, den = 0;
+        squared_difference(y[0], y[f + 1], num, den);
+        const bool agrees = den > 0 && num / den < 1e-5;
+        if (agrees && us[f + 1] < us[0] && (choice < 0 || us[f + 1] < us[choice + 1])) choice = f;
+        char line[96];
+        snprintf(line, sizeof line, ", %s %ld us (rel. error %.2g)", pg_f16_isa_name(forms[f]), (long) us[f + 1], den > 0 ? num / den : -1.0);
+        times += line;
+    }
+    GGML_LOG_INFO("paligemma: %s race: %s: %s\n", key.c_str(), times.c_str(), choice >= 0 ? pg_f16_isa_name(forms[choice]) : "ggml's");
     pg_tune_remember(key, choice + 1);
     return choice;
 }

@@ -1,5 +1,5 @@
-// Choosing between kernels by measuring them on the machine at hand: the same work built two ways
-// as two ggml graphs, timed alternately, the faster kept. Defaults tuned on one CPU kind are wrong
+// Choosing between kernels by measuring them on the machine at hand: the same work built two (or
+// more) ways as ggml graphs, timed alternately, the fastest kept. Defaults tuned on one CPU kind are wrong
 // on another (the vision tower's attention kernels trade places by 1.6-3x between two EPYCs).
 #pragma once
 #include "ggml-backend.h"

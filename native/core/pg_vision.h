@@ -54,9 +54,9 @@ enum pg_vision_attention {
     PG_VISION_ATTENTION_TILED_AVX2,  // the same over 256-bit vectors (AVX2 + FMA)
 };
 
-// How the tower's q8_0 matrices are multiplied on the CPU.
+// How the tower's q8_0 and f16 matrices are multiplied on the CPU.
 enum pg_vision_matmul {
-    PG_VISION_MATMUL_AUTO,           // the loader measures both and keeps the faster
+    PG_VISION_MATMUL_AUTO,           // the loader races ours against ggml's and keeps the fastest
     PG_VISION_MATMUL_GGML,           // ggml's own q8_0 product
     PG_VISION_MATMUL_INT8,           // ours (pg_gemm_q8.h): weights repacked at load, the widest form the CPU has
     PG_VISION_MATMUL_INT8_AVX_VNNI,  // ours over 256-bit vectors with AVX-VNNI

@@ -355,9 +355,14 @@ int check_linear(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
 }
 
 // W x + b with f16 weights: f32 weights (the reference), ggml's f16 product, ours in each form.
-int check_linear_f16(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
-    const std::vector<float> wf = random_values((size_t) (n * k), 0.05f, 1), x = random_values((size_t) (k * m), 1.0f, 2),
-                             b = random_values((size_t) n, 0.5f, 3);
+// outlier > 1: every 97th input channel that many times larger (as a transformer's few large
+// channels: they set the int16 form's block scales).
+int check_linear_f16(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m, float outlier = 1.0f) {
+    const std::vector<float> wf = random_values((size_t) (n * k), 0.05f, 1), b = random_values((size_t) n, 0.5f, 3);
+    std::vector<float>       x = random_values((size_t) (k * m), 1.0f, 2);
+    for (int64_t r = 0; r < m && outlier != 1.0f; ++r) {
+        for (int64_t c = 7; c < k; c += 97) x[r * k + c] *= outlier;
+    }
     std::vector<ggml_fp16_t> wh(wf.size());
     ggml_fp32_to_fp16_row(wf.data(), wh.data(), (int64_t) wf.size());
     const char *       names[] = { "f32", "ggml f16", "ours avx512", "ours avx2", "ours int16-avx2" };
@@ -365,17 +370,20 @@ int check_linear_f16(ggml_backend_t cpu, int64_t k, int64_t n, int64_t m) {
     std::vector<float> y[5];
     double             ms[5] = {};
     printf("f16 linear %lld -> %lld, %lld rows", (long long) k, (long long) n, (long long) m);
+    if (outlier != 1.0f) printf(", every 97th input x%g", outlier);
     for (int way = 0; way < 5; ++way) {
         if (way >= 2 && !pg_f16_gemm_available(forms[way - 2])) continue;
         pg_tune_graph g;
         if (!pg_tune_begin(g, 16)) return fail("cannot create a graph context");
         ggml_context *       ctx = g.ctx.get();
         std::vector<int16_t> packed;
-        ggml_tensor *        wt = way == 0 ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n) : ggml_new_tensor_2d(ctx, GGML_TYPE_F16, k, n);
+        const int64_t        elems = way >= 2 ? pg_f16_panel_elems(k, forms[way - 2]) : 0;
+        ggml_tensor *        wt    = way == 0   ? ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n)
+                                     : way == 1 ? ggml_new_tensor_2d(ctx, GGML_TYPE_F16, k, n)
+                                                : ggml_new_tensor_2d(ctx, GGML_TYPE_I16, elems, n / 16);
         if (way >= 2) {
-            packed.resize((size_t) (pg_f16_panel_elems(k, forms[way - 2]) * (n / 16)));
+            packed.resize((size_t) (elems * (n / 16)));
             pg_f16_pack(wh.data(), n, k, forms[way - 2], packed.data());
-            wt = ggml_new_tensor_2d(ctx, GGML_TYPE_I16, pg_f16_panel_elems(k, forms[way - 2]), n / 16);
         }
         ggml_tensor * xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
         ggml_tensor * bt = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
@@ -687,6 +695,7 @@ int cmd_kernels(int argc, char ** argv) {
     for (const auto & l : f16_linears) {
         if (int rc = check_linear_f16(cpu.get(), l[0], l[1], l[2])) return rc;
     }
+    if (int rc = check_linear_f16(cpu.get(), 1152, 1152, 256, 30.0f)) return rc;
     if (int rc = check_mlp(cpu.get(), 1152, 4320, 256)) return rc;
     if (int rc = check_mlp(cpu.get(), 1152, 4320, 37)) return rc;
     for (int64_t n : { 256, 1024 }) {
