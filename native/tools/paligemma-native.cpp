@@ -579,6 +579,9 @@ int check_attention(ggml_backend_t cpu, int64_t n) {
     " vpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n"
 // The AVX2 int16 step (vpmaddwd, vpaddd), 16 multiply-adds: what block-scaled 16-bit weights would run.
 #define PG_I16STEP(s, t) "vpmaddwd %[a], %[a], %%ymm" #t "\n vpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n"
+// The same multiply-adds in one instruction where VNNI has it (vpdpwssd; {vex}: the AVX-VNNI encoding).
+#define PG_DPW256(i) "%{vex%} vpdpwssd %[a], %[a], %%ymm" #i "\n"
+#define PG_DPW512(i) "vpdpwssd %[a], %[a], %%zmm" #i "\n"
 #define PG_LOOP(body) PG_X12(PG_ZERO) "1:\n" body "dec %[n]\n jnz 1b\n" : [n] "+r"(n) : [a] "x"(a)
 #define PG_CLOBBER12 "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc"
 
@@ -605,6 +608,19 @@ __attribute__((target("avx2"))) double peak_i16_avx2(long n) {
     const double  flops = 6.0 * 16 * 2 * n;
     const __m256i a     = _mm256_set1_epi16(3);
     __asm__ volatile(PG_LOOP(PG_I16STEP(0, 6) PG_I16STEP(1, 7) PG_I16STEP(2, 8) PG_I16STEP(3, 9) PG_I16STEP(4, 10) PG_I16STEP(5, 11)) : PG_CLOBBER12);
+    return flops;
+}
+
+__attribute__((target("avx2,avxvnni"))) double peak_i16_avx_vnni(long n) {
+    const double  flops = 12.0 * 16 * 2 * n;
+    const __m256i a     = _mm256_set1_epi16(3);
+    __asm__ volatile(PG_LOOP(PG_X12(PG_DPW256)) : PG_CLOBBER12);
+    return flops;
+}
+__attribute__((target("avx512f,avx512vnni"))) double peak_i16_avx512_vnni(long n) {
+    const double  flops = 12.0 * 32 * 2 * n;
+    const __m512i a     = _mm512_set1_epi16(3);
+    __asm__ volatile(PG_LOOP(PG_X12(PG_DPW512)) : PG_CLOBBER12);
     return flops;
 }
 
@@ -653,7 +669,11 @@ void print_peaks(int threads) {
     printf("this CPU's peak, %d threads: f32 FMA 256-bit %.0f GFLOP/s", threads, peak_rate(threads, peak_fma256));
     if (__builtin_cpu_supports("avx512f")) printf(", 512-bit %.0f", peak_rate(threads, peak_fma512));
     printf(" | int8 AVX2 step (vpsignb, vpmaddubsw, vpmaddwd, vpaddd) %.0f GFLOP/s", peak_rate(threads, peak_q8_avx2));
-    printf(" | int16 AVX2 step (vpmaddwd, vpaddd) %.0f GFLOP/s\n", peak_rate(threads, peak_i16_avx2));
+    printf(" | int16 AVX2 step (vpmaddwd, vpaddd) %.0f GFLOP/s", peak_rate(threads, peak_i16_avx2));
+    // Not run by our products yet: where an int16 form could go on CPUs with VNNI.
+    if (__builtin_cpu_supports("avxvnni")) printf(", AVX-VNNI (vpdpwssd ymm) %.0f", peak_rate(threads, peak_i16_avx_vnni));
+    if (__builtin_cpu_supports("avx512vnni")) printf(", AVX-512 VNNI (vpdpwssd zmm) %.0f", peak_rate(threads, peak_i16_avx512_vnni));
+    printf("\n");
     printf("softmax's 2^t over [-125, 0]: max rel. error %.2e (AVX2)", exp2_error(exp2_avx2_of_8));
     if (__builtin_cpu_supports("avx512f")) printf(", %.2e (AVX-512)", exp2_error(exp2_avx512_of_8));
     printf("\n");
