@@ -67,8 +67,8 @@ export interface LoadOptions {
    * repacked at load (AVX-512 for 'int8' where the CPU has it, else AVX2 + FMA + F16C; the
    * activations stay f32, where ggml rounds them to f16), or with 'int16-avx2' an integer product
    * over AVX2: weights and activations as 14-bit integers per block of 32 (vpmaddwd runs 1.7x the
-   * f32 FMA rate on such CPUs; about ggml's f16 error, slightly above our f32 form's). Without AVX-512,
-   * 'auto' races both f16 forms against ggml's. For q8_0 weights 'int16-avx2' is 'int8-avx2'.
+   * f32 FMA rate on CPUs without AVX-512; about ggml's f16 error, slightly above our f32 form's).
+   * 'auto' races every f16 form the CPU has against ggml's. For q8_0 weights 'int16-avx2' is 'int8-avx2'.
    */
   visionMatmul?: VisionMatmulMode;
   /**

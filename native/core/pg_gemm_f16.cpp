@@ -329,16 +329,22 @@ pg_f16_isa pg_f16_widest_isa() {
     return pg_f16_gemm_available(PG_F16_AVX512) ? PG_F16_AVX512 : PG_F16_AVX2;
 }
 
-ggml_tensor * pg_f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x, ggml_tensor * residual, pg_f16_isa isa) {
+ggml_tensor * pg_f16_input(ggml_context * ctx, ggml_tensor * x, pg_f16_isa isa) {
     // The kernels read each activation row's values contiguously (rows may sit at any stride).
     if (x->nb[0] != sizeof(float)) x = ggml_cont(ctx, x);
-    if (isa == PG_F16_INT16_AVX2) {
-        ggml_tensor * src[] = { x };
-        x = ggml_custom_4d(ctx, GGML_TYPE_I16, i16_row_elems(x->ne[0]), x->ne[1], 1, 1, src, 1, quantize_i16_op, GGML_N_TASKS_MAX, nullptr);
-    }
-    ggml_tensor *    args[] = { x, w, b, residual };
+    if (isa != PG_F16_INT16_AVX2) return x;
+    ggml_tensor * src[] = { x };
+    return ggml_custom_4d(ctx, GGML_TYPE_I16, i16_row_elems(x->ne[0]), x->ne[1], 1, 1, src, 1, quantize_i16_op, GGML_N_TASKS_MAX, nullptr);
+}
+
+ggml_tensor * pg_f16_product(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * in, ggml_tensor * residual, pg_f16_isa isa) {
+    ggml_tensor *    args[] = { in, w, b, residual };
     ggml_custom_op_t op     = isa == PG_F16_AVX512 ? linear_op<isa512> : isa == PG_F16_AVX2 ? linear_op<isa256> : linear_op<isa_i16>;
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1] * LANES, x->ne[1], 1, 1, args, residual ? 4 : 3, op, GGML_N_TASKS_MAX, nullptr);
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1] * LANES, in->ne[1], 1, 1, args, residual ? 4 : 3, op, GGML_N_TASKS_MAX, nullptr);
+}
+
+ggml_tensor * pg_f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x, ggml_tensor * residual, pg_f16_isa isa) {
+    return pg_f16_product(ctx, w, b, pg_f16_input(ctx, x, isa), residual, isa);
 }
 
 #else
@@ -349,6 +355,14 @@ bool pg_f16_gemm_available(pg_f16_isa) {
 
 pg_f16_isa pg_f16_widest_isa() {
     return PG_F16_AVX2;
+}
+
+ggml_tensor * pg_f16_input(ggml_context *, ggml_tensor *, pg_f16_isa) {
+    return nullptr;
+}
+
+ggml_tensor * pg_f16_product(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, ggml_tensor *, pg_f16_isa) {
+    return nullptr;
 }
 
 ggml_tensor * pg_f16_linear(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, ggml_tensor *, pg_f16_isa) {

@@ -43,5 +43,10 @@ int64_t pg_f16_panel_elems(int64_t k, pg_f16_isa isa);
 // n_rows / 16 int16).
 void pg_f16_pack(const ggml_fp16_t * rows, int64_t n_rows, int64_t k, pg_f16_isa isa, int16_t * out);
 
-// w x + b (+ residual), f32 [n, m]; x: f32 [k, m]; b: f32 [n]; residual: f32 [n, m] or nullptr.
+// The activations x (f32 [k, m]) as form `isa` reads them: contiguous rows for the f32 forms, the
+// int16 form's quantized blocks. One per input, shared by every product of the form that reads it.
+ggml_tensor * pg_f16_input(ggml_context * ctx, ggml_tensor * x, pg_f16_isa isa);
+// w x + b (+ residual), f32 [n, m], from pg_f16_input's tensor; b: f32 [n]; residual: f32 [n, m] or nullptr.
+ggml_tensor * pg_f16_product(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * in, ggml_tensor * residual, pg_f16_isa isa);
+// Both: pg_f16_product of pg_f16_input(x).
 ggml_tensor * pg_f16_linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x, ggml_tensor * residual, pg_f16_isa isa);

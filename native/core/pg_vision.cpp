@@ -128,7 +128,8 @@ bool has_matrices_of(const gguf_context * g, ggml_type type) {
 
 // Our int8 product for q8_0 matrices and one of our f16 ones for f16 matrices (other weight types
 // keep ggml's): as asked (a forced form of ours forces both, in its vector width), or, by default,
-// each when it measures faster here; without AVX-512 the f16 race also runs the int16 form.
+// each when it measures faster here; the f16 race runs every form this CPU has (which one wins
+// depends on its FMA units' rate against its integer multiplies').
 void choose_matmul(const gguf_context * g, const pg_vision_params & params, pg_vision_model & m) {
     m.q8_isa          = pg_matmul_isa(params.matmul);
     m.f16_isa         = params.matmul == PG_VISION_MATMUL_INT8 || params.matmul == PG_VISION_MATMUL_AUTO ? pg_f16_widest_isa()
@@ -139,10 +140,13 @@ void choose_matmul(const gguf_context * g, const pg_vision_params & params, pg_v
     m.int8_matmul     = has_matrices_of(g, GGML_TYPE_Q8_0) && (forced || (pick && pg_q8_gemm_available(m.q8_isa) && measure_matmul(m)));
     m.f16_matmul      = has_matrices_of(g, GGML_TYPE_F16) && pg_f16_gemm_available(m.f16_isa) && (forced || pick);
     if (!m.f16_matmul || forced) return;
-    const pg_f16_isa forms[] = { m.f16_isa, PG_F16_INT16_AVX2 };
-    const int        count   = m.f16_isa == PG_F16_AVX2 && pg_f16_gemm_available(PG_F16_INT16_AVX2) ? 2 : 1;
-    const int        choice  = measure_f16_matmul(m, forms, count);
-    m.f16_matmul             = choice >= 0;
+    pg_f16_isa forms[3];
+    int        count = 0;
+    for (pg_f16_isa f : { PG_F16_AVX512, PG_F16_AVX2, PG_F16_INT16_AVX2 }) {
+        if (pg_f16_gemm_available(f)) forms[count++] = f;
+    }
+    const int choice = measure_f16_matmul(m, forms, count);
+    m.f16_matmul     = choice >= 0;
     if (choice >= 0) m.f16_isa = forms[choice];
 }
 
@@ -725,6 +729,12 @@ ggml_tensor * attention_block(const pg_vision_model & m, ggml_context * ctx, con
         q                = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], 0);
         k                = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], row);
         v                = ggml_view_2d(ctx, qkv, C, N, qkv->nb[1], 2 * row);
+    } else if (packed_f16(L.q_w) && packed_f16(L.k_w) && packed_f16(L.v_w)) {
+        // One input for the three (the int16 form's quantized blocks), as the q8_0 path shares its.
+        ggml_tensor * in = pg_f16_input(ctx, norm_x(), m.f16_isa);
+        q                = pg_f16_product(ctx, L.q_w, L.q_b, in, nullptr, m.f16_isa);
+        k                = pg_f16_product(ctx, L.k_w, L.k_b, in, nullptr, m.f16_isa);
+        v                = pg_f16_product(ctx, L.v_w, L.v_b, in, nullptr, m.f16_isa);
     } else {
         q = linear(m, ctx, L.q_w, L.q_b, norm_x());
         k = linear(m, ctx, L.k_w, L.k_b, norm_x());

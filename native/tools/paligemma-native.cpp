@@ -585,44 +585,22 @@ int check_attention(ggml_backend_t cpu, int64_t n) {
 #define PG_LOOP(body) PG_X12(PG_ZERO) "1:\n" body "dec %[n]\n jnz 1b\n" : [n] "+r"(n) : [a] "x"(a)
 #define PG_CLOBBER12 "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "cc"
 
-__attribute__((target("avx2,fma"))) double peak_fma256(long n) {
-    const double flops = 12.0 * 8 * 2 * n;
-    const __m256 a     = _mm256_set1_ps(1.0f);
-    __asm__ volatile(PG_LOOP(PG_X12(PG_FMA256)) : PG_CLOBBER12);
-    return flops;
-}
-__attribute__((target("avx512f"))) double peak_fma512(long n) {
-    const double flops = 12.0 * 16 * 2 * n;
-    const __m512 a     = _mm512_set1_ps(1.0f);
-    __asm__ volatile(PG_LOOP(PG_X12(PG_FMA512)) : PG_CLOBBER12);
-    return flops;
-}
-__attribute__((target("avx2"))) double peak_q8_avx2(long n) {
-    const double  flops = 6.0 * 32 * 2 * n;
-    const __m256i a     = _mm256_set1_epi8(3);
-    __asm__ volatile(PG_LOOP(PG_Q8STEP(0, 6) PG_Q8STEP(1, 7) PG_Q8STEP(2, 8) PG_Q8STEP(3, 9) PG_Q8STEP(4, 10) PG_Q8STEP(5, 11)) : PG_CLOBBER12);
-    return flops;
-}
-
-__attribute__((target("avx2"))) double peak_i16_avx2(long n) {
-    const double  flops = 6.0 * 16 * 2 * n;
-    const __m256i a     = _mm256_set1_epi16(3);
-    __asm__ volatile(PG_LOOP(PG_I16STEP(0, 6) PG_I16STEP(1, 7) PG_I16STEP(2, 8) PG_I16STEP(3, 9) PG_I16STEP(4, 10) PG_I16STEP(5, 11)) : PG_CLOBBER12);
-    return flops;
-}
-
-__attribute__((target("avx2,avxvnni"))) double peak_i16_avx_vnni(long n) {
-    const double  flops = 12.0 * 16 * 2 * n;
-    const __m256i a     = _mm256_set1_epi16(3);
-    __asm__ volatile(PG_LOOP(PG_X12(PG_DPW256)) : PG_CLOBBER12);
-    return flops;
-}
-__attribute__((target("avx512f,avx512vnni"))) double peak_i16_avx512_vnni(long n) {
-    const double  flops = 12.0 * 32 * 2 * n;
-    const __m512i a     = _mm512_set1_epi16(3);
-    __asm__ volatile(PG_LOOP(PG_X12(PG_DPW512)) : PG_CLOBBER12);
-    return flops;
-}
+// One peak loop: `name` runs n rounds of `body` (on the register a = `init`), `flops` per round.
+#define PG_PEAK(name, isa, type, init, flops, body)                             \
+    __attribute__((target(isa))) double name(long n) {                          \
+        const double total = (flops) * (double) n; /* the loop counts n down */ \
+        const type   a     = init;                                              \
+        __asm__ volatile(PG_LOOP(body) : PG_CLOBBER12);                         \
+        return total;                                                           \
+    }
+PG_PEAK(peak_fma256, "avx2,fma", __m256, _mm256_set1_ps(1.0f), 12 * 8 * 2, PG_X12(PG_FMA256))
+PG_PEAK(peak_fma512, "avx512f", __m512, _mm512_set1_ps(1.0f), 12 * 16 * 2, PG_X12(PG_FMA512))
+PG_PEAK(peak_q8_avx2, "avx2", __m256i, _mm256_set1_epi8(3), 6 * 32 * 2,
+        PG_Q8STEP(0, 6) PG_Q8STEP(1, 7) PG_Q8STEP(2, 8) PG_Q8STEP(3, 9) PG_Q8STEP(4, 10) PG_Q8STEP(5, 11))
+PG_PEAK(peak_i16_avx2, "avx2", __m256i, _mm256_set1_epi16(3), 6 * 16 * 2,
+        PG_I16STEP(0, 6) PG_I16STEP(1, 7) PG_I16STEP(2, 8) PG_I16STEP(3, 9) PG_I16STEP(4, 10) PG_I16STEP(5, 11))
+PG_PEAK(peak_i16_avx_vnni, "avx2,avxvnni", __m256i, _mm256_set1_epi16(3), 12 * 16 * 2, PG_X12(PG_DPW256))
+PG_PEAK(peak_i16_avx512_vnni, "avx512f,avx512vnni", __m512i, _mm512_set1_epi16(3), 12 * 32 * 2, PG_X12(PG_DPW512))
 
 // GFLOP/s of `threads` threads each running body (which returns its flops) at once, the best of three.
 double peak_rate(int threads, double (*body)(long)) {
