@@ -50,6 +50,7 @@ for (const fixture of ['tiny-v1', 'tiny-v2'] as const) {
     ['separate vision attention ops', { visionAttention: 'separate' }, 5e-3],
     ['tiled vision attention (ours, AVX-512)', { visionAttention: 'tiled' }, 5e-3],
     ['tiled vision attention (ours, AVX2)', { visionAttention: 'tiled-avx2' }, 5e-3],
+    ['tiled vision attention in 16-bit integers (ours, AVX2)', { visionAttention: 'int16-avx2' }, 5e-3],
     ['f32 KV cache, flash attention off', { kvCacheType: 'f32', flashAttention: 'off' }, 1e-3],
   ] as const) {
     t.test(`${fixture}: logits and greedy tokens, ${label}`, async (t) => {
@@ -57,8 +58,8 @@ for (const fixture of ['tiny-v1', 'tiny-v2'] as const) {
         t.comment("skipped: 'tiled' at 512 bits needs AVX-512, which this CPU lacks (its AVX2 form is the next case)");
         return;
       }
-      if ('visionAttention' in opts && opts.visionAttention === 'tiled-avx2' && !avx2) {
-        t.comment("skipped: 'tiled-avx2' needs AVX2 and FMA, which this CPU lacks");
+      if ('visionAttention' in opts && (opts.visionAttention === 'tiled-avx2' || opts.visionAttention === 'int16-avx2') && !avx2) {
+        t.comment(`skipped: '${opts.visionAttention}' needs AVX2 and FMA, which this CPU lacks`);
         return;
       }
       const files = await convertedFixture(fixture);
@@ -108,7 +109,7 @@ t.test('q8_0 text model: first-step logits within a few percent of the reference
   t.ok(err < 0.05, `q8_0 first-step rel. error ${err.toExponential(2)} < 5e-2`);
 });
 
-t.test('vision attention kernels: the f32 ones (separate ops, ours) are closer to the reference than the fused f16 one', async (t) => {
+t.test('vision attention kernels: the f32 ones beat the fused f16 one against the reference, the int16 one is as close', async (t) => {
   const ref = reference('tiny-v2');
   const refDir = path.join(FIXTURES, 'tiny-v2', 'reference');
   const files = await convertedFixture('tiny-v2');
@@ -119,6 +120,7 @@ t.test('vision attention kernels: the f32 ones (separate ops, ours) are closer t
   ];
   if (avx512) kinds.push(['tiled', {}]);
   if (avx2) kinds.push(['tiled-avx2', {}]);
+  if (avx2) kinds.push(['int16-avx2', {}]);
   const worst: number[] = [];
   for (const [visionAttention, extra] of kinds) {
     const model = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, visionAttention, ...extra });
@@ -131,15 +133,19 @@ t.test('vision attention kernels: the f32 ones (separate ops, ours) are closer t
     await model.dispose();
     worst.push(w);
     t.ok(
-      w <= (visionAttention === 'fused' ? 2e-3 : 5e-4),
+      w <= (visionAttention === 'fused' || visionAttention === 'int16-avx2' ? 2e-3 : 5e-4),
       `${visionAttention}${'flashAttention' in extra ? ' (flashAttention off)' : ''}: worst embedding rel. error ${w.toExponential(2)}`,
     );
   }
-  // Fused attention keeps K and V in f16; the others stay in f32.
+  // Fused attention keeps K and V in f16; int16-avx2 quantizes q, k, v to 16-bit integers; the others stay in f32.
+  const f32Kinds = worst.filter((_, i) => i > 0 && kinds[i]![0] !== 'int16-avx2');
   t.ok(
-    worst.slice(1).every((w) => w < worst[0]!),
+    f32Kinds.every((w) => w < worst[0]!),
     'the f32 kernels are closer than the fused one',
   );
+  const int16 = kinds.findIndex(([kind]) => kind === 'int16-avx2');
+  if (int16 >= 0)
+    t.ok(worst[int16]! < 2 * worst[0]!, `int16-avx2 (${worst[int16]!.toExponential(2)}) within twice the fused kernel's error (${worst[0]!.toExponential(2)})`);
   if (!avx512) t.comment("'tiled' at 512 bits needs AVX-512: not on this CPU");
   if (!avx2) t.comment("'tiled-avx2' needs AVX2 and FMA: not on this CPU");
 });

@@ -109,7 +109,7 @@ t.test('PALIGEMMA_CPU_VARIANT chooses the CPU library, and a wrong one is refuse
   t.equal(haswell.status, 0, haswell.stderr);
   t.match(haswell.stdout, /VARIANT haswell AVX512 -/, 'the AVX2 library runs, without AVX-512');
   // Our kernels follow the library: never the 512-bit attention or the AVX-512 VNNI product.
-  t.match(haswell.stdout, /LOADED (fused|separate|tiled-avx2) ggml/);
+  t.match(haswell.stdout, /LOADED (fused|separate|tiled-avx2|int16-avx2) ggml/);
   const noVnni = run('haswell', { visionMatmul: 'int8-avxvnni' });
   t.match(
     noVnni.stdout,

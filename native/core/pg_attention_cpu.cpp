@@ -3,7 +3,9 @@
 #include "pg_x86_kernels.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #if PG_X86_KERNELS
@@ -89,6 +91,303 @@ struct simd {
 
 #include "pg_attention_cpu.inc"
 
+// The 16-bit integer form: the scores' and the values' products as vpmaddwd (16 multiply-adds, two
+// per lane, into int32) where the float form runs one FMA per 8: `paligemma-native kernels` puts the
+// int16 step at ~1.7x the FMA one on AVX2 CPUs. Softmax stays in floats.
+//
+// Scales: q per query row and k per key (over the head), each to +-QK_LIMIT so that a head's HDP
+// products sum within int32; one multiply per score undoes both. v per key, folded into the
+// probabilities before they are quantized (p' = p v_scale, per query row and chunk of CHUNK keys to
+// +-PV_LIMIT, CHUNK products per int32 sum): the values' sums then need one scale per row and chunk.
+// 13 bits (head size 72) and 12 bits of magnitude against the 11 of the f16 K and V of ggml's fused kernel.
+namespace int16 {
+
+constexpr int PV_LIMIT = 4095;  // CHUNK x 4095 x 4095 < 2^31
+
+// The prepared K and V of one head, in int16 units: K in chunks as [chunk][pair][key][2] (a vector
+// holds 8 keys x one pair of dimensions), V as [key pair][dimension][2] (8 dimensions x two keys),
+// then the keys' float scales for K and for V. Keys past N are zero with scale 0.
+struct head_layout {
+    int64_t hd, hdp, vp, np;  // head size, rounded to pairs, to whole vectors; keys rounded to chunks
+    int64_t k_off() const { return 0; }
+    int64_t v_off() const { return np * hdp; }
+    int64_t k_scale_off() const { return np * hdp + np * vp; }
+    int64_t v_scale_off() const { return k_scale_off() + 2 * np; }
+    int64_t elements() const { return v_scale_off() + 2 * np; }
+};
+
+head_layout layout_of(int64_t hd, int64_t n) {
+    return { hd, (hd + 1) / 2 * 2, (hd + 7) / 8 * 8, (n + CHUNK - 1) / CHUNK * CHUNK };
+}
+
+int qk_limit(int64_t hdp) {
+    return (int) std::min(16383.0, std::floor(std::sqrt(2147483647.0 / (double) hdp)));
+}
+
+// The scale and its inverse for values up to amax quantized to +-limit: zero where the scale would
+// be denormal (its inverse would overflow).
+inline void scale_for(float amax, int limit, float & d, float & inv) {
+    d   = amax / (float) limit;
+    inv = d >= FLT_MIN ? 1.0f / d : 0.0f;
+    if (inv == 0.0f) d = 0.0f;
+}
+
+PG_TARGET float amax_of(const float * x, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256       m    = _mm256_setzero_ps();
+    int64_t      i    = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    float r = pg_hmax_avx2(m);
+    for (; i < n; ++i) r = std::max(r, std::fabs(x[i]));
+    return r;
+}
+
+inline int16_t quantize_one(float x, float inv) {
+    return (int16_t) lrintf(x * inv);
+}
+
+// n floats times inv -> int16 in order, zeros up to n_out.
+PG_TARGET void quantize_row(const float * x, int64_t n, int64_t n_out, float inv, int16_t * out) {
+    const __m256 iv = _mm256_set1_ps(inv);
+    int64_t      i  = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), iv));
+        const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), iv));
+        // packs works within 128-bit halves: 64-bit groups come out as 0 2 1 3.
+        _mm256_storeu_si256((__m256i *) (out + i), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8));
+    }
+    for (; i < n; ++i) out[i] = quantize_one(x[i], inv);
+    for (; i < n_out; ++i) out[i] = 0;
+}
+
+// Sources: k, v ([C, N] f32, rows contiguous). Items: (head, chunk of keys).
+PG_TARGET void prepare_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor *               k     = dst->src[0];
+    const ggml_tensor *               v     = dst->src[1];
+    const int64_t                     heads = dst->ne[1], n = k->ne[1], hd = k->ne[0] / heads;
+    const head_layout                 L      = layout_of(hd, n);
+    const int64_t                     chunks = L.np / CHUNK, pairs = L.hdp / 2;
+    const int                         lim = qk_limit(L.hdp);
+    thread_local std::vector<int16_t> row;
+    row.resize((size_t) (2 * L.vp + L.hdp));
+    for (int64_t item = ith; item < heads * chunks; item += nth) {
+        const int64_t h = item / chunks, c = item % chunks;
+        int16_t *     base = (int16_t *) ((char *) dst->data + h * dst->nb[1]);
+        int32_t *     kq   = (int32_t *) (base + L.k_off() + c * CHUNK * L.hdp);  // one pair of dimensions per 32 bits
+        float *       ks   = (float *) (base + L.k_scale_off());
+        float *       vs   = (float *) (base + L.v_scale_off());
+        for (int64_t i = 0; i < CHUNK; i += 2) {
+            // Two keys at a time: V interleaves them.
+            int16_t * vrow[2] = { row.data(), row.data() + L.vp };
+            for (int e = 0; e < 2; ++e) {
+                const int64_t j = c * CHUNK + i + e;
+                if (j >= n) {
+                    for (int64_t p = 0; p < pairs; ++p) kq[p * CHUNK + i + e] = 0;
+                    std::fill(vrow[e], vrow[e] + L.vp, (int16_t) 0);
+                    ks[j] = vs[j] = 0.0f;
+                    continue;
+                }
+                const float * kr = (const float *) ((const char *) k->data + j * k->nb[1]) + h * hd;
+                const float * vr = (const float *) ((const char *) v->data + j * v->nb[1]) + h * hd;
+                float         d, inv;
+                scale_for(amax_of(kr, hd), lim, d, inv);
+                ks[j]          = d;
+                int16_t * krow = row.data() + 2 * L.vp;
+                quantize_row(kr, hd, L.hdp, inv, krow);
+                for (int64_t p = 0; p < pairs; ++p) memcpy(kq + p * CHUNK + i + e, krow + 2 * p, 4);
+                scale_for(amax_of(vr, hd), PV_LIMIT, d, inv);
+                vs[j] = d;
+                quantize_row(vr, hd, L.vp, inv, vrow[e]);
+            }
+            int16_t * vq = base + L.v_off() + (c * CHUNK + i) * L.vp;
+            for (int64_t d = 0; d < L.vp; d += 8) {
+                const __m128i a = _mm_loadu_si128((const __m128i *) (vrow[0] + d)), b = _mm_loadu_si128((const __m128i *) (vrow[1] + d));
+                _mm_storeu_si128((__m128i *) (vq + 2 * d), _mm_unpacklo_epi16(a, b));
+                _mm_storeu_si128((__m128i *) (vq + 2 * d + 8), _mm_unpackhi_epi16(a, b));
+            }
+        }
+    }
+}
+
+PG_TARGET inline __m256i broadcast_pair(const int16_t * p) {
+    int32_t two;
+    memcpy(&two, p, 4);
+    return _mm256_set1_epi32(two);
+}
+
+// The empty asm keeps each int32 sum in its register (as in the int8 products' steps): without it
+// gcc reassociated the sums and the 1024-token op ran 1.4x slower; a two-instruction asm step
+// (no copies through temporaries) made it spill and ran slower still.
+PG_TARGET inline __m256i madd_add(__m256i s, __m256i a, __m256i b) {
+    __m256i sum = _mm256_add_epi32(s, _mm256_madd_epi16(a, b));
+    __asm__("" : "+x"(sum));
+    return sum;
+}
+
+// s[r][j0 .. j0+16) = scores of R quantized query rows (qs their scales) against 16 keys of a chunk.
+template <int R>
+PG_TARGET void scores(const int16_t * q, int64_t q_stride, const float * qs, const int16_t * kc, const float * ks, int64_t pairs, int64_t j0,
+                      float * s, int64_t s_stride) {
+    __m256i acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t p = 0; p < pairs; ++p) {
+        const __m256i k0 = _mm256_loadu_si256((const __m256i *) (kc + (p * CHUNK + j0) * 2));
+        const __m256i k1 = _mm256_loadu_si256((const __m256i *) (kc + (p * CHUNK + j0 + 8) * 2));
+        for (int r = 0; r < R; ++r) {
+            const __m256i qv = broadcast_pair(q + r * q_stride + 2 * p);
+            acc[r][0]        = madd_add(acc[r][0], qv, k0);
+            acc[r][1]        = madd_add(acc[r][1], qv, k1);
+        }
+    }
+    const __m256 s0 = _mm256_loadu_ps(ks + j0), s1 = _mm256_loadu_ps(ks + j0 + 8);
+    for (int r = 0; r < R; ++r) {
+        const __m256 qr = _mm256_set1_ps(qs[r]);
+        _mm256_storeu_ps(s + r * s_stride + j0, _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(s0, qr)));
+        _mm256_storeu_ps(s + r * s_stride + j0 + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][1]), _mm256_mul_ps(s1, qr)));
+    }
+}
+
+void scores_rows(int64_t rows, const int16_t * q, int64_t q_stride, const float * qs, const int16_t * kc, const float * ks, int64_t pairs, int64_t j0,
+                 float * s, int64_t s_stride) {
+    switch (rows) {
+        case 1: return scores<1>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
+        case 2: return scores<2>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
+        case 3: return scores<3>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
+        case 4: return scores<4>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
+        case 5: return scores<5>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
+        default: return scores<6>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
+    }
+}
+
+// A row's weighted probabilities of one chunk (softmax_chunk<true>'s, amax their maximum) quantized:
+// n floats -> n int16 (zero up to an even count) and the row's scale.
+PG_TARGET void quantize_probabilities(const float * p, float amax, int64_t n, int16_t * out, float * scale) {
+    float inv;
+    scale_for(amax, PV_LIMIT, *scale, inv);
+    quantize_row(p, n, (n + 1) / 2 * 2, inv, out);
+}
+
+// o[r][0 .. 8G) += scale[r] sum over key pairs of p[r][pair] . v[pair][0 .. 8G): R rows, G vectors.
+template <int R, int G>
+PG_TARGET void values(const int16_t * p, int64_t p_stride, const float * ps, const int16_t * v, int64_t vp, int64_t pairs, float * o,
+                      int64_t o_stride) {
+    __m256i acc[R][G];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < G; ++t) acc[r][t] = _mm256_setzero_si256();
+    for (int64_t jp = 0; jp < pairs; ++jp) {
+        __m256i vv[G];
+        for (int t = 0; t < G; ++t) vv[t] = _mm256_loadu_si256((const __m256i *) (v + (jp * vp + 8 * t) * 2));
+        for (int r = 0; r < R; ++r) {
+            const __m256i pv = broadcast_pair(p + r * p_stride + 2 * jp);
+            for (int t = 0; t < G; ++t) acc[r][t] = madd_add(acc[r][t], pv, vv[t]);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        const __m256 sr = _mm256_set1_ps(ps[r]);
+        for (int t = 0; t < G; ++t) {
+            float * out = o + r * o_stride + 8 * t;
+            _mm256_storeu_ps(out, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][t]), sr, _mm256_loadu_ps(out)));
+        }
+    }
+}
+
+constexpr int VALUE_ROWS = 4;  // 3 rows x 3 vectors: 9 sums, 3 values, a weight and a product in registers
+
+template <int G>
+void values_rows(int64_t rows, const int16_t * p, int64_t p_stride, const float * ps, const int16_t * v, int64_t vp, int64_t pairs, float * o,
+                 int64_t o_stride) {
+    for (int64_t r = 0; r < rows; r += VALUE_ROWS) {
+        const int64_t   left = std::min<int64_t>(VALUE_ROWS, rows - r);
+        const int16_t * pr   = p + r * p_stride;
+        float *         orow = o + r * o_stride;
+        if (left == 4)
+            values<4, G>(pr, p_stride, ps + r, v, vp, pairs, orow, o_stride);
+        else if (left == 3)
+            values<3, G>(pr, p_stride, ps + r, v, vp, pairs, orow, o_stride);
+        else if (left == 2)
+            values<2, G>(pr, p_stride, ps + r, v, vp, pairs, orow, o_stride);
+        else
+            values<1, G>(pr, p_stride, ps + r, v, vp, pairs, orow, o_stride);
+    }
+}
+
+// Over the head's vectors in groups of at most 3, of even sizes (as the float form's values_all).
+void values_all(int64_t rows, const int16_t * p, int64_t p_stride, const float * ps, const int16_t * v, int64_t vp, int64_t pairs, float * o,
+                int64_t o_stride) {
+    const int64_t vectors = vp / 8, groups = (vectors + 2) / 3, size = (vectors + groups - 1) / groups;
+    for (int64_t t0 = 0; t0 < vectors; t0 += size) {
+        const int64_t   g  = std::min<int64_t>(size, vectors - t0);
+        const int16_t * vt = v + t0 * 16;
+        float *         ot = o + t0 * 8;
+        if (g == 3)
+            values_rows<3>(rows, p, p_stride, ps, vt, vp, pairs, ot, o_stride);
+        else if (g == 2)
+            values_rows<2>(rows, p, p_stride, ps, vt, vp, pairs, ot, o_stride);
+        else
+            values_rows<1>(rows, p, p_stride, ps, vt, vp, pairs, ot, o_stride);
+    }
+}
+
+// Sources: q ([C, N] f32, rows contiguous), the prepared K and V. Items: (head, block of QUERIES queries).
+PG_TARGET void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor *               q     = dst->src[0];
+    const ggml_tensor *               prep  = dst->src[1];
+    const int64_t                     heads = prep->ne[1], n = q->ne[1], hd = q->ne[0] / heads;
+    const head_layout                 L      = layout_of(hd, n);
+    const int64_t                     pairs  = L.hdp / 2;
+    const int                         lim    = qk_limit(L.hdp);
+    const float                       scale2 = 1.44269504f / sqrtf((float) hd);
+    const int64_t                     blocks = (n + QUERIES - 1) / QUERIES;
+    const int64_t                     os     = dst->nb[1] / sizeof(float);
+    thread_local std::vector<float>   s, acc;
+    thread_local std::vector<int16_t> qi, pi;
+    s.resize((size_t) (QUERIES * CHUNK));
+    acc.resize((size_t) (QUERIES * L.vp));
+    qi.resize((size_t) (QUERIES * L.hdp));
+    pi.resize((size_t) (QUERIES * CHUNK));
+    float m[QUERIES], l[QUERIES], qs[QUERIES], ps[QUERIES];
+    for (int64_t item = ith; item < heads * blocks; item += nth) {
+        const int64_t   h = item / blocks, i0 = (item % blocks) * QUERIES, rows = std::min<int64_t>(QUERIES, n - i0);
+        const int16_t * base = (const int16_t *) ((const char *) prep->data + h * prep->nb[1]);
+        const float *   ks   = (const float *) (base + L.k_scale_off());
+        const float *   vs   = (const float *) (base + L.v_scale_off());
+        for (int64_t r = 0; r < rows; ++r) {
+            const float * qr = (const float *) ((const char *) q->data + (i0 + r) * q->nb[1]) + h * hd;
+            float         inv;
+            scale_for(amax_of(qr, hd), lim, qs[r], inv);
+            quantize_row(qr, hd, L.hdp, inv, qi.data() + r * L.hdp);
+        }
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        std::fill(m, m + QUERIES, -INFINITY);
+        std::fill(l, l + QUERIES, 0.0f);
+        for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+            const int64_t   nc = std::min<int64_t>(CHUNK, n - c0);
+            const int16_t * kc = base + L.k_off() + c0 * L.hdp;
+            for (int64_t j0 = 0; j0 < nc; j0 += 16) {
+                for (int64_t r = 0; r < rows; r += 6) {
+                    scores_rows(std::min<int64_t>(6, rows - r), qi.data() + r * L.hdp, L.hdp, qs + r, kc, ks + c0, pairs, j0, s.data() + r * CHUNK,
+                                CHUNK);
+                }
+            }
+            for (int64_t r = 0; r < rows; ++r) {
+                float amax;
+                softmax_chunk<true>(s.data() + r * CHUNK, nc, scale2, m + r, l + r, acc.data() + r * L.vp, L.vp, vs + c0, &amax);
+                quantize_probabilities(s.data() + r * CHUNK, amax, nc, pi.data() + r * CHUNK, ps + r);
+            }
+            values_all(rows, pi.data(), CHUNK, ps, base + L.v_off() + c0 * L.vp, L.vp, (nc + 1) / 2, acc.data(), L.vp);
+        }
+        float * oh = (float *) ((char *) dst->data + i0 * dst->nb[1]) + h * hd;
+        for (int64_t r = 0; r < rows; ++r) {
+            const __m256 inv = _mm256_set1_ps(1.0f / l[r]);
+            int64_t      d   = 0;
+            for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(oh + r * os + d, _mm256_mul_ps(_mm256_loadu_ps(acc.data() + r * L.vp + d), inv));
+            if (d < hd) simd::store_n(oh + r * os + d, hd - d, _mm256_mul_ps(_mm256_loadu_ps(acc.data() + r * L.vp + d), inv));
+        }
+    }
+}
+
+}  // namespace int16
+
 }  // namespace
 #undef PG_TARGET
 }  // namespace pg_attention_avx2
@@ -110,6 +409,15 @@ ggml_tensor * pg_attention_cpu(ggml_context * ctx, ggml_tensor * q, ggml_tensor 
     return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0] * q->ne[2], q->ne[1], 1, 1, args, 3, op, GGML_N_TASKS_MAX, nullptr);
 }
 
+ggml_tensor * pg_attention_cpu_int16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads) {
+    namespace i16               = pg_attention_avx2::int16;
+    const i16::head_layout L    = i16::layout_of(q->ne[0] / heads, q->ne[1]);
+    ggml_tensor *          kv[] = { k, v };
+    ggml_tensor * prepared      = ggml_custom_4d(ctx, GGML_TYPE_I16, L.elements(), heads, 1, 1, kv, 2, i16::prepare_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor * args[]        = { q, prepared };
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[1], 1, 1, args, 2, i16::attention_op, GGML_N_TASKS_MAX, nullptr);
+}
+
 #else
 
 bool pg_attention_cpu_available(pg_attention_isa) {
@@ -121,6 +429,10 @@ int pg_attention_cpu_lanes(pg_attention_isa) {
 }
 
 ggml_tensor * pg_attention_cpu(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, pg_attention_isa) {
+    return nullptr;
+}
+
+ggml_tensor * pg_attention_cpu_int16(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, int) {
     return nullptr;
 }
 

@@ -7,6 +7,8 @@
 // 64 queries: the scores against all keys as a register-blocked product (keys side by side in
 // vector lanes), an exact softmax, then the weighted sum of values (value dimensions in lanes).
 // Only one block's scores exist at a time (64 x N floats per thread), never the N x N matrix.
+// Over AVX2 a second form runs both products in 16-bit integers (vpmaddwd: twice the FMA's
+// multiply-adds per instruction), q, k and v quantized per row.
 #pragma once
 #include "ggml.h"
 
@@ -30,3 +32,8 @@ constexpr int PG_ATTENTION_CHUNK = 128;
 // ignored). All contiguous. Returns softmax(q k^T / sqrt(head size)) v as [head size x heads, N],
 // token-major.
 ggml_tensor * pg_attention_cpu(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kc, ggml_tensor * v, pg_attention_isa isa);
+
+// The same attention over AVX2 with 16-bit integer products (pg_attention_cpu_available(PG_ATTENTION_AVX2)):
+// q, k, v straight from the projections, [heads x head size, N] f32 with contiguous rows (views into
+// a wider tensor are fine); K and V quantized once per head by a first op. Returns [heads x head size, N].
+ggml_tensor * pg_attention_cpu_int16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads);

@@ -124,10 +124,7 @@ void fill_info(pg_model & m, const std::string & backend, int threads) {
     i.trained_context_size = m.text.n_ctx_train;
     i.backend              = backend;
     i.threads              = threads;
-    i.vision_attention     = m.vision.attention == PG_VISION_ATTENTION_SEPARATE     ? "separate"
-                             : m.vision.attention == PG_VISION_ATTENTION_TILED      ? "tiled"
-                             : m.vision.attention == PG_VISION_ATTENTION_TILED_AVX2 ? "tiled-avx2"
-                                                                                    : "fused";
+    i.vision_attention     = pg_vision_attention_name(m.vision.attention);
     i.vision_matmul = m.vision.int8_matmul ? pg_q8_isa_name(m.vision.q8_isa) : m.vision.f16_matmul ? pg_f16_isa_name(m.vision.f16_isa) : "ggml";
     i.text_matmul   = m.text.matmul;
     i.bos_id        = llama_vocab_bos(m.text.vocab);

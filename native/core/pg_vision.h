@@ -52,6 +52,8 @@ enum pg_vision_attention {
     PG_VISION_ATTENTION_TILED,       // ours (pg_attention_cpu.h): one op per block of queries, f32, AVX-512
                                      // (asked for on a CPU without it: the AVX2 one below)
     PG_VISION_ATTENTION_TILED_AVX2,  // the same over 256-bit vectors (AVX2 + FMA)
+    PG_VISION_ATTENTION_INT16_AVX2,  // ours over AVX2 with the products in 16-bit integers (q, k, v about
+                                     // as precise as the fused kernel's f16 K and V)
 };
 
 // How the tower's q8_0 and f16 matrices are multiplied on the CPU.
@@ -72,6 +74,8 @@ bool         pg_matmul_check_forced(pg_vision_matmul mm, bool is_cpu, const char
 pg_q8_isa    pg_matmul_isa(pg_vision_matmul mm);
 // How the options and the model's info name a form: "int8" (AVX-512 VNNI), "int8-avxvnni", "int8-avx2".
 const char * pg_q8_isa_name(pg_q8_isa isa);
+// The visionAttention option's name for a kernel ("fused", "tiled-avx2", ...; "auto" for auto).
+const char * pg_vision_attention_name(pg_vision_attention a);
 
 struct pg_vision_params {
     ggml_backend_dev_t  device    = nullptr;  // nullptr: CPU

@@ -188,7 +188,7 @@ Napi::Value Load(const Napi::CallbackInfo & info) {
     p.flash_attn        = fa == 1 ? LLAMA_FLASH_ATTN_TYPE_ENABLED : fa == 2 ? LLAMA_FLASH_ATTN_TYPE_DISABLED : LLAMA_FLASH_ATTN_TYPE_AUTO;
     p.kv_type           = o.choice("kvCacheType", { "f16", "f32" }, 0) == 1 ? GGML_TYPE_F32 : GGML_TYPE_F16;
     p.mmap              = o.has("mmap") ? (o.boolean("mmap", false) ? 1 : 0) : -1;
-    p.vision_attention  = (pg_vision_attention) o.choice("visionAttention", { "auto", "fused", "separate", "tiled", "tiled-avx2" }, 0);
+    p.vision_attention  = (pg_vision_attention) o.choice("visionAttention", { "auto", "fused", "separate", "tiled", "tiled-avx2", "int16-avx2" }, 0);
     p.vision_matmul     = (pg_vision_matmul) o.choice("visionMatmul", { "auto", "ggml", "int8", "int8-avxvnni", "int8-avx2", "int16-avx2" }, 0);
     p.text_matmul       = (pg_vision_matmul) o.choice("textMatmul", { "auto", "ggml", "int8", "int8-avxvnni", "int8-avx2", "int16-avx2" }, 0);
     p.image_cache_bytes = (size_t) o.integer("imageCacheBytes", (int64_t) p.image_cache_bytes, 0, (int64_t) 1 << 50);
