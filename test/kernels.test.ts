@@ -147,13 +147,21 @@ t.test('int8 q8_0 products and tiled attention agree with ggml on a whole tower'
     const fusedError = relError((await embed(f32, { visionAttention: 'fused' })).data, exact.data);
     const e = relError(int16.data, exact.data);
     t.ok(e < 2e-3 && e < 2 * fusedError, `int16-avx2 attention: rel. error ${e.toExponential(2)} from separate ops (fused: ${fusedError.toExponential(2)})`);
+    // 'int16' is the same arithmetic over 512-bit vectors where AVX-512 VNNI is there, else 'int16-avx2'.
+    const wide = await embed(f32, { visionAttention: 'int16' });
+    t.equal(wide.info.visionAttention, vnni ? 'int16' : 'int16-avx2', "'int16' runs at the widest vectors it can");
+    const ew = relError(wide.data, exact.data);
+    t.ok(ew < 2e-3 && ew < 2 * fusedError, `int16 attention: rel. error ${ew.toExponential(2)} from separate ops (fused: ${fusedError.toExponential(2)})`);
   } else {
-    for (const mode of ['tiled', 'tiled-avx2', 'int16-avx2']) {
+    for (const mode of ['tiled', 'tiled-avx2', 'int16', 'int16-avx2']) {
       await t.rejects(embed(f32, { visionAttention: mode }), { code: 'ERR_INVALID_ARGUMENT', message: /AVX2 and FMA/ }, `'${mode}' is refused without AVX2`);
     }
   }
   const auto = await embed(q8, {});
-  t.ok(['fused', 'separate', 'tiled', 'tiled-avx2', 'int16-avx2'].includes(auto.info.visionAttention), `auto picked ${auto.info.visionAttention} attention`);
+  t.ok(
+    ['fused', 'separate', 'tiled', 'tiled-avx2', 'int16', 'int16-avx2'].includes(auto.info.visionAttention),
+    `auto picked ${auto.info.visionAttention} attention`,
+  );
   t.ok(['ggml', 'int8', 'int8-avxvnni', 'int8-avx2'].includes(auto.info.visionMatmul), `auto picked the ${auto.info.visionMatmul} product`);
   t.ok(relError(auto.data, exact.data) < 5e-2, 'and its tower is as close as the others');
 });
@@ -189,9 +197,16 @@ t.test('a LoRA adapter on every vision matrix: each product path applies it as m
   const change = relError(base, exact);
   t.ok(change > 5e-2, `the adapter changes the embedding (rel. ${change.toExponential(2)})`);
   const avx2 = features.AVX2 === '1' && features.FMA === '1';
-  for (const visionAttention of ['separate', 'fused', ...(features.AVX512 === '1' ? ['tiled'] : []), ...(avx2 ? ['tiled-avx2', 'int16-avx2'] : [])]) {
+  const attentions = [
+    'separate',
+    'fused',
+    ...(features.AVX512 === '1' ? ['tiled'] : []),
+    ...(avx2 ? ['tiled-avx2', 'int16-avx2'] : []),
+    ...(vnni ? ['int16'] : []),
+  ];
+  for (const visionAttention of attentions) {
     const e = relError(await embed(f32, { visionAttention }, true), exact);
-    const bound = visionAttention === 'fused' || visionAttention === 'int16-avx2' ? 2e-3 : 1e-5; // f16 K and V, 16-bit integers: not f32
+    const bound = visionAttention === 'fused' || visionAttention.startsWith('int16') ? 2e-3 : 1e-5; // f16 K and V, 16-bit integers: not f32
     t.ok(e < bound, `f32 weights, ${visionAttention} attention: rel. error ${e.toExponential(2)} from the merged tower`);
   }
   const q8Base = relError(await embed(q8, { visionMatmul: 'ggml', visionAttention: 'separate' }, false), base);

@@ -9,10 +9,12 @@ import { convertedFixture, FIXTURES, readF32, reference, relError } from './help
 const features = systemInfo().then((i) => i.cpuFeatures);
 let avx512 = false;
 let avx2 = false;
+let avx512Vnni = false;
 t.before(async () => {
   const f = await features;
   avx512 = f.AVX512 === '1';
   avx2 = f.AVX2 === '1' && f.FMA === '1';
+  avx512Vnni = avx512 && f.AVX512_VNNI === '1';
 });
 
 for (const fixture of ['tiny-v1', 'tiny-v2'] as const) {
@@ -51,11 +53,16 @@ for (const fixture of ['tiny-v1', 'tiny-v2'] as const) {
     ['tiled vision attention (ours, AVX-512)', { visionAttention: 'tiled' }, 5e-3],
     ['tiled vision attention (ours, AVX2)', { visionAttention: 'tiled-avx2' }, 5e-3],
     ['tiled vision attention in 16-bit integers (ours, AVX2)', { visionAttention: 'int16-avx2' }, 5e-3],
+    ['tiled vision attention in 16-bit integers (ours, AVX-512 VNNI)', { visionAttention: 'int16' }, 5e-3],
     ['f32 KV cache, flash attention off', { kvCacheType: 'f32', flashAttention: 'off' }, 1e-3],
   ] as const) {
     t.test(`${fixture}: logits and greedy tokens, ${label}`, async (t) => {
       if ('visionAttention' in opts && opts.visionAttention === 'tiled' && !avx512) {
         t.comment("skipped: 'tiled' at 512 bits needs AVX-512, which this CPU lacks (its AVX2 form is the next case)");
+        return;
+      }
+      if ('visionAttention' in opts && opts.visionAttention === 'int16' && !avx512Vnni) {
+        t.comment("skipped: 'int16' at 512 bits needs AVX-512 VNNI, which this CPU lacks (its AVX2 form is the case before)");
         return;
       }
       if ('visionAttention' in opts && (opts.visionAttention === 'tiled-avx2' || opts.visionAttention === 'int16-avx2') && !avx2) {
@@ -121,6 +128,7 @@ t.test('vision attention kernels: the f32 ones beat the fused f16 one against th
   if (avx512) kinds.push(['tiled', {}]);
   if (avx2) kinds.push(['tiled-avx2', {}]);
   if (avx2) kinds.push(['int16-avx2', {}]);
+  if (avx512Vnni) kinds.push(['int16', {}]);
   const worst: number[] = [];
   for (const [visionAttention, extra] of kinds) {
     const model = await PaliGemma.load({ ...files, gpu: 'cpu', imageCacheMB: 0, visionAttention, ...extra });
@@ -133,19 +141,21 @@ t.test('vision attention kernels: the f32 ones beat the fused f16 one against th
     await model.dispose();
     worst.push(w);
     t.ok(
-      w <= (visionAttention === 'fused' || visionAttention === 'int16-avx2' ? 2e-3 : 5e-4),
+      w <= (visionAttention === 'fused' || visionAttention.startsWith('int16') ? 2e-3 : 5e-4),
       `${visionAttention}${'flashAttention' in extra ? ' (flashAttention off)' : ''}: worst embedding rel. error ${w.toExponential(2)}`,
     );
   }
-  // Fused attention keeps K and V in f16; int16-avx2 quantizes q, k, v to 16-bit integers; the others stay in f32.
-  const f32Kinds = worst.filter((_, i) => i > 0 && kinds[i]![0] !== 'int16-avx2');
+  // Fused attention keeps K and V in f16; the int16 forms quantize q, k, v to 16-bit integers; the others stay in f32.
+  const f32Kinds = worst.filter((_, i) => i > 0 && !kinds[i]![0].startsWith('int16'));
   t.ok(
     f32Kinds.every((w) => w < worst[0]!),
     'the f32 kernels are closer than the fused one',
   );
-  const int16 = kinds.findIndex(([kind]) => kind === 'int16-avx2');
-  if (int16 >= 0)
-    t.ok(worst[int16]! < 2 * worst[0]!, `int16-avx2 (${worst[int16]!.toExponential(2)}) within twice the fused kernel's error (${worst[0]!.toExponential(2)})`);
+  kinds.forEach(([kind], i) => {
+    if (kind.startsWith('int16'))
+      t.ok(worst[i]! < 2 * worst[0]!, `${kind} (${worst[i]!.toExponential(2)}) within twice the fused kernel's error (${worst[0]!.toExponential(2)})`);
+  });
   if (!avx512) t.comment("'tiled' at 512 bits needs AVX-512: not on this CPU");
   if (!avx2) t.comment("'tiled-avx2' needs AVX2 and FMA: not on this CPU");
+  if (!avx512Vnni) t.comment("'int16' at 512 bits needs AVX-512 VNNI: not on this CPU");
 });

@@ -56,9 +56,10 @@ export interface LoadOptions {
   /**
    * The vision tower's attention kernel: 'auto' (default: the fastest on this machine, measured at
    * load), 'fused' (ggml's), 'separate' (ggml's ops, f32), 'tiled' (ours, at the widest vectors the
-   * CPU has: AVX-512, else AVX2 + FMA), 'tiled-avx2' (ours over AVX2 even where AVX-512 is there) or
-   * 'int16-avx2' (ours over AVX2 with the products in 16-bit integers: q, k, v quantized per row, about
-   * as precise as the fused kernel's f16 K and V).
+   * CPU has: AVX-512, else AVX2 + FMA), 'tiled-avx2' (ours over AVX2 even where AVX-512 is there),
+   * 'int16' (ours with the products in 16-bit integers: q, k, v quantized per row, about as precise as
+   * the fused kernel's f16 K and V; over 512-bit vectors with AVX-512 VNNI, else as 'int16-avx2') or
+   * 'int16-avx2' (the same over AVX2 even where AVX-512 is there).
    */
   visionAttention?: VisionAttentionMode;
   /**

@@ -19,7 +19,7 @@ export const KV_CACHE_TYPES = ['f16', 'f32'] as const;
 export type KvCacheType = (typeof KV_CACHE_TYPES)[number];
 export const VISION_MATMUL_MODES = ['auto', 'ggml', 'int8', 'int8-avxvnni', 'int8-avx2', 'int16-avx2'] as const;
 export type VisionMatmulMode = (typeof VISION_MATMUL_MODES)[number];
-export const VISION_ATTENTION_MODES = ['auto', 'fused', 'separate', 'tiled', 'tiled-avx2', 'int16-avx2'] as const;
+export const VISION_ATTENTION_MODES = ['auto', 'fused', 'separate', 'tiled', 'tiled-avx2', 'int16', 'int16-avx2'] as const;
 export type VisionAttentionMode = (typeof VISION_ATTENTION_MODES)[number];
 
 export const STOP_REASONS = ['eos', 'maxTokens', 'stop', 'abort'] as const;
@@ -193,8 +193,8 @@ export interface NativeModelInfo {
   trainedContextSize: number;
   backend: string;
   threads: number;
-  /** The attention kernel the vision tower uses (with 'auto', the one measured faster at load): 'tiled' is ours over AVX-512, 'tiled-avx2' over AVX2, 'int16-avx2' ours over AVX2 with 16-bit integer products. */
-  visionAttention: 'fused' | 'separate' | 'tiled' | 'tiled-avx2' | 'int16-avx2';
+  /** The attention kernel the vision tower uses (with 'auto', the one measured faster at load): 'tiled' is ours over AVX-512, 'tiled-avx2' over AVX2, 'int16' ours with 16-bit integer products over AVX-512 VNNI, 'int16-avx2' the same over AVX2. */
+  visionAttention: 'fused' | 'separate' | 'tiled' | 'tiled-avx2' | 'int16' | 'int16-avx2';
   /**
    * The vision tower's matrix products: for q8_0 weights 'int8' (ours, AVX-512 VNNI), 'int8-avxvnni' (ours, 256-bit AVX-VNNI),
    * 'int8-avx2' (ours, 256-bit AVX2); for f16 weights 'f16' (ours, AVX-512), 'f16-avx2' (ours, AVX2) or 'int16-avx2'

@@ -116,8 +116,15 @@ struct head_layout {
     int64_t elements() const { return v_scale_off() + 2 * np; }
 };
 
-head_layout layout_of(int64_t hd, int64_t n) {
-    return { hd, (hd + 1) / 2 * 2, (hd + 7) / 8 * 8, (n + CHUNK - 1) / CHUNK * CHUNK };
+// wide: V rows padded to 16 dimensions (the 512-bit form's vectors), else 8.
+head_layout layout_of(int64_t hd, int64_t n, bool wide) {
+    const int64_t lanes = wide ? 16 : 8;
+    return { hd, (hd + 1) / 2 * 2, (hd + lanes - 1) / lanes * lanes, (n + CHUNK - 1) / CHUNK * CHUNK };
+}
+
+// The op's userdata: whether it is the 512-bit form.
+bool is_wide(const void * userdata) {
+    return userdata && *(const bool *) userdata;
 }
 
 int qk_limit(int64_t hdp) {
@@ -161,11 +168,11 @@ PG_TARGET void quantize_row(const float * x, int64_t n, int64_t n_out, float inv
 }
 
 // Sources: k, v ([C, N] f32, rows contiguous). Items: (head, chunk of keys).
-PG_TARGET void prepare_op(ggml_tensor * dst, int ith, int nth, void *) {
+PG_TARGET void prepare_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ggml_tensor *               k     = dst->src[0];
     const ggml_tensor *               v     = dst->src[1];
     const int64_t                     heads = dst->ne[1], n = k->ne[1], hd = k->ne[0] / heads;
-    const head_layout                 L      = layout_of(hd, n);
+    const head_layout                 L      = layout_of(hd, n, is_wide(userdata));
     const int64_t                     chunks = L.np / CHUNK, pairs = L.hdp / 2;
     const int                         lim = qk_limit(L.hdp);
     thread_local std::vector<int16_t> row;
@@ -209,55 +216,38 @@ PG_TARGET void prepare_op(ggml_tensor * dst, int ith, int nth, void *) {
     }
 }
 
-PG_TARGET inline __m256i broadcast_pair(const int16_t * p) {
-    int32_t two;
-    memcpy(&two, p, 4);
-    return _mm256_set1_epi32(two);
-}
-
-// The empty asm keeps each int32 sum in its register (as in the int8 products' steps): without it
-// gcc reassociated the sums and the 1024-token op ran 1.4x slower; a two-instruction asm step
-// (no copies through temporaries) made it spill and ran slower still.
-PG_TARGET inline __m256i madd_add(__m256i s, __m256i a, __m256i b) {
-    __m256i sum = _mm256_add_epi32(s, _mm256_madd_epi16(a, b));
-    __asm__("" : "+x"(sum));
-    return sum;
-}
-
-// s[r][j0 .. j0+16) = scores of R quantized query rows (qs their scales) against 16 keys of a chunk.
-template <int R>
-PG_TARGET void scores(const int16_t * q, int64_t q_stride, const float * qs, const int16_t * kc, const float * ks, int64_t pairs, int64_t j0,
-                      float * s, int64_t s_stride) {
-    __m256i acc[R][2];
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    for (int64_t p = 0; p < pairs; ++p) {
-        const __m256i k0 = _mm256_loadu_si256((const __m256i *) (kc + (p * CHUNK + j0) * 2));
-        const __m256i k1 = _mm256_loadu_si256((const __m256i *) (kc + (p * CHUNK + j0 + 8) * 2));
-        for (int r = 0; r < R; ++r) {
-            const __m256i qv = broadcast_pair(q + r * q_stride + 2 * p);
-            acc[r][0]        = madd_add(acc[r][0], qv, k0);
-            acc[r][1]        = madd_add(acc[r][1], qv, k1);
-        }
+// The products over AVX2: vpmaddwd then vpaddd, 8 lanes.
+namespace narrow {
+struct vec {
+    using i                    = __m256i;
+    using f                    = __m256;
+    static constexpr int LANES = 8;
+    PG_TARGET static i   zero() { return _mm256_setzero_si256(); }
+    PG_TARGET static i   load(const int16_t * p) { return _mm256_loadu_si256((const __m256i *) p); }
+    PG_TARGET static i   broadcast_pair(const int16_t * p) {
+          int32_t two;
+          memcpy(&two, p, 4);
+          return _mm256_set1_epi32(two);
     }
-    const __m256 s0 = _mm256_loadu_ps(ks + j0), s1 = _mm256_loadu_ps(ks + j0 + 8);
-    for (int r = 0; r < R; ++r) {
-        const __m256 qr = _mm256_set1_ps(qs[r]);
-        _mm256_storeu_ps(s + r * s_stride + j0, _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][0]), _mm256_mul_ps(s0, qr)));
-        _mm256_storeu_ps(s + r * s_stride + j0 + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][1]), _mm256_mul_ps(s1, qr)));
+    // The empty asm keeps each int32 sum in its register (as in the int8 products' steps): without
+    // it gcc reassociated the sums and the 1024-token op ran 1.4x slower; a two-instruction asm
+    // step (no copies through temporaries) made it spill and ran slower still.
+    PG_TARGET static i dot(i s, i a, i b) {
+        i sum = _mm256_add_epi32(s, _mm256_madd_epi16(a, b));
+        __asm__("" : "+x"(sum));
+        return sum;
     }
-}
-
-void scores_rows(int64_t rows, const int16_t * q, int64_t q_stride, const float * qs, const int16_t * kc, const float * ks, int64_t pairs, int64_t j0,
-                 float * s, int64_t s_stride) {
-    switch (rows) {
-        case 1: return scores<1>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
-        case 2: return scores<2>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
-        case 3: return scores<3>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
-        case 4: return scores<4>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
-        case 5: return scores<5>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
-        default: return scores<6>(q, q_stride, qs, kc, ks, pairs, j0, s, s_stride);
-    }
-}
+    PG_TARGET static f    loadf(const float * p) { return _mm256_loadu_ps(p); }
+    PG_TARGET static void storef(float * p, f x) { _mm256_storeu_ps(p, x); }
+    PG_TARGET static f    set1(float x) { return _mm256_set1_ps(x); }
+    PG_TARGET static f    to_float(i x) { return _mm256_cvtepi32_ps(x); }
+    PG_TARGET static f    mul(f a, f b) { return _mm256_mul_ps(a, b); }
+    PG_TARGET static f    fmadd(f a, f b, f c) { return _mm256_fmadd_ps(a, b, c); }
+};
+constexpr int SCORE_ROWS  = 6;  // 6 rows x 2 vectors: 12 sums, the 2 keys and a broadcast in the 16 registers
+constexpr int VALUE_GROUP = 3;  // 4 rows x 3 vectors: 12 sums, 3 values and a weight
+#include "pg_attention_int16.inc"
+}  // namespace narrow
 
 // A row's weighted probabilities of one chunk (softmax_chunk<true>'s, amax their maximum) quantized:
 // n floats -> n int16 (zero up to an even count) and the row's scale.
@@ -267,66 +257,41 @@ PG_TARGET void quantize_probabilities(const float * p, float amax, int64_t n, in
     quantize_row(p, n, (n + 1) / 2 * 2, inv, out);
 }
 
-// o[r][0 .. 8G) += scale[r] sum over key pairs of p[r][pair] . v[pair][0 .. 8G): R rows, G vectors.
-template <int R, int G>
-PG_TARGET void values(const int16_t * p, int64_t p_stride, const float * ps, const int16_t * v, int64_t vp, int64_t pairs, float * o,
-                      int64_t o_stride) {
-    __m256i acc[R][G];
-    for (int r = 0; r < R; ++r)
-        for (int t = 0; t < G; ++t) acc[r][t] = _mm256_setzero_si256();
-    for (int64_t jp = 0; jp < pairs; ++jp) {
-        __m256i vv[G];
-        for (int t = 0; t < G; ++t) vv[t] = _mm256_loadu_si256((const __m256i *) (v + (jp * vp + 8 * t) * 2));
-        for (int r = 0; r < R; ++r) {
-            const __m256i pv = broadcast_pair(p + r * p_stride + 2 * jp);
-            for (int t = 0; t < G; ++t) acc[r][t] = madd_add(acc[r][t], pv, vv[t]);
-        }
+// The 512-bit form (AVX-512 BW + VNNI): the same layouts (V rows padded to 16 dimensions), one
+// vpdpwssd per step, 16 lanes; 32 registers: 12 query rows x 2 vectors of keys for the scores,
+// 4 rows x 5 vectors (80 dimensions) for the values.
+namespace wide {
+#pragma push_macro("PG_TARGET")
+#undef PG_TARGET
+#define PG_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
+struct vec {
+    using i                    = __m512i;
+    using f                    = __m512;
+    static constexpr int LANES = 16;
+    PG_TARGET static i   zero() { return _mm512_setzero_si512(); }
+    PG_TARGET static i   load(const int16_t * p) { return _mm512_loadu_si512((const void *) p); }
+    PG_TARGET static i   broadcast_pair(const int16_t * p) {
+          int32_t two;
+          memcpy(&two, p, 4);
+          return _mm512_set1_epi32(two);
     }
-    for (int r = 0; r < R; ++r) {
-        const __m256 sr = _mm256_set1_ps(ps[r]);
-        for (int t = 0; t < G; ++t) {
-            float * out = o + r * o_stride + 8 * t;
-            _mm256_storeu_ps(out, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][t]), sr, _mm256_loadu_ps(out)));
-        }
+    PG_TARGET static i dot(i s, i a, i b) {
+        i sum = _mm512_dpwssd_epi32(s, a, b);
+        __asm__("" : "+v"(sum));
+        return sum;
     }
-}
-
-constexpr int VALUE_ROWS = 4;  // 3 rows x 3 vectors: 9 sums, 3 values, a weight and a product in registers
-
-template <int G>
-void values_rows(int64_t rows, const int16_t * p, int64_t p_stride, const float * ps, const int16_t * v, int64_t vp, int64_t pairs, float * o,
-                 int64_t o_stride) {
-    for (int64_t r = 0; r < rows; r += VALUE_ROWS) {
-        const int64_t   left = std::min<int64_t>(VALUE_ROWS, rows - r);
-        const int16_t * pr   = p + r * p_stride;
-        float *         orow = o + r * o_stride;
-        if (left == 4)
-            values<4, G>(pr, p_stride, ps + r, v, vp, pairs, orow, o_stride);
-        else if (left == 3)
-            values<3, G>(pr, p_stride, ps + r, v, vp, pairs, orow, o_stride);
-        else if (left == 2)
-            values<2, G>(pr, p_stride, ps + r, v, vp, pairs, orow, o_stride);
-        else
-            values<1, G>(pr, p_stride, ps + r, v, vp, pairs, orow, o_stride);
-    }
-}
-
-// Over the head's vectors in groups of at most 3, of even sizes (as the float form's values_all).
-void values_all(int64_t rows, const int16_t * p, int64_t p_stride, const float * ps, const int16_t * v, int64_t vp, int64_t pairs, float * o,
-                int64_t o_stride) {
-    const int64_t vectors = vp / 8, groups = (vectors + 2) / 3, size = (vectors + groups - 1) / groups;
-    for (int64_t t0 = 0; t0 < vectors; t0 += size) {
-        const int64_t   g  = std::min<int64_t>(size, vectors - t0);
-        const int16_t * vt = v + t0 * 16;
-        float *         ot = o + t0 * 8;
-        if (g == 3)
-            values_rows<3>(rows, p, p_stride, ps, vt, vp, pairs, ot, o_stride);
-        else if (g == 2)
-            values_rows<2>(rows, p, p_stride, ps, vt, vp, pairs, ot, o_stride);
-        else
-            values_rows<1>(rows, p, p_stride, ps, vt, vp, pairs, ot, o_stride);
-    }
-}
+    PG_TARGET static f    loadf(const float * p) { return _mm512_loadu_ps(p); }
+    PG_TARGET static void storef(float * p, f x) { _mm512_storeu_ps(p, x); }
+    PG_TARGET static f    set1(float x) { return _mm512_set1_ps(x); }
+    PG_TARGET static f    to_float(i x) { return _mm512_cvtepi32_ps(x); }
+    PG_TARGET static f    mul(f a, f b) { return _mm512_mul_ps(a, b); }
+    PG_TARGET static f    fmadd(f a, f b, f c) { return _mm512_fmadd_ps(a, b, c); }
+};
+constexpr int SCORE_ROWS  = 12;
+constexpr int VALUE_GROUP = 5;
+#include "pg_attention_int16.inc"
+#pragma pop_macro("PG_TARGET")
+}  // namespace wide
 
 // The weighted probabilities (p times the key's value scale, under 2^-12) of keys far below a
 // row's maximum fall under FLT_MIN, and x86 cores take a slow assist for each denormal result:
@@ -343,17 +308,22 @@ struct denormals_flushed {
 };
 
 // Sources: q ([C, N] f32, rows contiguous), the prepared K and V. Items: (head, block of QUERIES queries).
-PG_TARGET void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
+PG_TARGET void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata) {
     const denormals_flushed           flushed;
+    const bool                        wide  = is_wide(userdata);
     const ggml_tensor *               q     = dst->src[0];
     const ggml_tensor *               prep  = dst->src[1];
     const int64_t                     heads = prep->ne[1], n = q->ne[1], hd = q->ne[0] / heads;
-    const head_layout                 L      = layout_of(hd, n);
-    const int64_t                     pairs  = L.hdp / 2;
-    const int                         lim    = qk_limit(L.hdp);
-    const float                       scale2 = 1.44269504f / sqrtf((float) hd);
-    const int64_t                     blocks = (n + QUERIES - 1) / QUERIES;
-    const int64_t                     os     = dst->nb[1] / sizeof(float);
+    const head_layout                 L           = layout_of(hd, n, wide);
+    const auto                        scores_rows = wide ? wide::scores_rows : narrow::scores_rows;
+    const auto                        values_all  = wide ? wide::values_all : narrow::values_all;
+    const int64_t                     key_step    = 2 * (wide ? wide::vec::LANES : narrow::vec::LANES);
+    const int64_t                     score_rows  = wide ? wide::SCORE_ROWS : narrow::SCORE_ROWS;
+    const int64_t                     pairs       = L.hdp / 2;
+    const int                         lim         = qk_limit(L.hdp);
+    const float                       scale2      = 1.44269504f / sqrtf((float) hd);
+    const int64_t                     blocks      = (n + QUERIES - 1) / QUERIES;
+    const int64_t                     os          = dst->nb[1] / sizeof(float);
     thread_local std::vector<float>   s, acc;
     thread_local std::vector<int16_t> qi, pi;
     s.resize((size_t) (QUERIES * CHUNK));
@@ -378,15 +348,18 @@ PG_TARGET void attention_op(ggml_tensor * dst, int ith, int nth, void *) {
         for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
             const int64_t   nc = std::min<int64_t>(CHUNK, n - c0);
             const int16_t * kc = base + L.k_off() + c0 * L.hdp;
-            for (int64_t j0 = 0; j0 < nc; j0 += 16) {
-                for (int64_t r = 0; r < rows; r += 6) {
-                    scores_rows(std::min<int64_t>(6, rows - r), qi.data() + r * L.hdp, L.hdp, qs + r, kc, ks + c0, pairs, j0, s.data() + r * CHUNK,
-                                CHUNK);
+            // Past nc the keys are K's zero padding (chunks are whole): their scores are never read.
+            for (int64_t j0 = 0; j0 < nc; j0 += key_step) {
+                for (int64_t r = 0; r < rows; r += score_rows) {
+                    scores_rows(std::min<int64_t>(score_rows, rows - r), qi.data() + r * L.hdp, L.hdp, qs + r, kc, ks + c0, pairs, j0,
+                                s.data() + r * CHUNK, CHUNK);
                 }
             }
             for (int64_t r = 0; r < rows; ++r) {
                 float amax;
-                softmax_chunk<true>(s.data() + r * CHUNK, nc, scale2, m + r, l + r, acc.data() + r * L.vp, L.vp, vs + c0, &amax);
+                // The 512-bit form's softmax at its width too (V rows there are whole 16-float vectors).
+                (wide ? pg_attention_avx512::softmax_chunk<true> : softmax_chunk<true>) (s.data() + r * CHUNK, nc, scale2, m + r, l + r,
+                                                                                         acc.data() + r * L.vp, L.vp, vs + c0, &amax);
                 quantize_probabilities(s.data() + r * CHUNK, amax, nc, pi.data() + r * CHUNK, ps + r);
             }
             values_all(rows, pi.data(), CHUNK, ps, base + L.v_off() + c0 * L.vp, L.vp, (nc + 1) / 2, acc.data(), L.vp);
@@ -411,7 +384,9 @@ bool pg_attention_cpu_available(pg_attention_isa isa) {
     static const bool avx512 = __builtin_cpu_supports("avx512f") && pg_cpu_variant_has("AVX512");
     static const bool avx2 =
         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && pg_cpu_variant_has("AVX2") && pg_cpu_variant_has("FMA");
-    return isa == PG_ATTENTION_AVX512 ? avx512 : avx2;
+    static const bool avx512_vnni =
+        avx512 && avx2 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") && pg_cpu_variant_has("AVX512_VNNI");
+    return isa == PG_ATTENTION_AVX512 ? avx512 : isa == PG_ATTENTION_AVX512_VNNI ? avx512_vnni : avx2;
 }
 
 int pg_attention_cpu_lanes(pg_attention_isa isa) {
@@ -424,13 +399,16 @@ ggml_tensor * pg_attention_cpu(ggml_context * ctx, ggml_tensor * q, ggml_tensor 
     return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0] * q->ne[2], q->ne[1], 1, 1, args, 3, op, GGML_N_TASKS_MAX, nullptr);
 }
 
-ggml_tensor * pg_attention_cpu_int16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads) {
-    namespace i16               = pg_attention_avx2::int16;
-    const i16::head_layout L    = i16::layout_of(q->ne[0] / heads, q->ne[1]);
-    ggml_tensor *          kv[] = { k, v };
-    ggml_tensor * prepared      = ggml_custom_4d(ctx, GGML_TYPE_I16, L.elements(), heads, 1, 1, kv, 2, i16::prepare_op, GGML_N_TASKS_MAX, nullptr);
-    ggml_tensor * args[]        = { q, prepared };
-    return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[1], 1, 1, args, 2, i16::attention_op, GGML_N_TASKS_MAX, nullptr);
+ggml_tensor * pg_attention_cpu_int16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads, pg_attention_isa isa) {
+    namespace i16 = pg_attention_avx2::int16;
+    // Both ops read the form from their userdata, a pointer to a constant that outlives every graph.
+    static const bool      forms[2] = { false, true };
+    const bool *           wide     = &forms[isa == PG_ATTENTION_AVX512_VNNI ? 1 : 0];
+    const i16::head_layout L        = i16::layout_of(q->ne[0] / heads, q->ne[1], *wide);
+    ggml_tensor *          kv[]     = { k, v };
+    ggml_tensor * prepared = ggml_custom_4d(ctx, GGML_TYPE_I16, L.elements(), heads, 1, 1, kv, 2, i16::prepare_op, GGML_N_TASKS_MAX, (void *) wide);
+    ggml_tensor * args[]   = { q, prepared };
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, q->ne[0], q->ne[1], 1, 1, args, 2, i16::attention_op, GGML_N_TASKS_MAX, (void *) wide);
 }
 
 #else
@@ -447,7 +425,7 @@ ggml_tensor * pg_attention_cpu(ggml_context *, ggml_tensor *, ggml_tensor *, ggm
     return nullptr;
 }
 
-ggml_tensor * pg_attention_cpu_int16(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, int) {
+ggml_tensor * pg_attention_cpu_int16(ggml_context *, ggml_tensor *, ggml_tensor *, ggml_tensor *, int, pg_attention_isa) {
     return nullptr;
 }
 

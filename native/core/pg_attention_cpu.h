@@ -7,8 +7,9 @@
 // 64 queries: the scores against all keys as a register-blocked product (keys side by side in
 // vector lanes), an exact softmax, then the weighted sum of values (value dimensions in lanes).
 // Only one block's scores exist at a time (64 x N floats per thread), never the N x N matrix.
-// Over AVX2 a second form runs both products in 16-bit integers (vpmaddwd: twice the FMA's
-// multiply-adds per instruction), q, k and v quantized per row.
+// A second form runs both products in 16-bit integers, q, k and v quantized per row: over AVX2
+// (vpmaddwd: twice the FMA's multiply-adds per instruction) or, with AVX-512 VNNI, over 512-bit
+// vectors (vpdpwssd: the same, in one instruction); the softmax over AVX2 in both.
 #pragma once
 #include "ggml.h"
 
@@ -16,6 +17,9 @@
 enum pg_attention_isa {
     PG_ATTENTION_AVX512,  // 16 floats per vector (AVX-512 F)
     PG_ATTENTION_AVX2,    // 8 floats per vector (AVX2 + FMA): CPUs without AVX-512
+    // pg_attention_cpu_int16 only: its products over 512-bit vectors with vpdpwssd (AVX-512 BW and
+    // VNNI), twice the 512-bit FMA's multiply-adds per instruction; softmax as the AVX2 form.
+    PG_ATTENTION_AVX512_VNNI,
 };
 
 // This CPU runs the kernel at that width, and this build has it.
@@ -33,7 +37,9 @@ constexpr int PG_ATTENTION_CHUNK = 128;
 // token-major.
 ggml_tensor * pg_attention_cpu(ggml_context * ctx, ggml_tensor * q, ggml_tensor * kc, ggml_tensor * v, pg_attention_isa isa);
 
-// The same attention over AVX2 with 16-bit integer products (pg_attention_cpu_available(PG_ATTENTION_AVX2)):
-// q, k, v straight from the projections, [heads x head size, N] f32 with contiguous rows (views into
-// a wider tensor are fine); K and V quantized once per head by a first op. Returns [heads x head size, N].
-ggml_tensor * pg_attention_cpu_int16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads);
+// The same attention with 16-bit integer products, over AVX2 or (isa PG_ATTENTION_AVX512_VNNI)
+// 512-bit vectors, as pg_attention_cpu_available(isa) says: q, k, v straight from the projections,
+// [heads x head size, N] f32 with contiguous rows (views into a wider tensor are fine); K and V
+// quantized once per head by a first op. Returns [heads x head size, N].
+ggml_tensor * pg_attention_cpu_int16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads,
+                                     pg_attention_isa isa = PG_ATTENTION_AVX2);

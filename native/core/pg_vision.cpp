@@ -96,9 +96,13 @@ bool init_backend(const pg_vision_params & params, pg_vision_model & m, pg_error
     // 'tiled' is ours at the widest vectors the CPU has; either form needs the CPU backend.
     pg_vision_attention attention = params.attention;
     if (attention == PG_VISION_ATTENTION_TILED && !pg_attention_cpu_available(PG_ATTENTION_AVX512)) attention = PG_VISION_ATTENTION_TILED_AVX2;
-    const bool tiled =
-        attention == PG_VISION_ATTENTION_TILED || attention == PG_VISION_ATTENTION_TILED_AVX2 || attention == PG_VISION_ATTENTION_INT16_AVX2;
-    if (tiled && !(m.is_cpu && pg_attention_cpu_available(attention == PG_VISION_ATTENTION_TILED ? PG_ATTENTION_AVX512 : PG_ATTENTION_AVX2))) {
+    if (attention == PG_VISION_ATTENTION_INT16 && !pg_attention_cpu_available(PG_ATTENTION_AVX512_VNNI)) attention = PG_VISION_ATTENTION_INT16_AVX2;
+    const bool tiled = attention == PG_VISION_ATTENTION_TILED || attention == PG_VISION_ATTENTION_TILED_AVX2 ||
+                       attention == PG_VISION_ATTENTION_INT16_AVX2 || attention == PG_VISION_ATTENTION_INT16;
+    const pg_attention_isa needs = attention == PG_VISION_ATTENTION_TILED   ? PG_ATTENTION_AVX512
+                                   : attention == PG_VISION_ATTENTION_INT16 ? PG_ATTENTION_AVX512_VNNI
+                                                                            : PG_ATTENTION_AVX2;
+    if (tiled && !(m.is_cpu && pg_attention_cpu_available(needs))) {
         return err.set(PG_ERR_INVALID_ARGUMENT, std::string("visionAttention '") + pg_vision_attention_name(params.attention) +
                                                     "' needs the CPU backend on an x86-64 CPU with AVX2 and FMA, which this one is not");
     }
@@ -689,7 +693,8 @@ ggml_tensor * attention(const pg_vision_model & m, ggml_context * ctx, ggml_tens
     auto heads = [&](ggml_tensor * t) { return ggml_view_3d(ctx, t, HD, H, N, HD * ggml_element_size(t), t->nb[1], 0); };
     if (kind == PG_VISION_ATTENTION_TILED) return tiled_attention(ctx, q, k, v, H, PG_ATTENTION_AVX512);
     if (kind == PG_VISION_ATTENTION_TILED_AVX2) return tiled_attention(ctx, q, k, v, H, PG_ATTENTION_AVX2);
-    if (kind == PG_VISION_ATTENTION_INT16_AVX2) return pg_attention_cpu_int16(ctx, q, k, v, H);
+    if (kind == PG_VISION_ATTENTION_INT16_AVX2) return pg_attention_cpu_int16(ctx, q, k, v, H, PG_ATTENTION_AVX2);
+    if (kind == PG_VISION_ATTENTION_INT16) return pg_attention_cpu_int16(ctx, q, k, v, H, PG_ATTENTION_AVX512_VNNI);
     ggml_tensor * qh = ggml_permute(ctx, heads(q), 0, 2, 1, 3);  // [HD, N, H]
     ggml_tensor * kh = ggml_permute(ctx, heads(k), 0, 2, 1, 3);  // [HD, N, H]
     if (kind == PG_VISION_ATTENTION_FUSED) {
@@ -837,6 +842,7 @@ pg_vision_attention measure_attention(const pg_vision_model & m) {
         kinds.push_back(PG_VISION_ATTENTION_TILED_AVX2);
         kinds.push_back(PG_VISION_ATTENTION_INT16_AVX2);
     }
+    if (pg_attention_cpu_available(PG_ATTENTION_AVX512_VNNI)) kinds.push_back(PG_VISION_ATTENTION_INT16);
     if (kinds.size() == 1) return kinds[0];
     const int         heads = std::max(std::min(m.n_threads, H), std::min(H, (int) ((4LL << 20) / ((int64_t) N * N))));
     const std::string key =
@@ -935,6 +941,7 @@ const char * pg_vision_attention_name(pg_vision_attention a) {
         case PG_VISION_ATTENTION_TILED: return "tiled";
         case PG_VISION_ATTENTION_TILED_AVX2: return "tiled-avx2";
         case PG_VISION_ATTENTION_INT16_AVX2: return "int16-avx2";
+        case PG_VISION_ATTENTION_INT16: return "int16";
     }
     return "fused";
 }

@@ -54,6 +54,8 @@ enum pg_vision_attention {
     PG_VISION_ATTENTION_TILED_AVX2,  // the same over 256-bit vectors (AVX2 + FMA)
     PG_VISION_ATTENTION_INT16_AVX2,  // ours over AVX2 with the products in 16-bit integers (q, k, v about
                                      // as precise as the fused kernel's f16 K and V)
+    PG_VISION_ATTENTION_INT16,       // the same products over 512-bit vectors (AVX-512 BW + VNNI)
+                                     // (asked for on a CPU without them: the AVX2 one above)
 };
 
 // How the tower's q8_0 and f16 matrices are multiplied on the CPU.

@@ -38,7 +38,8 @@ int usage() {
         "       paligemma-native generate MODEL MMPROJ IMAGE PROMPT MAX_TOKENS [options] [--logits OUT.f32] [--force ID,ID,...] [--causal-prefix]\n"
         "       paligemma-native kernels [--threads N] [--gemma]   this CPU's peak rates, then our int8 q8_0 and f16 products against ggml's and "
         "f32, at SigLIP shapes (--gemma: Gemma-2B's linears)\n"
-        "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention fused|separate|tiled|tiled-avx2|int16-avx2\n"
+        "options: --gpu auto|cpu|cuda|metal|vulkan  --threads N  --f32-kv  --no-fa  --vision-attention "
+        "fused|separate|tiled|tiled-avx2|int16|int16-avx2\n"
         "         --vision-matmul ggml|int8|int8-avxvnni|int8-avx2|int16-avx2 (f16 weights: ours at 512 bits for int8, 14-bit integers for "
         "int16-avx2, else f32 at 256)  --text-matmul (the same)\n"
         "         --no-repack\n");
@@ -90,11 +91,12 @@ bool parse_options(int argc, char ** argv, int first, tool_options & o) {
             o.model.vision_repack = false;
         else if (!strcmp(a, "--vision-attention") && more) {
             const std::string v = argv[++i];
-            if (v != "fused" && v != "separate" && v != "tiled" && v != "tiled-avx2" && v != "int16-avx2") return false;
+            if (v != "fused" && v != "separate" && v != "tiled" && v != "tiled-avx2" && v != "int16" && v != "int16-avx2") return false;
             o.model.vision_attention = v == "fused"        ? PG_VISION_ATTENTION_FUSED
                                        : v == "tiled"      ? PG_VISION_ATTENTION_TILED
                                        : v == "tiled-avx2" ? PG_VISION_ATTENTION_TILED_AVX2
                                        : v == "int16-avx2" ? PG_VISION_ATTENTION_INT16_AVX2
+                                       : v == "int16"      ? PG_VISION_ATTENTION_INT16
                                                            : PG_VISION_ATTENTION_SEPARATE;
         } else if ((!strcmp(a, "--vision-matmul") || !strcmp(a, "--text-matmul")) && more) {
             const std::string v = argv[++i];
@@ -501,13 +503,15 @@ int check_mlp(ggml_backend_t cpu, int64_t c, int64_t f, int64_t m) {
 int check_attention(ggml_backend_t cpu, int64_t n, float q_scale = 1.0f) {
     const int64_t            c = 1152, h = 16, hd = c / h;
     const std::vector<float> q = random_values((size_t) (c * n), q_scale, 11), k = random_values((size_t) (c * n), 1.0f, 12),
-                             v      = random_values((size_t) (c * n), 1.0f, 13);
-    const char *           names[5] = { "separate", "fused", "ours avx512", "ours avx2", "ours int16 avx2" };
-    const pg_attention_isa isa[5]   = { PG_ATTENTION_AVX512, PG_ATTENTION_AVX512, PG_ATTENTION_AVX512, PG_ATTENTION_AVX2, PG_ATTENTION_AVX2 };
-    std::vector<float>     y[5];
-    double                 ms[5]  = {};
-    bool                   ran[5] = {};
-    for (int way = 0; way < 5; ++way) {
+                             v         = random_values((size_t) (c * n), 1.0f, 13);
+    constexpr int          WAYS        = 6;
+    const char *           names[WAYS] = { "separate", "fused", "ours avx512", "ours avx2", "ours int16 avx2", "ours int16 avx512" };
+    const pg_attention_isa isa[WAYS]   = { PG_ATTENTION_AVX512, PG_ATTENTION_AVX512, PG_ATTENTION_AVX512,
+                                           PG_ATTENTION_AVX2,   PG_ATTENTION_AVX2,   PG_ATTENTION_AVX512_VNNI };
+    std::vector<float>     y[WAYS];
+    double                 ms[WAYS]  = {};
+    bool                   ran[WAYS] = {};
+    for (int way = 0; way < WAYS; ++way) {
         if (way >= 2 && !pg_attention_cpu_available(isa[way])) continue;
         ran[way] = true;
         pg_tune_graph g;
@@ -521,8 +525,8 @@ int check_attention(ggml_backend_t cpu, int64_t n, float q_scale = 1.0f) {
         const float   scale = 1.0f / sqrtf((float) hd);
         ggml_tensor * out;
         auto          heads = [&](ggml_tensor * x) { return ggml_view_3d(ctx, x, hd, h, n, hd * sizeof(float), x->nb[1], 0); };
-        if (way == 4) {
-            out = pg_attention_cpu_int16(ctx, t[0], t[1], t[2], (int) h);
+        if (way >= 4) {
+            out = pg_attention_cpu_int16(ctx, t[0], t[1], t[2], (int) h, isa[way]);
         } else if (way >= 2) {
             const int64_t ch       = PG_ATTENTION_CHUNK;
             const int     lanes    = pg_attention_cpu_lanes(isa[way]);
@@ -562,7 +566,7 @@ int check_attention(ggml_backend_t cpu, int64_t n, float q_scale = 1.0f) {
         printf("attention %lld tokens, 16 x 72, q x%g", (long long) n, q_scale);
     else
         printf("attention %lld tokens, 16 x 72    ", (long long) n);
-    for (int way = 0; way < 5; ++way) {
+    for (int way = 0; way < WAYS; ++way) {
         if (!ran[way]) continue;
         printf(" | %s %7.2f ms (%4.0f GFLOP/s)", names[way], ms[way], gflop / (ms[way] / 1000));
         if (way) printf(", rel. error %.2e", rel_error(y[way], y[0]));
