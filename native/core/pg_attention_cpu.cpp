@@ -122,9 +122,9 @@ head_layout layout_of(int64_t hd, int64_t n, bool wide) {
     return { hd, (hd + 1) / 2 * 2, (hd + lanes - 1) / lanes * lanes, (n + CHUNK - 1) / CHUNK * CHUNK };
 }
 
-// The op's userdata: whether it is the 512-bit form.
+// The ops' userdata (pg_attention_cpu_int16 sets it): whether they are the 512-bit form.
 bool is_wide(const void * userdata) {
-    return userdata && *(const bool *) userdata;
+    return *(const bool *) userdata;
 }
 
 int qk_limit(int64_t hdp) {
@@ -317,7 +317,7 @@ PG_TARGET void attention_op(ggml_tensor * dst, int ith, int nth, void * userdata
     const head_layout                 L           = layout_of(hd, n, wide);
     const auto                        scores_rows = wide ? wide::scores_rows : narrow::scores_rows;
     const auto                        values_all  = wide ? wide::values_all : narrow::values_all;
-    const int64_t                     key_step    = 2 * (wide ? wide::vec::LANES : narrow::vec::LANES);
+    const int64_t                     key_step    = wide ? wide::SCORE_KEYS : narrow::SCORE_KEYS;
     const int64_t                     score_rows  = wide ? wide::SCORE_ROWS : narrow::SCORE_ROWS;
     const int64_t                     pairs       = L.hdp / 2;
     const int                         lim         = qk_limit(L.hdp);

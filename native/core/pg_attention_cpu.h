@@ -9,7 +9,7 @@
 // Only one block's scores exist at a time (64 x N floats per thread), never the N x N matrix.
 // A second form runs both products in 16-bit integers, q, k and v quantized per row: over AVX2
 // (vpmaddwd: twice the FMA's multiply-adds per instruction) or, with AVX-512 VNNI, over 512-bit
-// vectors (vpdpwssd: the same, in one instruction); the softmax over AVX2 in both.
+// vectors (vpdpwssd: the same, in one instruction), its softmax at that width too.
 #pragma once
 #include "ggml.h"
 
@@ -18,7 +18,7 @@ enum pg_attention_isa {
     PG_ATTENTION_AVX512,  // 16 floats per vector (AVX-512 F)
     PG_ATTENTION_AVX2,    // 8 floats per vector (AVX2 + FMA): CPUs without AVX-512
     // pg_attention_cpu_int16 only: its products over 512-bit vectors with vpdpwssd (AVX-512 BW and
-    // VNNI), twice the 512-bit FMA's multiply-adds per instruction; softmax as the AVX2 form.
+    // VNNI), twice the 512-bit FMA's multiply-adds per instruction; the softmax over AVX-512 F.
     PG_ATTENTION_AVX512_VNNI,
 };
 
@@ -41,5 +41,4 @@ ggml_tensor * pg_attention_cpu(ggml_context * ctx, ggml_tensor * q, ggml_tensor 
 // 512-bit vectors, as pg_attention_cpu_available(isa) says: q, k, v straight from the projections,
 // [heads x head size, N] f32 with contiguous rows (views into a wider tensor are fine); K and V
 // quantized once per head by a first op. Returns [heads x head size, N].
-ggml_tensor * pg_attention_cpu_int16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads,
-                                     pg_attention_isa isa = PG_ATTENTION_AVX2);
+ggml_tensor * pg_attention_cpu_int16(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, int heads, pg_attention_isa isa);
